@@ -1,0 +1,48 @@
+# The README's two set-up commands are `make up` and `make test`; everything they need
+# (venv, Kafka jars from Maven Central, helm built from its Go module) is fetched here
+# into git-ignored folders on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+HELM_VERSION := v3.16.4
+HELM := .cache/bin/helm
+
+.PHONY: up down test lint bench deps jars helm clean
+
+deps: $(INSTALLED) jars
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+jars: $(INSTALLED)
+	$(BIN)/python -c "from webhooks.localkafka import ensure_kafka_jars; ensure_kafka_jars()"
+
+# helm is optional: the chart tests skip with a message where Go is absent.
+helm:
+	@if [ ! -x $(HELM) ] && command -v go >/dev/null; then \
+		echo "building helm $(HELM_VERSION) from its Go module (once)"; \
+		GOBIN=$(abspath .cache/bin) GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
+
+up: deps
+	$(BIN)/webhooks up
+
+down:
+	@if [ -x $(BIN)/webhooks ]; then $(BIN)/webhooks down; fi
+
+test: deps helm
+	$(BIN)/pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check webhooks services tests benchmarks
+
+bench: deps
+	$(BIN)/python -m benchmarks
+
+clean: down
+	rm -rf .data .run bench-results

@@ -1,0 +1,59 @@
+"""``python -m benchmarks [name ...]``: run benchmarks against a fresh local broker."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.context import BenchContext, machine
+from webhooks.localkafka import LocalKafka, free_port
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
+
+
+def main(selected: list[str]) -> int:
+    names = sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
+    names = [n for n in names if not selected or n in selected or n[6:] in selected]
+    report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "machine": machine(),
+                                 "setup": "local single-node Kafka 3.9.1 (KRaft), embedded "
+                                          "ClickHouse (chDB), all on this machine",
+                                 "results": {}}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        bootstrap = os.environ.get("WEBHOOKS_KAFKA_BOOTSTRAP")
+        broker = None
+        if not bootstrap:
+            broker = LocalKafka(Path(work) / "kafka", port=free_port(), heap="1g")
+            bootstrap = broker.start()
+        context = BenchContext(kafka_bootstrap=bootstrap, work_dir=Path(work))
+        try:
+            for name in names:
+                print(f"== {name}", flush=True)
+                started = time.monotonic()
+                try:
+                    result = importlib.import_module(f"benchmarks.{name}").run(context)
+                except Exception:
+                    traceback.print_exc()
+                    result = {"error": traceback.format_exc(limit=3)}
+                    failed = True
+                result["seconds"] = round(time.monotonic() - started, 1)
+                report["results"][name] = result  # type: ignore[index]
+                print(json.dumps(result, indent=2), flush=True)
+        finally:
+            if broker:
+                broker.stop()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS / 'latest.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

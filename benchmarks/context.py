@@ -1,0 +1,51 @@
+"""What every benchmark gets: a real broker, an embedded ClickHouse path, settings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
+
+
+@dataclass
+class BenchContext:
+    kafka_bootstrap: str
+    work_dir: Path
+
+    def settings(self, **overrides: object) -> Settings:
+        """Fresh topics and a fresh ClickHouse database for one benchmark."""
+        scope = f"b{uuid.uuid4().hex[:8]}"
+        settings = Settings(**{
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "clickhouse_url": f"chdb://{self.work_dir / 'clickhouse'}?database={scope}",
+            "topic_prefix": scope,
+            "topic_partitions": 6,
+            "api_keys": {"bench-key": "bench", "bench-admin": "*"},
+            "allow_private_targets": ("127.0.0.0/8",),
+            **overrides,
+        })
+        ensure_topics(settings)
+        return settings
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50/p99/max of latencies in seconds, reported in milliseconds."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    if len(ordered) == 1:
+        ordered = ordered * 2
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
+            "max_ms": round(ordered[-1] * 1000, 2), "samples": len(ordered)}
+
+
+def machine() -> dict[str, object]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "processor": platform.processor()}

@@ -1,0 +1,13 @@
+"""Entry point: ``webhooks serve fanout``."""
+
+from __future__ import annotations
+
+from faust.worker import Worker
+
+from services.fanout.app import create_app
+from webhooks.settings import Settings
+
+
+def run(settings: Settings) -> None:
+    app = create_app(settings)
+    Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()

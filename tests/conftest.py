@@ -1,0 +1,89 @@
+"""Session-wide real infrastructure: one Kafka broker, one ClickHouse engine.
+
+Each test module gets its own topic prefix and ClickHouse database, so modules share
+the broker and the engine without seeing each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.backends import docker_available, with_database
+from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
+
+TEST_API_KEYS = {"key-acme": "acme", "key-globex": "globex", "key-admin": "*"}
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka broker for the whole session."""
+    if os.environ.get("WEBHOOKS_KAFKA_BOOTSTRAP"):
+        yield os.environ["WEBHOOKS_KAFKA_BOOTSTRAP"]
+    elif docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        from webhooks.localkafka import LocalKafka, free_port
+
+        broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port())
+        broker.start()
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ClickHouse engine for the whole session (embedded unless told otherwise)."""
+    if os.environ.get("WEBHOOKS_CLICKHOUSE_URL"):
+        yield os.environ["WEBHOOKS_CLICKHOUSE_URL"]
+    elif docker_available():
+        from testcontainers.clickhouse import ClickHouseContainer
+
+        with ClickHouseContainer() as clickhouse:
+            host = clickhouse.get_container_host_ip()
+            port = clickhouse.get_exposed_port(8123)
+            yield f"http://{clickhouse.username}:{clickhouse.password}@{host}:{port}/default"
+    else:
+        path: Path = tmp_path_factory.mktemp("clickhouse")
+        yield f"chdb://{path}"
+
+
+@pytest.fixture(scope="module")
+def make_settings(kafka_bootstrap: str, clickhouse_base_url: str
+                  ) -> Callable[..., Settings]:
+    """Build Settings for this module's private topics and database, with overrides."""
+    scope = f"t{uuid.uuid4().hex[:10]}"
+    defaults = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "clickhouse_url": with_database(clickhouse_base_url, scope),
+        "topic_prefix": scope,
+        "topic_partitions": 3,
+        "retry_schedule": "1s,2s,3s",
+        "retry_jitter": 0.0,
+        "api_keys": TEST_API_KEYS,
+        "allow_private_targets": ("127.0.0.0/8",),
+        "delivery_timeout": 5.0,
+    }
+
+    def build(**overrides: object) -> Settings:
+        return Settings(**{**defaults, **overrides})
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """This module's settings, with every topic created."""
+    module_settings = make_settings()
+    ensure_topics(module_settings)
+    return module_settings

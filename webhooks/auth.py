@@ -1,0 +1,50 @@
+"""API keys: ``Authorization: Bearer <key>`` maps to a tenant or to the admin role."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from webhooks.problems import Problem
+from webhooks.settings import ADMIN_TENANT
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant, or an admin who may act for any tenant."""
+
+    tenant: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.tenant == ADMIN_TENANT
+
+
+class ApiKeys:
+    """The configured keys; lookups compare every key in constant time."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self._keys = [(key.encode(), tenant) for key, tenant in keys.items()]
+
+    def lookup(self, presented: str) -> Principal | None:
+        found = None
+        for key, tenant in self._keys:
+            if hmac.compare_digest(key, presented.encode()):
+                found = Principal(tenant)
+        return found
+
+    def dependency(self) -> Callable[[Request], Principal]:
+        """A FastAPI dependency that answers 401 unless a valid key is presented."""
+
+        def authenticate(request: Request) -> Principal:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            principal = self.lookup(token.strip()) if scheme.lower() == "bearer" else None
+            if principal is None:
+                raise Problem(401, "missing or invalid API key (Authorization: Bearer <key>)",
+                              headers={"WWW-Authenticate": "Bearer"})
+            return principal
+
+        return authenticate

@@ -1,0 +1,143 @@
+"""ClickHouse client factory (embedded chDB or a server) and versioned SQL migrations.
+
+``WEBHOOKS_CLICKHOUSE_URL`` picks the engine:
+
+- ``chdb:///abs/path`` or ``chdb://relative/path`` opens ClickHouse embedded in this
+  process (chdb-core). Only one process may open a path, so the eventlog sink and API
+  share one process in this mode. ``?database=name`` selects the database.
+- ``http(s)://user:password@host:8123/database`` talks to a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+DEFAULT_DATABASE = "webhooks"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ClickHouseTarget:
+    """A parsed ``WEBHOOKS_CLICKHOUSE_URL``."""
+
+    embedded: bool
+    database: str
+    path: str = ""
+    host: str = ""
+    port: int = 8123
+    secure: bool = False
+    username: str = "default"
+    password: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> ClickHouseTarget:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        if parts.scheme == "chdb":
+            path = unquote(parts.netloc + parts.path)
+            if not path:
+                raise ValueError("chdb URL needs a path, e.g. chdb:///var/lib/webhooks/clickhouse")
+            database = query.get("database", [DEFAULT_DATABASE])[0]
+            target = cls(embedded=True, database=database, path=str(Path(path).resolve()))
+        elif parts.scheme in ("http", "https"):
+            if not parts.hostname:
+                raise ValueError(f"ClickHouse URL has no host: {url!r}")
+            secure = parts.scheme == "https"
+            target = cls(
+                embedded=False,
+                database=parts.path.strip("/") or DEFAULT_DATABASE,
+                host=parts.hostname,
+                port=parts.port or (8443 if secure else 8123),
+                secure=secure,
+                username=unquote(parts.username or "default"),
+                password=unquote(parts.password or ""),
+            )
+        else:
+            raise ValueError(
+                f"unsupported ClickHouse URL scheme {parts.scheme!r}: use chdb or http(s)")
+        if not _IDENTIFIER.match(target.database):
+            raise ValueError(f"invalid ClickHouse database name {target.database!r}")
+        return target
+
+
+def create_clickhouse_client(url: str, create_database: bool = True) -> Client:
+    """A clickhouse-connect client for ``url`` whose current database exists."""
+    target = ClickHouseTarget.parse(url)
+    if target.embedded:
+        Path(target.path).mkdir(parents=True, exist_ok=True)
+
+        def connect(database: str | None) -> Client:
+            return clickhouse_connect.get_client(interface="chdb", path=target.path,
+                                                 database=database)
+    else:
+
+        def connect(database: str | None) -> Client:
+            return clickhouse_connect.get_client(
+                host=target.host, port=target.port, secure=target.secure,
+                username=target.username, password=target.password, database=database or "",
+            )
+
+    if create_database:
+        bootstrap = connect(None)
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {target.database}")
+        if not target.embedded:
+            bootstrap.close()
+    return connect(target.database)
+
+
+def clickhouse_reachable(client: Client) -> bool:
+    """True when a trivial query succeeds."""
+    try:
+        client.query("SELECT 1")
+        return True
+    except Exception:  # any driver or network error means "not ready"
+        return False
+
+
+def _migration_files() -> list[tuple[int, Path]]:
+    files = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        version = int(path.name.split("_", 1)[0])
+        files.append((version, path))
+    return files
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def apply_migrations(client: Client, retention_days: int = 30) -> list[int]:
+    """Apply every migration in ``webhooks/migrations`` not yet recorded; return their versions.
+
+    Statements must be idempotent (``IF NOT EXISTS``): two processes starting at once
+    may both apply a version, and ClickHouse has no transactional DDL.
+    """
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version UInt32, name String, applied DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+    applied = []
+    for version, path in _migration_files():
+        if version in done:
+            continue
+        sql = Template(path.read_text()).substitute(retention_days=int(retention_days))
+        for statement in _statements(sql):
+            client.command(statement)
+        client.insert("schema_migrations", [[version, path.name]], column_names=["version", "name"])
+        log.info("applied ClickHouse migration %s", path.name)
+        applied.append(version)
+    return applied

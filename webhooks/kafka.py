@@ -1,0 +1,70 @@
+"""confluent-kafka producer, consumer and admin factories with the platform's defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from webhooks.settings import Settings
+
+
+def create_producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer that waits for every in-sync replica (``acks=all``)."""
+    config: dict[str, Any] = {
+        **settings.kafka_client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.timeout.ms": 30000,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+def create_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    """A consumer whose offsets the caller commits itself, after the outcome is durable.
+
+    ``group`` is suffixed to the topic prefix so that deployments sharing a cluster
+    under different prefixes never share a consumer group.
+    """
+    config: dict[str, Any] = {
+        **settings.kafka_client_config(),
+        "group.id": f"{settings.topic_prefix}.{group}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def create_admin(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def kafka_reachable(settings: Settings, timeout: float = 3.0) -> bool:
+    """True when the cluster answers a metadata request within ``timeout`` seconds."""
+    try:
+        create_admin(settings).list_topics(timeout=timeout)
+        return True
+    except KafkaException:
+        return False
+
+
+def produce_sync(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
+                 headers: list[tuple[str, bytes]] | None = None, timeout: float = 30.0) -> None:
+    """Produce one message and block until the broker acknowledged it (or raise)."""
+    outcome: list[Any] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        outcome.append(err)
+
+    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    producer.flush(timeout)
+    if not outcome:
+        raise KafkaException(f"no acknowledgement from Kafka for {topic} within {timeout}s")
+    if outcome[0] is not None:
+        raise KafkaException(outcome[0])

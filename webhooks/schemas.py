@@ -1,0 +1,46 @@
+"""JSON Schemas from ``schemas/``: loading and validation with precise error messages."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+class SchemaError(ValueError):
+    """A document does not conform to its schema; ``errors`` says where and why."""
+
+    def __init__(self, schema: str, errors: list[str]) -> None:
+        super().__init__(f"{schema}: " + "; ".join(errors))
+        self.schema = schema
+        self.errors = errors
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the parsed schema ``schemas/<name>.json`` (e.g. ``envelope.v1``)."""
+    return json.loads((SCHEMAS_DIR / f"{name}.json").read_text())
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name))
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the field and the reason, e.g. ``data.type: 'X' does not match …``."""
+    where = ".".join(str(part) for part in error.absolute_path) or "(root)"
+    return f"{where}: {error.message}"
+
+
+def validate(name: str, document: Any) -> None:
+    """Raise :class:`SchemaError` listing every violation of schema ``name``."""
+    errors = sorted(_validator(name).iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise SchemaError(name, [describe_error(e) for e in errors])

@@ -1,0 +1,133 @@
+"""Typed settings, read once from ``WEBHOOKS_*`` environment variables.
+
+Nothing reads the environment at import time: services call :func:`get_settings`
+(cached) or build a :class:`Settings` explicitly, which is what tests do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from webhooks.durations import parse_duration
+
+ADMIN_TENANT = "*"
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; see the configuration table in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore")
+
+    # Where and how we run.
+    environment: Literal["local", "production"] = "local"
+    host: str = "127.0.0.1"
+    ingest_port: int = 8081
+    eventlog_port: int = 8082
+    fanout_port: int = 8083
+    log_level: str = "INFO"
+
+    # Kafka.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_ca_location: str | None = None
+    topic_prefix: str = "webhooks"
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+
+    # ClickHouse: chdb:///path (embedded) or http(s)://user:pass@host:8123/db.
+    clickhouse_url: str = "chdb://.data/clickhouse"
+    retention_days: int = Field(default=30, ge=1)
+
+    # Auth: "key:tenant,key2:*" where "*" marks an admin key.
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    # Ingest.
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    idempotency_window: Annotated[float, NoDecode] = 24 * 3600.0
+    api_version: str = "2026-11-01"
+
+    # Delivery.
+    retry_schedule: str = "1m,5m,30m,2h,8h,24h"
+    retry_jitter: float = Field(default=0.1, ge=0.0, le=1.0)
+    delivery_timeout: Annotated[float, NoDecode] = 15.0
+    delivery_concurrency: int = Field(default=200, ge=1)
+    endpoint_max_in_flight: int = Field(default=10, ge=1)
+    secret_rotation_overlap: Annotated[float, NoDecode] = 24 * 3600.0
+    disable_after: Annotated[float, NoDecode] = 5 * 24 * 3600.0
+    disable_after_failures: int = Field(default=0, ge=0)
+    allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        keys: dict[str, str] = {}
+        for pair in filter(None, (item.strip() for item in value.split(","))):
+            key, sep, tenant = pair.rpartition(":")
+            if not sep or not key or not tenant:
+                raise ValueError("WEBHOOKS_API_KEYS must be comma-separated key:tenant pairs")
+            keys[key] = tenant
+        return keys
+
+    @field_validator(
+        "idempotency_window",
+        "delivery_timeout",
+        "secret_rotation_overlap",
+        "disable_after",
+        mode="before",
+    )
+    @classmethod
+    def _parse_duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str | int | float) else value
+
+    @field_validator("allow_private_targets", mode="before")
+    @classmethod
+    def _parse_private_targets(cls, value: object) -> object:
+        """``true`` allows every address; otherwise a comma-separated CIDR list."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in ("", "false", "0", "no"):
+            return ()
+        if text in ("true", "1", "yes", "*"):
+            return ("0.0.0.0/0", "::/0")
+        networks = tuple(item.strip() for item in value.split(",") if item.strip())
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # raises on a typo
+        return networks
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        for item in value.split(","):
+            parse_duration(item)
+        return value
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka connection settings shared by every producer, consumer and admin."""
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = self.kafka_sasl_password or ""
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
