@@ -9,6 +9,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -29,8 +30,18 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
+def _registry() -> Registry:
+    """Every schema by its ``$id``, so schemas can ``$ref`` each other by file name."""
+    resources = []
+    for path in SCHEMAS_DIR.glob("*.json"):
+        schema = load_schema(path.stem)
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
+@cache
 def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name))
+    return Draft202012Validator(load_schema(name), registry=_registry())
 
 
 def describe_error(error: ValidationError) -> str:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # ClickHouse: chdb:///path (embedded) or http(s)://user:pass@host:8123/db.
     clickhouse_url: str = "chdb://.data/clickhouse"
     retention_days: int = Field(default=30, ge=1)
+    # all: sink and API in one process (required with chdb); api / sink: split (server mode).
+    eventlog_role: Literal["all", "api", "sink"] = "all"
 
     # Auth: "key:tenant,key2:*" where "*" marks an admin key.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
