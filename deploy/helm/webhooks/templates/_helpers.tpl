@@ -1,0 +1,205 @@
+{{/* Names and labels. */}}
+
+{{- define "webhooks.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "webhooks.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "webhooks.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "webhooks.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "webhooks.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "webhooks.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: webhooks
+{{- end }}
+
+{{/* Labels of one component; call with (dict "root" $ "component" "ingest"). */}}
+{{- define "webhooks.componentLabels" -}}
+{{ include "webhooks.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "webhooks.componentSelectorLabels" -}}
+{{ include "webhooks.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Configuration: names of the ConfigMap and Secret, and which Secret the pods read. */}}
+
+{{- define "webhooks.configName" -}}
+{{- include "webhooks.fullname" . }}
+{{- end }}
+
+{{- define "webhooks.secretName" -}}
+{{- default (include "webhooks.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* Setup Jobs run before the release's own ConfigMap and Secret exist, so they read hook copies. */}}
+{{- define "webhooks.setupConfigName" -}}
+{{- printf "%s-setup" (include "webhooks.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "webhooks.setupSecretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- include "webhooks.setupConfigName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "webhooks.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "webhooks.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "webhooks.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "webhooks.embedded" -}}
+{{- if eq .Values.clickhouse.mode "embedded" }}true{{ end }}
+{{- end }}
+
+{{/* Embedded ClickHouse lives on the eventlog pod's volume. */}}
+{{- define "webhooks.dataDir" -}}/var/lib/webhooks{{- end }}
+
+{{- define "webhooks.embeddedClickhouseUrl" -}}
+{{- printf "chdb://%s/clickhouse" (include "webhooks.dataDir" .) }}
+{{- end }}
+
+{{- define "webhooks.kafkaCaPath" -}}/etc/webhooks/kafka-ca{{- end }}
+
+{{/*
+Non-secret settings: the ConfigMap's data (also its hook copy for the setup Jobs), as YAML.
+config.extra is merged last, so it can add new WEBHOOKS_* settings or override these.
+*/}}
+{{- define "webhooks.configData" -}}
+{{- $c := .Values.config -}}
+{{- $data := dict
+  "WEBHOOKS_ENVIRONMENT" $c.environment
+  "WEBHOOKS_HOST" "0.0.0.0"
+  "WEBHOOKS_LOG_LEVEL" $c.logLevel
+  "WEBHOOKS_INGEST_PORT" (.Values.ingest.port | int64 | toString)
+  "WEBHOOKS_EVENTLOG_PORT" (.Values.eventlog.port | int64 | toString)
+  "WEBHOOKS_FANOUT_PORT" (.Values.fanout.port | int64 | toString)
+  "WEBHOOKS_KAFKA_BOOTSTRAP" .Values.kafka.bootstrap
+  "WEBHOOKS_KAFKA_SECURITY_PROTOCOL" .Values.kafka.securityProtocol
+  "WEBHOOKS_TOPIC_PREFIX" $c.topicPrefix
+  "WEBHOOKS_TOPIC_PARTITIONS" ($c.topicPartitions | int64 | toString)
+  "WEBHOOKS_TOPIC_REPLICATION" ($c.topicReplication | int64 | toString)
+  "WEBHOOKS_RETENTION_DAYS" ($c.retentionDays | int64 | toString)
+  "WEBHOOKS_MAX_BODY_BYTES" ($c.maxBodyBytes | int64 | toString)
+  "WEBHOOKS_IDEMPOTENCY_WINDOW" $c.idempotencyWindow
+  "WEBHOOKS_API_VERSION" $c.apiVersion
+  "WEBHOOKS_RETRY_SCHEDULE" $c.retrySchedule
+  "WEBHOOKS_RETRY_JITTER" ($c.retryJitter | toString)
+  "WEBHOOKS_DELIVERY_TIMEOUT" $c.deliveryTimeout
+  "WEBHOOKS_DELIVERY_CONCURRENCY" ($c.deliveryConcurrency | int64 | toString)
+  "WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT" ($c.endpointMaxInFlight | int64 | toString)
+  "WEBHOOKS_SECRET_ROTATION_OVERLAP" $c.secretRotationOverlap
+  "WEBHOOKS_DISABLE_AFTER" $c.disableAfter
+  "WEBHOOKS_DISABLE_AFTER_FAILURES" ($c.disableAfterFailures | int64 | toString)
+  "WEBHOOKS_ALLOW_PRIVATE_TARGETS" $c.allowPrivateTargets
+-}}
+{{- with .Values.kafka.sasl.mechanism }}
+{{- $_ := set $data "WEBHOOKS_KAFKA_SASL_MECHANISM" . }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+{{- $_ := set $data "WEBHOOKS_KAFKA_SSL_CA_LOCATION" (printf "%s/%s" (include "webhooks.kafkaCaPath" .) .Values.kafka.tls.caKey) }}
+{{- end }}
+{{- range $name, $value := $c.extra }}
+{{- $_ := set $data $name $value }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{/* Secret settings: the chart-created Secret's stringData (unless secrets.existingSecret). */}}
+{{- define "webhooks.secretData" -}}
+{{- $pairs := list }}
+{{- range .Values.secrets.apiKeys }}
+{{- $pairs = append $pairs (printf "%s:%s" .key .tenant) }}
+{{- end -}}
+api-keys: {{ join "," $pairs | quote }}
+{{- if not (include "webhooks.embedded" .) }}
+clickhouse-url: {{ .Values.clickhouse.url | quote }}
+{{- end }}
+{{- if .Values.kafka.sasl.mechanism }}
+kafka-sasl-username: {{ .Values.kafka.sasl.username | quote }}
+kafka-sasl-password: {{ .Values.kafka.sasl.password | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment entries read from the Secret, one per key a component needs (least privilege:
+fanout never sees the ClickHouse URL). Call with (dict "root" $ "secretName" name "keys" list).
+*/}}
+{{- define "webhooks.secretEnv" -}}
+{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" }}
+{{- range .keys }}
+- name: {{ get $envByKey . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.secretName }}
+      key: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret keys a component reads; call with (dict "root" $ "needs" (list "api-keys" …)). */}}
+{{- define "webhooks.secretKeys" -}}
+{{- $keys := .needs }}
+{{- if .root.Values.kafka.sasl.mechanism }}
+{{- $keys = concat $keys (list "kafka-sasl-username" "kafka-sasl-password") }}
+{{- end }}
+{{- toJson $keys }}
+{{- end }}
+
+{{/* Volumes shared by every pod: a writable /tmp and, with TLS, the Kafka CA. */}}
+{{- define "webhooks.kafkaCaVolume" -}}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: {{ .Values.kafka.tls.caKey }}
+{{- end }}
+{{- end }}
+
+{{- define "webhooks.kafkaCaMount" -}}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: {{ include "webhooks.kafkaCaPath" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "webhooks.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,108 @@
+"""Running the real ``helm`` against the chart, and reading what it renders.
+
+helm is the binary ``make helm`` builds from its Go module into ``.cache/bin/helm`` (or one
+on PATH). Without it and without Go the chart checks are skipped with a message; with Go
+present a missing helm is a failure, because ``make test`` builds it first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO_ROOT / "deploy" / "helm" / "webhooks"
+ALL_ENABLED_VALUES = CHART_DIR / "ci" / "all-enabled-values.yaml"
+EMBEDDED_VALUES = CHART_DIR / "ci" / "embedded-clickhouse-values.yaml"
+# Our helm is built without release ldflags and would otherwise assume Kubernetes 1.20,
+# below the chart's kubeVersion; any version the chart supports renders the same.
+KUBE_VERSION = "1.33.0"
+RELEASE = "wh"
+NAMESPACE = "webhooks"
+
+
+def helm_binary() -> str:
+    """Path of helm, or skip (no Go) / fail (Go present, so `make helm` would build it)."""
+    cached = REPO_ROOT / ".cache" / "bin" / "helm"
+    if cached.is_file():
+        return str(cached)
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    if shutil.which("go") is None:
+        pytest.skip("helm not found (.cache/bin/helm or PATH) and Go is absent to build it: "
+                    "chart checks skipped; install Go and run `make helm`")
+    pytest.fail("helm not found at .cache/bin/helm: run `make helm` (make test does it first)")
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run helm with ``args``; the caller checks the return code and output."""
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120)
+
+
+def values_args(values_files: tuple[Path, ...] = ()) -> list[str]:
+    return [arg for path in values_files for arg in ("--values", str(path))]
+
+
+def template(*values_files: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``helm template`` of the chart, hooks included."""
+    return run_helm("template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE,
+                    "--kube-version", KUBE_VERSION, *values_args(values_files), *extra)
+
+
+@dataclass(frozen=True)
+class Manifests:
+    """The documents one ``helm template`` rendered, with lookups used by the tests."""
+
+    docs: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def render(cls, *values_files: Path, extra: tuple[str, ...] = ()) -> Manifests:
+        result = template(*values_files, extra=extra)
+        assert result.returncode == 0, result.stderr
+        docs = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+        assert docs, "helm template rendered nothing"
+        return cls(docs)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        matches = [doc for doc in self.of_kind(kind) if doc["metadata"]["name"] == name]
+        assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+        return matches[0]
+
+    def names(self, kind: str) -> set[str]:
+        return {doc["metadata"]["name"] for doc in self.of_kind(kind)}
+
+    def workloads(self) -> Iterator[dict[str, Any]]:
+        """Every Deployment and Job: the objects that run the image."""
+        yield from self.of_kind("Deployment")
+        yield from self.of_kind("Job")
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's explicit env entries by name."""
+    return {entry["name"]: entry for entry in container.get("env") or []}
+
+
+def name(component: str) -> str:
+    """Resource name of a component for the test release (default fullname)."""
+    return f"{RELEASE}-webhooks-{component}"
+
+
+def write_values(directory: Path, values: dict[str, Any], filename: str = "values.yaml") -> Path:
+    path = directory / filename
+    path.write_text(yaml.safe_dump(values))
+    return path

@@ -1,0 +1,147 @@
+"""The chart lints strictly, renders, and renders only valid Kubernetes objects.
+
+Rendered manifests are validated offline against the Kubernetes JSON schemas bundled with
+``kubernetes-validate`` in strict mode (unknown fields are errors) for several Kubernetes
+minor versions. values.schema.json must reject wrong values before anything renders.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.deploy.chart import (
+    ALL_ENABLED_VALUES,
+    CHART_DIR,
+    EMBEDDED_VALUES,
+    KUBE_VERSION,
+    Manifests,
+    run_helm,
+    template,
+    values_args,
+    write_values,
+)
+
+VALUES_FILES = {
+    "default": (),
+    "all-enabled": (ALL_ENABLED_VALUES,),
+    "embedded": (EMBEDDED_VALUES,),
+}
+# Oldest and newest minor the chart is checked against, and one between.
+KUBERNETES_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
+# Custom resources have no schema in the Kubernetes distribution; these are skipped by name,
+# every other kind must have a schema and pass it.
+CUSTOM_RESOURCE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+@pytest.fixture(scope="module", params=sorted(VALUES_FILES))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, Manifests]:
+    return request.param, Manifests.render(*VALUES_FILES[request.param])
+
+
+@pytest.mark.parametrize("variant", sorted(VALUES_FILES))
+def test_helm_lint_strict(variant: str) -> None:
+    result = run_helm("lint", "--strict", str(CHART_DIR), "--kube-version", KUBE_VERSION,
+                      *values_args(VALUES_FILES[variant]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_rendered_manifests_pass_strict_kubernetes_schemas(rendered: tuple[str, Manifests]
+                                                           ) -> None:
+    variant, manifests = rendered
+    failures: list[str] = []
+    validated = 0
+    for doc in manifests.docs:
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCE_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                validated += 1
+            except kubernetes_validate.ValidationError as error:
+                path = "/".join(map(str, error.path))
+                failures.append(f"{doc['kind']}/{doc['metadata']['name']} on {version}: "
+                                f"{path}: {error.message}")
+            except kubernetes_validate.SchemaNotFoundError as error:
+                failures.append(f"{variant}: {error.message}")
+    assert not failures, "\n".join(failures)
+    assert validated >= 10 * len(KUBERNETES_VERSIONS)
+
+
+def test_only_custom_resources_skip_kubernetes_validation() -> None:
+    """The skip list is exact: the all-enabled render does contain a ServiceMonitor."""
+    manifests = Manifests.render(ALL_ENABLED_VALUES)
+    kinds = {(doc["apiVersion"], doc["kind"]) for doc in manifests.docs}
+    assert kinds >= CUSTOM_RESOURCE_KINDS
+    for api_version, kind in kinds - CUSTOM_RESOURCE_KINDS:
+        assert not api_version.startswith("monitoring.coreos.com"), kind
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    """Negative control: the validator used above does fail on a misspelt field."""
+    deployment = Manifests.render().of_kind("Deployment")[0]
+    broken = copy.deepcopy(deployment)
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
+    wrong_type = copy.deepcopy(deployment)
+    wrong_type["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong_type, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_expected_kinds_are_rendered(rendered: tuple[str, Manifests]) -> None:
+    variant, manifests = rendered
+    kinds = {doc["kind"] for doc in manifests.docs}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Job",
+            "ServiceAccount"} <= kinds
+    if variant == "all-enabled":
+        assert {"HorizontalPodAutoscaler", "Ingress", "ServiceMonitor", "Secret"} <= kinds
+    if variant == "embedded":
+        assert "PersistentVolumeClaim" in kinds
+
+
+BAD_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"ingest": {"replicaCount": "two"}}, "ingest.replicaCount"),
+    ({"ingest": {"port": "x"}}, "ingest.port"),
+    ({"eventlog": {"port": 70000}}, "eventlog.port"),
+    ({"replicaCount": 2}, "replicaCount"),
+    ({"clickhouse": {"mode": "cluster"}}, "clickhouse.mode"),
+    ({"clickhouse": {"url": "tcp://clickhouse:9000"}}, "clickhouse.url"),
+    ({"kafka": {"bootstrap": ""}}, "kafka.bootstrap"),
+    ({"config": {"retrySchedule": "soon"}}, "config.retrySchedule"),
+    ({"config": {"topicPartitions": 0}}, "config.topicPartitions"),
+    ({"config": {"extra": {"NOT_OURS": "x"}}}, "config.extra"),
+    ({"fanout": {"autoscaling": {"enabled": True}}}, "autoscaling"),
+    ({"secrets": {"apiKeys": [{"key": "key-without-tenant-0001"}]}}, "tenant"),
+    ({"eventlog": {"sink": {"enabled": "yes"}}}, "eventlog.sink.enabled"),
+]
+
+
+@pytest.mark.parametrize(("values", "field"), BAD_VALUES,
+                         ids=[field for _, field in BAD_VALUES])
+def test_values_schema_rejects_wrong_values(tmp_path: Path, values: dict[str, Any],
+                                            field: str) -> None:
+    result = template(write_values(tmp_path, values))
+    assert result.returncode != 0, f"helm accepted {values}"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert field in result.stderr, result.stderr
+
+
+def test_helm_lint_rejects_a_wrong_type(tmp_path: Path) -> None:
+    result = run_helm("lint", "--strict", str(CHART_DIR), "--kube-version", KUBE_VERSION,
+                      "--values", str(write_values(tmp_path, {"ingest": {"replicaCount": "two"}})))
+    assert result.returncode != 0
+    assert "ingest.replicaCount" in result.stdout + result.stderr
+
+
+def test_embedded_clickhouse_refuses_autoscaling(tmp_path: Path) -> None:
+    overrides = write_values(tmp_path, {"eventlog": {"autoscaling": {"enabled": True}}})
+    result = template(EMBEDDED_VALUES, overrides)
+    assert result.returncode != 0
+    assert "exactly one eventlog pod" in result.stderr
