@@ -1,0 +1,325 @@
+"""What the chart deploys: roles, wiring between objects, hooks, security, configuration.
+
+Each check reads the manifests ``helm template`` rendered (once per values file) and would
+catch a chart that renders valid Kubernetes objects that nevertheless do not work together:
+a Secret key no pod can find, a selector that matches nothing, a hook that runs before its
+configuration exists, a setting the application does not know.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.chart import (
+    ALL_ENABLED_VALUES,
+    EMBEDDED_VALUES,
+    Manifests,
+    env_of,
+    name,
+    pod_spec,
+    write_values,
+)
+from webhooks.settings import Settings
+
+SERVICE_PORT_SETTING = {"ingest": "WEBHOOKS_INGEST_PORT", "fanout": "WEBHOOKS_FANOUT_PORT",
+                        "eventlog": "WEBHOOKS_EVENTLOG_PORT"}
+
+
+@pytest.fixture(scope="module")
+def default() -> Manifests:
+    return Manifests.render()
+
+
+@pytest.fixture(scope="module")
+def all_enabled() -> Manifests:
+    return Manifests.render(ALL_ENABLED_VALUES)
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Manifests:
+    return Manifests.render(EMBEDDED_VALUES)
+
+
+@pytest.fixture(scope="module", params=["default", "all_enabled", "embedded"])
+def any_render(request: pytest.FixtureRequest) -> Manifests:
+    return request.getfixturevalue(request.param)
+
+
+def role_of(deployment: dict[str, Any]) -> str | None:
+    entry = env_of(pod_spec(deployment)["containers"][0]).get("WEBHOOKS_EVENTLOG_ROLE")
+    return entry["value"] if entry else None
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+# --- roles ---------------------------------------------------------------------------------
+
+def test_server_mode_splits_eventlog_api_and_sink(default: Manifests) -> None:
+    assert default.names("Deployment") == {name(c) for c in
+                                           ("ingest", "fanout", "eventlog", "eventlog-sink")}
+    assert role_of(default.get("Deployment", name("eventlog"))) == "api"
+    assert role_of(default.get("Deployment", name("eventlog-sink"))) == "sink"
+    assert role_of(default.get("Deployment", name("ingest"))) is None
+    api_args = pod_spec(default.get("Deployment", name("eventlog")))["containers"][0]["args"]
+    assert api_args == ["serve", "eventlog"]
+
+
+def test_without_a_sink_deployment_every_eventlog_pod_sinks(tmp_path: Path) -> None:
+    manifests = Manifests.render(write_values(tmp_path, {"eventlog": {"sink": {"enabled": False}}}))
+    assert name("eventlog-sink") not in manifests.names("Deployment")
+    assert role_of(manifests.get("Deployment", name("eventlog"))) == "all"
+
+
+def test_embedded_clickhouse_is_one_pod_on_a_volume(embedded: Manifests) -> None:
+    eventlog = embedded.get("Deployment", name("eventlog"))
+    assert name("eventlog-sink") not in embedded.names("Deployment")
+    assert eventlog["spec"]["replicas"] == 1
+    assert eventlog["spec"]["strategy"] == {"type": "Recreate"}
+    assert role_of(eventlog) == "all"
+    container = pod_spec(eventlog)["containers"][0]
+    url = env_of(container)["WEBHOOKS_CLICKHOUSE_URL"]["value"]
+    assert url.startswith("chdb:///")
+    [data_mount] = [m for m in container["volumeMounts"] if m["name"] == "data"]
+    assert url.removeprefix("chdb://").startswith(data_mount["mountPath"] + "/")
+    [data_volume] = [v for v in pod_spec(eventlog)["volumes"] if v["name"] == "data"]
+    claim = data_volume["persistentVolumeClaim"]["claimName"]
+    assert claim in embedded.names("PersistentVolumeClaim")
+    # Only the eventlog pod may open the chDB path, so no migration Job runs beside it.
+    assert embedded.names("Job") == {name("create-topics")}
+    assert not embedded.of_kind("HorizontalPodAutoscaler")
+
+
+def test_fanout_replicas_are_not_autoscaled(all_enabled: Manifests) -> None:
+    targets = {hpa["spec"]["scaleTargetRef"]["name"]
+               for hpa in all_enabled.of_kind("HorizontalPodAutoscaler")}
+    assert targets == {"webhooks-ingest", "webhooks-eventlog"}
+    for target in targets:
+        deployment = all_enabled.get("Deployment", target)
+        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    assert all_enabled.get("Deployment", "webhooks-fanout")["spec"]["replicas"] == 6
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+def test_selectors_match_exactly_their_own_pods(any_render: Manifests) -> None:
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in any_render.of_kind("Deployment")}
+    for deployment in any_render.of_kind("Deployment"):
+        own = deployment["spec"]["selector"]["matchLabels"]
+        assert [n for n, labels in pods.items() if matches(own, labels)] == \
+            [deployment["metadata"]["name"]]
+        for constraint in pod_spec(deployment).get("topologySpreadConstraints", []):
+            assert constraint["labelSelector"]["matchLabels"] == own
+    for kind, path in (("Service", ("spec", "selector")),
+                       ("PodDisruptionBudget", ("spec", "selector", "matchLabels"))):
+        for obj in any_render.of_kind(kind):
+            selector = obj[path[0]][path[1]] if len(path) == 2 else \
+                obj[path[0]][path[1]][path[2]]
+            assert [n for n, labels in pods.items() if matches(selector, labels)] == \
+                [obj["metadata"]["name"]], f"{kind} {obj['metadata']['name']}"
+
+
+def test_services_reach_the_container_port_named_http(any_render: Manifests) -> None:
+    for service in any_render.of_kind("Service"):
+        deployment = any_render.get("Deployment", service["metadata"]["name"])
+        [port] = service["spec"]["ports"]
+        assert port["targetPort"] == "http"
+        [container_port] = pod_spec(deployment)["containers"][0]["ports"]
+        assert container_port["name"] == "http"
+        assert container_port["containerPort"] == port["port"]
+
+
+def test_each_service_listens_on_the_port_the_probes_and_service_use(
+        any_render: Manifests) -> None:
+    """The port the app binds (WEBHOOKS_<SERVICE>_PORT) is the port Kubernetes probes."""
+    [config] = [c for c in any_render.of_kind("ConfigMap") if "-setup" not in
+                c["metadata"]["name"]]
+    for deployment in any_render.of_kind("Deployment"):
+        container = pod_spec(deployment)["containers"][0]
+        service = container["args"][1]
+        assert int(config["data"][SERVICE_PORT_SETTING[service]]) == \
+            container["ports"][0]["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def test_every_secret_key_a_pod_reads_is_in_the_secret(any_render: Manifests) -> None:
+    secrets = {s["metadata"]["name"]: s for s in any_render.of_kind("Secret")}
+    for workload in any_render.workloads():
+        for container in pod_spec(workload)["containers"]:
+            for entry in container.get("env") or []:
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                if ref["name"] not in secrets:  # only secrets.existingSecret may be external
+                    assert ref["name"] == "webhooks-credentials", ref
+                    continue
+                assert ref["key"] in secrets[ref["name"]]["stringData"], \
+                    f"{workload['metadata']['name']} reads missing key {ref['key']}"
+
+
+def test_existing_secret_replaces_the_chart_secret(embedded: Manifests) -> None:
+    assert not embedded.of_kind("Secret")
+    refs = {entry["valueFrom"]["secretKeyRef"]["name"]
+            for workload in embedded.workloads()
+            for entry in pod_spec(workload)["containers"][0].get("env") or []
+            if "valueFrom" in entry}
+    assert refs == {"webhooks-credentials"}
+
+
+def test_fanout_does_not_see_clickhouse_or_api_credentials(all_enabled: Manifests) -> None:
+    fanout = pod_spec(all_enabled.get("Deployment", "webhooks-fanout"))["containers"][0]
+    assert set(env_of(fanout)) >= {"WEBHOOKS_KAFKA_SASL_USERNAME", "WEBHOOKS_KAFKA_SASL_PASSWORD"}
+    assert "WEBHOOKS_CLICKHOUSE_URL" not in env_of(fanout)
+    assert "WEBHOOKS_API_KEYS" not in env_of(fanout)
+
+
+def test_ingress_and_service_monitor_point_at_rendered_services(all_enabled: Manifests) -> None:
+    services = {s["metadata"]["name"]: s for s in all_enabled.of_kind("Service")}
+    [ingress] = all_enabled.of_kind("Ingress")
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == "webhooks-eventlog"
+            assert backend["port"]["name"] in {p["name"] for p in
+                                               services[backend["name"]]["spec"]["ports"]}
+    [monitor] = all_enabled.of_kind("ServiceMonitor")
+    selected = [n for n, s in services.items()
+                if matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    assert sorted(selected) == sorted(services)
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+# --- hooks ---------------------------------------------------------------------------------
+
+def hook_weight(obj: dict[str, Any]) -> int:
+    return int(obj["metadata"]["annotations"]["helm.sh/hook-weight"])
+
+
+def test_setup_jobs_are_idempotent_pre_install_and_pre_upgrade_hooks(
+        default: Manifests) -> None:
+    jobs = {job["metadata"]["name"]: job for job in default.of_kind("Job")}
+    assert set(jobs) == {name("create-topics"), name("migrate")}
+    assert pod_spec(jobs[name("create-topics")])["containers"][0]["args"] == ["create-topics"]
+    assert pod_spec(jobs[name("migrate")])["containers"][0]["args"] == ["migrate"]
+    for job in jobs.values():
+        annotations = job["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert pod_spec(job)["restartPolicy"] == "Never"
+    # Topics exist before migrations run (weights order hooks).
+    assert hook_weight(jobs[name("create-topics")]) < hook_weight(jobs[name("migrate")])
+
+
+def test_setup_jobs_only_use_configuration_that_exists_before_them(
+        any_render: Manifests) -> None:
+    """Pre-install hooks run before the release's ConfigMap and Secret are created."""
+    hooks = {(obj["kind"], obj["metadata"]["name"]): obj for obj in any_render.docs
+             if "helm.sh/hook" in obj["metadata"].get("annotations", {})}
+    for job in any_render.of_kind("Job"):
+        spec = pod_spec(job)
+        assert "serviceAccountName" not in spec, "the chart's ServiceAccount is not there yet"
+        container = spec["containers"][0]
+        needed = [("ConfigMap", ref["configMapRef"]["name"]) for ref in container["envFrom"]]
+        needed += [("Secret", e["valueFrom"]["secretKeyRef"]["name"])
+                   for e in container.get("env") or []]
+        for kind, ref_name in needed:
+            if ref_name == "webhooks-credentials":  # secrets.existingSecret exists beforehand
+                continue
+            hook = hooks.get((kind, ref_name))
+            assert hook is not None, f"{job['metadata']['name']} needs {kind} {ref_name}"
+            assert hook_weight(hook) < hook_weight(job)
+            assert "pre-install" in hook["metadata"]["annotations"]["helm.sh/hook"]
+
+
+def test_hook_configuration_equals_the_release_configuration(any_render: Manifests) -> None:
+    hooks = [c for c in any_render.of_kind("ConfigMap") if "helm.sh/hook" in
+             c["metadata"].get("annotations", {})]
+    releases = [c for c in any_render.of_kind("ConfigMap") if c not in hooks]
+    assert len(hooks) == 1
+    assert len(releases) == 1
+    assert hooks[0]["data"] == releases[0]["data"]
+
+
+# --- security ------------------------------------------------------------------------------
+
+def test_every_pod_is_locked_down(any_render: Manifests) -> None:
+    for workload in any_render.workloads():
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        tmp_volumes = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert "command" not in container, "the image ENTRYPOINT runs every role"
+            assert container["resources"]["requests"]
+            assert container["resources"]["limits"]["memory"]
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get("/tmp") in tmp_volumes, "a read-only root needs a writable /tmp"
+
+
+def test_kafka_tls_ca_is_mounted_where_the_setting_points(all_enabled: Manifests) -> None:
+    [config] = [c for c in all_enabled.of_kind("ConfigMap")
+                if c["metadata"]["name"] == "webhooks"]
+    ca_path = config["data"]["WEBHOOKS_KAFKA_SSL_CA_LOCATION"]
+    for workload in all_enabled.workloads():
+        spec = pod_spec(workload)
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        assert ca_path.startswith(mounts["kafka-ca"] + "/")
+        [volume] = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["secretName"] == "kafka-ca"
+        assert [item["path"] for item in volume["secret"]["items"]] == [ca_path.rsplit("/")[-1]]
+
+
+# --- configuration -------------------------------------------------------------------------
+
+def settings_variables(manifests: Manifests) -> set[str]:
+    names = {key for config in manifests.of_kind("ConfigMap") for key in config["data"]}
+    names |= {entry["name"] for workload in manifests.workloads()
+              for entry in pod_spec(workload)["containers"][0].get("env") or []}
+    return {n for n in names if n.startswith("WEBHOOKS_")}
+
+
+def test_every_variable_the_chart_sets_is_a_setting(any_render: Manifests) -> None:
+    known = {f"WEBHOOKS_{field.upper()}" for field in Settings.model_fields}
+    unknown = settings_variables(any_render) - known
+    assert not unknown, f"the application ignores {sorted(unknown)}"
+
+
+def test_the_application_accepts_the_rendered_configuration(
+        any_render: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() reads the ConfigMap (plus Secret placeholders) the way a pod would."""
+    [config] = [c for c in any_render.of_kind("ConfigMap") if not
+                c["metadata"]["name"].endswith("-setup")]
+    for key in list(Settings.model_fields):
+        monkeypatch.delenv(f"WEBHOOKS_{key.upper()}", raising=False)
+    for key, value in config["data"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("WEBHOOKS_API_KEYS", "key-acme:acme,key-admin:*")
+    settings = Settings()
+    assert settings.host == "0.0.0.0"
+    assert settings.environment == "production"
+    assert settings.kafka_bootstrap == config["data"]["WEBHOOKS_KAFKA_BOOTSTRAP"]
+    assert settings.topic_partitions == int(config["data"]["WEBHOOKS_TOPIC_PARTITIONS"])
+    assert settings.api_keys == {"key-acme": "acme", "key-admin": "*"}
+
+
+def test_api_keys_and_credentials_go_to_the_secret_only(all_enabled: Manifests) -> None:
+    secret = all_enabled.get("Secret", "webhooks")["stringData"]
+    assert secret["api-keys"] == "key-acme-0123456789:acme,key-admin-0123456789:*"
+    assert secret["clickhouse-url"].startswith("https://webhooks:clickhouse-password@")
+    assert secret["kafka-sasl-password"] == "kafka-password"
+    for config in all_enabled.of_kind("ConfigMap"):
+        text = repr(config["data"])
+        for value in ("key-acme-0123456789", "clickhouse-password", "kafka-password"):
+            assert value not in text
