@@ -41,6 +41,9 @@ RUN pip install --no-deps -e . \
 # ---- runtime: no compiler, no package caches, non-root ----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
+LABEL org.opencontainers.image.title="kafka-webhooks" \
+      org.opencontainers.image.description="Webhook platform: ingest, fanout and eventlog in one image"
+
 ARG UID=10001
 RUN groupadd --system --gid ${UID} webhooks \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /var/lib/webhooks --no-create-home \

@@ -120,6 +120,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"fanout": {"autoscaling": {"enabled": True}}}, "autoscaling"),
     ({"secrets": {"apiKeys": [{"key": "key-without-tenant-0001"}]}}, "tenant"),
     ({"eventlog": {"sink": {"enabled": "yes"}}}, "eventlog.sink.enabled"),
+    # Cross-field rules: SASL needs a SASL protocol; the chart's Secret needs a ClickHouse URL.
+    ({"kafka": {"sasl": {"mechanism": "PLAIN"}}}, "kafka.securityProtocol"),
+    ({"clickhouse": {"url": ""}}, "clickhouse.url"),
 ]
 
 
@@ -131,6 +134,14 @@ def test_values_schema_rejects_wrong_values(tmp_path: Path, values: dict[str, An
     assert result.returncode != 0, f"helm accepted {values}"
     assert "values don't meet the specifications of the schema" in result.stderr
     assert field in result.stderr, result.stderr
+
+
+def test_cross_field_rules_accept_consistent_values(tmp_path: Path) -> None:
+    consistent = write_values(tmp_path, {
+        "kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}},
+        "clickhouse": {"url": ""}, "secrets": {"existingSecret": "webhooks-credentials"}})
+    result = template(consistent)
+    assert result.returncode == 0, result.stderr
 
 
 def test_helm_lint_rejects_a_wrong_type(tmp_path: Path) -> None:
