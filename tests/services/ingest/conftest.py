@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -30,6 +31,21 @@ def ingest(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-@pytest.fixture()
-def start_ingest(settings: Settings) -> Callable[..., object]:
-    return running_ingest
+def envelopes_on(settings: Settings, topic: str, *, until_id: str,
+                 marker: str | None = None) -> list[dict]:
+    """Envelopes on ``topic`` (those whose ``data.marker`` is ``marker``, if given),
+    read until the event ``until_id`` arrived, plus a short idle period for stragglers."""
+    from tests.support.kafka import read_topic
+
+    def seen(messages: list) -> bool:
+        return any(json.loads(m.value())["id"] == until_id for m in messages)
+
+    read_topic(settings, topic, until=seen, timeout=30.0)
+    messages = read_topic(settings, topic, idle=1.0)  # again, whole, to catch stragglers
+    found = []
+    for message in messages:
+        document = json.loads(message.value())
+        document["_key"] = message.key()
+        if marker is None or document["data"].get("marker") == marker:
+            found.append(document)
+    return found
