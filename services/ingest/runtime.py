@@ -55,6 +55,8 @@ class IngestRuntime:
             self.view.stop()
         if self.producer is not None:
             self.producer.close()
+        # Drop the clients so librdkafka stops reconnecting once the app is gone.
+        self.intake = self.view = self.pipeline = self.producer = None
 
     def ledger_ready(self) -> bool:
         return self.view is not None and self.view.ready
