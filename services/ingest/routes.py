@@ -57,7 +57,9 @@ def build_router(runtime: IngestRuntime, api_keys: ApiKeys) -> APIRouter:
     metrics = runtime.metrics
     authenticate = api_keys.dependency()
 
-    def counted_auth(request: Request) -> Principal:
+    async def counted_auth(request: Request) -> Principal:
+        # async on purpose: a key lookup is cheap, and a sync dependency would cost a
+        # thread-pool hop per request.
         try:
             return authenticate(request)
         except Problem:
