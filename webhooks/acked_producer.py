@@ -70,14 +70,18 @@ class AckedProducer:
         kwargs = {"key": key, "headers": headers, "on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
-        try:
-            self._producer.produce(topic, value, **kwargs)
-        except BufferError:
-            # Local queue full: let the poll thread drain it, then try once more.
-            self._producer.poll(0.5)
-            self._producer.produce(topic, value, **kwargs)
-        except KafkaException as exc:
-            future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
+        for attempt in range(2):
+            try:
+                self._producer.produce(topic, value, **kwargs)
+                break
+            except BufferError:
+                if attempt:
+                    future.set_exception(ProduceFailed("the local produce queue is full"))
+                else:  # let the poll thread drain deliveries, then try once more
+                    self._producer.poll(0.5)
+            except KafkaException as exc:
+                future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
+                break
         return future
 
     def _poll_forever(self) -> None:

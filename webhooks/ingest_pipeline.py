@@ -72,13 +72,17 @@ class IngestPipeline:
         claims: dict[int, tuple[LedgerRecord, Future[Acknowledged], Future[ClaimOutcome]]] = {}
 
         for index, request in enumerate(requests):
-            record = LedgerRecord("claim", new_claim_id(), request.tenant, request.aliases,
+            # The event's own id always becomes an alias, so a later repeat that names the
+            # id (e.g. one ingest generated for an Idempotency-Key request) is recognised.
+            id_alias = f"id:{request.envelope.id}"
+            aliases = request.aliases if id_alias in request.aliases \
+                else (*request.aliases, id_alias)
+            record = LedgerRecord("claim", new_claim_id(), request.tenant, aliases,
                                   request.envelope.to_json().decode())
             if not request.aliases:
                 # A fresh id nobody else knows yet: nothing to race for, but remember it
                 # (accepted record) so a later repeat of this id is recognised.
-                to_append[index] = LedgerRecord("claim", record.claim_id, request.tenant,
-                                                (f"id:{request.envelope.id}",), record.envelope)
+                to_append[index] = record
                 continue
             entry = self._view.lookup(request.tenant, request.aliases)
             if entry is not None and entry.accepted:
@@ -89,7 +93,7 @@ class IngestPipeline:
                     continue  # someone is appending it right now: wait for them below
                 # The claimant vanished before appending: take over with ITS envelope.
                 record = LedgerRecord("claim", record.claim_id, request.tenant,
-                                      request.aliases, entry.envelope, supersedes=entry.claim_id)
+                                      aliases, entry.envelope, supersedes=entry.claim_id)
             verdict = self._view.expect(record.claim_id)
             written = self._producer.produce(self._topics.idempotency, record.to_json(),
                                              key=record.key(),

@@ -27,9 +27,26 @@ from webhooks.schemas import SchemaError, load_schema, validate
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
+def _inline_refs(node: Any) -> Any:
+    """Replace ``{"$ref": "other.v1.json#/a/b"}`` by its target, for the OpenAPI document."""
+    if isinstance(node, list):
+        return [_inline_refs(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ".json#/" in ref:
+        document, _, pointer = ref.partition("#/")
+        target: Any = load_schema(document.removesuffix(".json"))
+        for part in pointer.split("/"):
+            target = target[part]
+        return _inline_refs(target)
+    return {key: _inline_refs(value) for key, value in node.items()
+            if key not in ("$schema", "$id")}
+
+
 def _request_body(schema: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": load_schema(schema)}}}}
+        "application/json": {"schema": _inline_refs(load_schema(schema))}}}}
 
 
 async def read_body(request: Request, limit: int) -> bytes:

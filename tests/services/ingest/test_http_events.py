@@ -114,6 +114,10 @@ def test_repeats_by_id_and_by_idempotency_key_replay_the_original_and_append_not
     by_key_again = post(ingest, {"type": "order.refunded", "data": {"marker": mark}}, keyed)
     assert (by_key.status_code, by_key_again.status_code) == (202, 200)
     assert by_key_again.json() == by_key.json()
+    # ...and the id ingest generated for the keyed request is an alias of it too.
+    by_its_id = post(ingest, {"type": "order.refunded", "data": {"marker": mark},
+                              "id": by_key.json()["id"]})
+    assert by_its_id.status_code == 200 and by_its_id.json() == by_key.json()
 
     # The same id from another tenant is another event.
     other = post(ingest, {"type": "order.paid", "data": {"marker": mark}, "id": event_id}, GLOBEX)
@@ -202,4 +206,8 @@ def test_health_reports_kafka_ledger_and_intake(ingest: TestClient) -> None:
     assert response.status_code == 200
     assert response.json()["checks"] == {"kafka": "ok", "idempotency_ledger": "ok",
                                          "kafka_intake": "ok"}
-    assert "/v1/events" in json.dumps(ingest.get("/openapi.json").json()["paths"])
+    paths = ingest.get("/openapi.json").json()["paths"]
+    body = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["type"]["pattern"].startswith("^[a-z]")  # refs inlined
+    assert "$ref" not in json.dumps(body)
+    assert "/v1/events/batch" in paths
