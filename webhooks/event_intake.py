@@ -58,10 +58,12 @@ class EventRequest:
 
     @property
     def tenant(self) -> str:
+        """The tenant the event belongs to."""
         return self.envelope.tenant
 
 
 def too_large(limit: int) -> IntakeError:
+    """The 413 refusal of a body over ``limit`` bytes."""
     return IntakeError(413, "too_large", f"body: larger than the limit of {limit} bytes")
 
 

@@ -39,6 +39,7 @@ PRUNE_SLACK_MS = 3600 * 1000
 
 
 def new_claim_id() -> str:
+    """A unique id for one claim (one attempt to accept an event)."""
     return uuid.uuid4().hex
 
 
@@ -59,15 +60,18 @@ class LedgerRecord:
     supersedes: str | None = None
 
     def key(self) -> bytes:
+        """The Kafka key: unique per claim, shared by the claim and its acceptance."""
         return f"{self.tenant}/{self.claim_id}".encode()
 
     def to_json(self) -> bytes:
+        """The Kafka value."""
         return json.dumps({"kind": self.kind, "claim_id": self.claim_id, "tenant": self.tenant,
                            "aliases": list(self.aliases), "envelope": self.envelope,
                            "supersedes": self.supersedes}, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> LedgerRecord:
+        """Decode a Kafka value; raises ValueError / KeyError on a malformed record."""
         doc = json.loads(raw)
         return cls(kind=doc["kind"], claim_id=doc["claim_id"], tenant=doc["tenant"],
                    aliases=tuple(doc["aliases"]), envelope=doc["envelope"],

@@ -33,6 +33,7 @@ PRUNE_EVERY = 60.0
 
 
 def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of Kafka record timestamps."""
     return int(time.time() * 1000)
 
 
@@ -54,9 +55,11 @@ class IdempotencyView:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start following the topic; see :attr:`ready`."""
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop following and close the consumer."""
         self._stopping.set()
         self._thread.join(timeout)
 
@@ -66,14 +69,17 @@ class IdempotencyView:
         return self._ready.is_set()
 
     def wait_ready(self, timeout: float) -> bool:
+        """Block until :attr:`ready` or ``timeout`` seconds; return :attr:`ready`."""
         return self._ready.wait(timeout)
 
     # -- claims ----------------------------------------------------------------------
 
     def partition_for(self, tenant: str) -> int:
+        """The partition where ``tenant``'s claims go (valid once ready)."""
         return partition_for_tenant(tenant, self._partitions)
 
     def lookup(self, tenant: str, aliases: tuple[str, ...]) -> Entry | None:
+        """What the ledger knows now about any of ``aliases``."""
         with self._lock:
             return self._ledger.lookup(tenant, aliases, now_ms())
 

@@ -39,12 +39,14 @@ class AcceptResult:
 
     @property
     def status(self) -> int:
+        """202 appended, 200 replayed, or the problem's status."""
         if self.error is not None:
             return self.error.status
         return 200 if self.replayed else 202
 
 
 def unavailable(detail: str) -> IntakeError:
+    """A 503 refusal: Kafka did not acknowledge in time; the caller may retry."""
     return IntakeError(503, "unavailable", detail)
 
 

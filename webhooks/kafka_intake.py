@@ -79,6 +79,7 @@ class KafkaIntake:
         self._thread = threading.Thread(target=self._run, name="kafka-intake", daemon=True)
 
     def start(self) -> None:
+        """Join the intake consumer group and start consuming in the background."""
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -88,6 +89,7 @@ class KafkaIntake:
 
     @property
     def running(self) -> bool:
+        """False once the intake thread ended (stopped, or failed: see the log)."""
         return self._thread.is_alive()
 
     def _run(self) -> None:

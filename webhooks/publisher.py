@@ -85,4 +85,5 @@ class EventPublisher:
                      timeout=self._timeout)
 
     def close(self) -> None:
+        """Deliver anything still queued (bounded by the timeout)."""
         self._producer.flush(self._timeout)

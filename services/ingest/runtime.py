@@ -59,7 +59,9 @@ class IngestRuntime:
         self.intake = self.view = self.pipeline = self.producer = None
 
     def ledger_ready(self) -> bool:
+        """Health check: the idempotency ledger is loaded and followed."""
         return self.view is not None and self.view.ready
 
     def intake_running(self) -> bool:
+        """Health check: the Kafka intake thread is alive (or intake is off)."""
         return self.intake is None or self.intake.running
