@@ -45,6 +45,9 @@ class AckedProducer:
         self.timeout = timeout
         self._producer = create_producer(settings, **{
             "message.timeout.ms": int(timeout * 1000),
+            # Callers wait for each ack; under load librdkafka batches what queues up
+            # while earlier requests are in flight anyway.
+            "linger.ms": 1,
             # Fail fast and surface broker outages as errors on the message.
             "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
         })
@@ -93,3 +96,4 @@ class AckedProducer:
         self._closing.set()
         self._poller.join(timeout)
         self._producer.flush(timeout)
+

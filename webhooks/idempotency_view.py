@@ -25,6 +25,7 @@ from webhooks.idempotency import (
     LedgerRecord,
     partition_for_tenant,
 )
+from webhooks.kafka import poll_batch
 from webhooks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class IdempotencyView:
                 self._ready.set()
             last_prune = time.monotonic()
             while not self._stopping.is_set():
-                for message in consumer.consume(500, 0.1):
+                for message in poll_batch(consumer, 500, 0.1):
                     if message.error():
                         log.warning("idempotency view: %s", message.error())
                         continue

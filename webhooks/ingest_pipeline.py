@@ -143,18 +143,19 @@ class IngestPipeline:
 
     async def _append(self, to_append: dict[int, LedgerRecord],
                       results: list[AcceptResult | None]) -> None:
-        """Append winners in request order, then record them as accepted."""
-        writes = []
+        """Append winners in request order; once each is acknowledged, mark it accepted.
+
+        Strictly in that order: an ``accepted`` record for an event that never reached
+        the events topic would make every later repeat replay an event nobody stored.
+        """
+        appends = []
         for index in sorted(to_append):
             record = to_append[index]
-            envelope = record.envelope.encode()
-            appended = self._producer.produce(self._topics.events, envelope,
+            appended = self._producer.produce(self._topics.events, record.envelope.encode(),
                                               key=record.tenant.encode())
-            marked = self._producer.produce(self._topics.idempotency, record.accepted().to_json(),
-                                            key=record.key(),
-                                            partition=self._view.partition_for(record.tenant))
-            writes.append((index, record, appended, marked))
-        for index, record, appended, marked in writes:
+            appends.append((index, record, appended))
+        marks = []
+        for index, record, appended in appends:
             try:
                 ack = await asyncio.wrap_future(appended)
             except Exception as exc:
@@ -164,11 +165,16 @@ class IngestPipeline:
                     "retry with the same id or Idempotency-Key"))
                 continue
             self._metrics.produce_latency.observe(ack.latency)
+            marked = self._producer.produce(self._topics.idempotency, record.accepted().to_json(),
+                                            key=record.key(),
+                                            partition=self._view.partition_for(record.tenant))
+            marks.append((index, record, marked))
+        for index, record, marked in marks:
             try:
                 await asyncio.wrap_future(marked)
             except Exception as exc:
                 # The event is durable, so it is accepted; only its dedupe record is missing
-                # (a repeat after the stale period would re-append the same envelope).
+                # (a repeat after the stale period re-appends the same envelope, same id).
                 log.warning("accepted record for claim %s not written: %s", record.claim_id, exc)
             results[index] = AcceptResult(Envelope.from_json(record.envelope))
 

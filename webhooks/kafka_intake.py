@@ -37,7 +37,7 @@ from webhooks.event_intake import (
 )
 from webhooks.ingest_metrics import IngestMetrics
 from webhooks.ingest_pipeline import IngestPipeline
-from webhooks.kafka import create_consumer
+from webhooks.kafka import create_consumer, poll_batch
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -104,7 +104,7 @@ class KafkaIntake:
 
     async def _consume(self, consumer: Consumer) -> None:
         while not self._stopping.is_set():
-            messages = [m for m in consumer.consume(BATCH_SIZE, 0.2) if self._usable(m)]
+            messages = [m for m in poll_batch(consumer, BATCH_SIZE, 0.2) if self._usable(m)]
             if not messages:
                 continue
             if await self._process(messages):
