@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from webhooks.settings import Settings
@@ -68,3 +68,15 @@ def produce_sync(producer: Producer, topic: str, value: bytes | None, key: bytes
         raise KafkaException(f"no acknowledgement from Kafka for {topic} within {timeout}s")
     if outcome[0] is not None:
         raise KafkaException(outcome[0])
+
+
+def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Wait up to ``timeout`` for one message, then take whatever else is already there.
+
+    ``Consumer.consume(n, timeout)`` waits for ``n`` messages or the full timeout, which
+    would add the timeout to every claim's round trip when traffic is light.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)]

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     idempotency_window: Annotated[float, NoDecode] = 24 * 3600.0
     api_version: str = "2026-11-01"
+    ingest_max_batch_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    ingest_produce_timeout: Annotated[float, NoDecode] = 5.0
+    ingest_kafka_intake: bool = True
 
     # Delivery.
     retry_schedule: str = "1m,5m,30m,2h,8h,24h"
@@ -85,6 +88,7 @@ class Settings(BaseSettings):
         "delivery_timeout",
         "secret_rotation_overlap",
         "disable_after",
+        "ingest_produce_timeout",
         mode="before",
     )
     @classmethod

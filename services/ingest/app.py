@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
+from services.ingest.routes import build_router
+from services.ingest.runtime import LEDGER_STARTUP_WAIT, IngestRuntime
+from webhooks.auth import ApiKeys
+from webhooks.ingest_metrics import IngestMetrics
 from webhooks.kafka import kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers
 from webhooks.settings import Settings
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the ingest API for ``settings``."""
-    app = FastAPI(title="webhooks ingest", version="1")
+def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTUP_WAIT
+               ) -> FastAPI:
+    """Build the ingest API for ``settings``; its lifespan runs the ledger and Kafka intake."""
+    metrics = IngestMetrics()
+    runtime = IngestRuntime(settings, metrics, ledger_startup_wait=ledger_startup_wait)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(runtime.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(runtime.stop)
+
+    app = FastAPI(title="webhooks ingest", version="1", lifespan=lifespan)
+    app.state.runtime = runtime
     install_problem_handlers(app)
-    app.include_router(health_router({"kafka": lambda: kafka_reachable(settings)}))
+    app.include_router(health_router({
+        "kafka": lambda: kafka_reachable(settings),
+        "idempotency_ledger": runtime.ledger_ready,
+        "kafka_intake": runtime.intake_running,
+    }, registry=metrics.registry))
+    app.include_router(build_router(runtime, ApiKeys(settings.api_keys)))
     return app

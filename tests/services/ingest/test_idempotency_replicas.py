@@ -1,0 +1,117 @@
+"""Idempotency across ingest restarts and between concurrent replicas, on the real broker.
+
+Each replica is a separate app with its own producer and its own ledger follower, so
+they share nothing but Kafka, as two pods would.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.services.ingest.conftest import ACME, envelopes_on, running_ingest
+from tests.support.kafka import read_topic
+from webhooks.idempotency import LedgerRecord
+from webhooks.kafka import create_producer, produce_sync
+from webhooks.settings import Settings
+from webhooks.topics import Topics
+
+
+def test_repeats_after_a_restart_are_replayed_not_appended(settings: Settings) -> None:
+    mark = uuid.uuid4().hex
+    by_id = {"type": "order.paid", "data": {"marker": mark}, "id": f"evt_r{mark}"}
+    keyed = {**ACME, "Idempotency-Key": f"restart-{mark}"}
+    with running_ingest(settings) as first:
+        original_by_id = first.post("/v1/events", json=by_id, headers=ACME)
+        original_by_key = first.post("/v1/events", json={"type": "order.paid",
+                                                         "data": {"marker": mark}}, headers=keyed)
+        assert (original_by_id.status_code, original_by_key.status_code) == (202, 202)
+
+    with running_ingest(settings) as restarted:  # a new replica: ledger rebuilt from Kafka
+        again_by_id = restarted.post("/v1/events", json=by_id, headers=ACME)
+        again_by_key = restarted.post("/v1/events", json={"type": "order.paid",
+                                                          "data": {"marker": mark}},
+                                      headers=keyed)
+        assert (again_by_id.status_code, again_by_key.status_code) == (200, 200)
+        assert again_by_id.json() == original_by_id.json()
+        assert again_by_key.json() == original_by_key.json()
+        last = restarted.post("/v1/events", json={"type": "order.done", "data": {"marker": mark}},
+                              headers=ACME).json()["id"]
+
+    found = envelopes_on(settings, Topics.from_settings(settings).events, until_id=last,
+                         marker=mark)
+    assert sorted(e["id"] for e in found) == sorted([original_by_id.json()["id"],
+                                                     original_by_key.json()["id"], last])
+
+
+def test_concurrent_replicas_racing_on_the_same_ids_append_each_once(settings: Settings) -> None:
+    mark = uuid.uuid4().hex
+    ids = [f"evt_c{n}{mark}" for n in range(4)]
+    attempts_per_id = 6  # half on each replica, all released at once
+    with running_ingest(settings) as one, running_ingest(settings) as two:
+        start = threading.Barrier(len(ids) * attempts_per_id)
+
+        def attempt(job: tuple[int, str]) -> tuple[str, int, dict]:
+            n, event_id = job
+            client = one if n % 2 else two
+            body = {"type": "order.raced", "data": {"marker": mark, "attempt": n}, "id": event_id}
+            start.wait()
+            response = client.post("/v1/events", json=body, headers=ACME)
+            return event_id, response.status_code, response.json()
+
+        jobs = [(n, event_id) for event_id in ids for n in range(attempts_per_id)]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            outcomes = list(pool.map(attempt, jobs))
+        last = one.post("/v1/events", json={"type": "order.done", "data": {"marker": mark}},
+                        headers=ACME).json()["id"]
+
+    for event_id in ids:
+        mine = [(status, body) for eid, status, body in outcomes if eid == event_id]
+        statuses = sorted(status for status, _ in mine)
+        assert statuses == [200] * (attempts_per_id - 1) + [202], mine
+        # Every answer carries the winner's envelope.
+        assert len({str(sorted(body.items())) for _, body in mine}) == 1
+
+    found = envelopes_on(settings, Topics.from_settings(settings).events, until_id=last,
+                         marker=mark)
+    assert sorted(e["id"] for e in found) == sorted([*ids, last])
+    # The race really reached the ledger: competing claims for the same id were written.
+    claims = Counter(
+        record.aliases[0]
+        for record in (LedgerRecord.from_json(m.value())
+                       for m in read_topic(settings, Topics.from_settings(settings).idempotency))
+        if record.kind == "claim" and record.aliases[0] in {f"id:{i}" for i in ids})
+    assert max(claims.values()) > 1, claims
+
+
+def test_a_claim_left_by_a_dead_replica_is_taken_over_with_its_envelope(
+        make_settings, settings: Settings) -> None:
+    fast = make_settings(ingest_produce_timeout=1.0)  # claims turn stale after 3 s
+    topics = Topics.from_settings(fast)
+    mark = uuid.uuid4().hex
+    event_id = f"evt_d{mark}"
+    orphan_envelope = ('{"id":"' + event_id + '","type":"order.orphaned","api_version":'
+                       '"2026-11-01","created":"2026-11-22T10:30:00.000000Z","tenant":"acme",'
+                       '"data":{"marker":"' + mark + '"}}')
+    with running_ingest(fast) as replica:
+        view = replica.app.state.runtime.view
+        orphan = LedgerRecord("claim", uuid.uuid4().hex, "acme", (f"id:{event_id}",),
+                              orphan_envelope)
+        # The dead replica claimed the id and never appended it.
+        produce_sync(create_producer(fast), topics.idempotency, orphan.to_json(),
+                     key=orphan.key(), timeout=10)
+        body = {"type": "order.retried", "data": {"marker": mark}, "id": event_id}
+        while view.lookup("acme", (f"id:{event_id}",)) is None:
+            threading.Event().wait(0.05)
+        waited = replica.post("/v1/events", json=body, headers=ACME)
+        assert waited.status_code == 409, waited.text  # still fresh: someone may be appending
+        assert waited.headers["retry-after"]
+        taken_over = replica.post("/v1/events", json=body, headers=ACME)
+        assert taken_over.status_code == 202, taken_over.text
+        assert taken_over.json()["type"] == "order.orphaned"  # the original, not the retry
+        assert replica.post("/v1/events", json=body, headers=ACME).status_code == 200
+
+    found = envelopes_on(fast, topics.events, until_id=event_id, marker=mark)
+    assert [e["id"] for e in found] == [event_id]
