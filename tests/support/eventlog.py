@@ -7,13 +7,15 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from webhooks.delivery import AttemptRecord
 from webhooks.envelope import Envelope
 from webhooks.kafka import create_producer
 from webhooks.settings import Settings
+from webhooks.sink import Batch, EventLogSink
 from webhooks.topics import Topics
 
 API_VERSION = "2026-11-01"
@@ -72,3 +74,18 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
         time.sleep(interval)
+
+
+class SinkDyingBeforeCommit(EventLogSink):
+    """A sink that inserts every batch but never gets to commit its offsets, as if the
+    process were killed between the ClickHouse insert and the Kafka commit."""
+
+    uncommitted = 0
+
+    def commit(self, consumer: Consumer, batch: Batch) -> None:
+        self.uncommitted += batch.size
+
+
+def rows_written(table: str) -> float:
+    """How many rows every sink of this process inserted into ``table`` so far."""
+    return REGISTRY.get_sample_value("eventlog_sink_rows_total", {"table": table}) or 0.0
