@@ -11,7 +11,7 @@ One consumer group reads the three topics and writes size/time-bounded batches:
 
 A crash anywhere re-reads from the last commit and re-inserts rows with the same
 (tenant, partition, offset) keys, which ReplacingMergeTree collapses and the queries
-deduplicate before merges: nothing acknowledged is lost and nothing shows twice.
+skip before merges: nothing acknowledged is lost and nothing shows twice.
 If an insert fails, the consumer seeks back to the batch's first offsets and tries again.
 """
 

@@ -97,12 +97,21 @@ def test_rows_past_the_sink_watermark_are_not_served(client: Client, store: Even
 def test_reinserted_batches_show_once_before_merges(client: Client, store: EventStore) -> None:
     tenant = "replayed"
     batch = [(0, o, "order.created") for o in range(10)]
-    insert(client, store, tenant, batch)
-    insert(client, store, tenant, batch[4:])  # the sink re-inserted part of it after a crash
-    raw = client.query("SELECT count() FROM events WHERE tenant = 'replayed'").result_rows[0][0]
-    assert raw == 16  # the duplicates are really there, unmerged
-    seen, _ = page_through(store, tenant, Cursor(), limit=3)
-    assert seen == [f"evt_replayed_0_{o}" for o in range(10)]
+    client.command("SYSTEM STOP MERGES events")  # keep the duplicates unmerged for the test
+    try:
+        insert(client, store, tenant, batch)
+        insert(client, store, tenant, batch)  # the sink re-inserted it after a crash...
+        insert(client, store, tenant, batch[:6])  # ...and part of it once more
+        raw = client.query("SELECT count() FROM events WHERE tenant = 'replayed'"
+                           ).result_rows[0][0]
+        assert raw == 26  # the duplicates are really there
+        for limit in (1, 3, 4, 100):
+            seen, _ = page_through(store, tenant, Cursor(), limit=limit)
+            assert seen == [f"evt_replayed_0_{o}" for o in range(10)], limit
+        page = store.page_events(tenant, EventFilters(), Cursor(), 9)
+        assert len(page.rows) == 9 and page.has_more
+    finally:
+        client.command("SYSTEM START MERGES events")
     assert store.get_event(tenant, "evt_replayed_0_5") == '{"id":"evt_replayed_0_5"}'
     assert store.get_event("other", "evt_replayed_0_5") is None
 

@@ -5,8 +5,7 @@
 -- total, append-only order per tenant that a cursor resumes from without gaps,
 -- whatever the events' `created` times. A row's sorting key is its Kafka position, so
 -- a batch the sink re-inserts after a crash has the same keys and ReplacingMergeTree
--- collapses it; queries add `LIMIT 1 BY kafka_partition, kafka_offset` to be
--- duplicate-free before merges. No PARTITION BY: one INSERT then creates one part and
+-- collapses it; before merges, queries (ordered by position) drop adjacent duplicates. No PARTITION BY: one INSERT then creates one part and
 -- becomes visible atomically, which the visibility watermark below relies on.
 CREATE TABLE IF NOT EXISTS events
 (
