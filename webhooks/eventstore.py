@@ -110,6 +110,18 @@ def _distinct_page(client: Client, build: Callable[[int], Query], limit: int
         fetch *= 4
 
 
+def _next_cursor(cursor: Cursor, served: list[tuple[int, int]], has_more: bool,
+                 watermarks: dict[int, int]) -> Cursor:
+    """Where the next page starts. At the end of the listing every visible row up to the
+    watermarks was examined, so the cursor may skip there: a client polling with a rare
+    filter then rescans only what arrived since, not the whole tenant."""
+    advanced = cursor.advanced(served)
+    if has_more:
+        return advanced
+    return advanced.advanced([(p, next_offset - 1) for p, next_offset in watermarks.items()
+                              if next_offset > 0])
+
+
 class EventStore:
     """Read side of the event log, scoped by tenant on every query."""
 
@@ -156,7 +168,8 @@ class EventStore:
             lambda n: self.events_query(tenant, filters, cursor, n, watermarks), limit)
         positions = [(int(p), int(o)) for p, o, _ in served]
         return Page(rows=[envelope for _, _, envelope in served], has_more=has_more,
-                    cursor=cursor.advanced(positions), positions=positions)
+                    cursor=_next_cursor(cursor, positions, has_more, watermarks),
+                    positions=positions)
 
     def iter_events(self, tenant: str, filters: EventFilters, chunk: int = 1000
                     ) -> Iterator[str]:
@@ -222,7 +235,8 @@ class EventStore:
             limit)
         positions = [(int(row[0]), int(row[1])) for row in served]
         rows = [json.dumps(_attempt_document(ATTEMPT_FIELDS, row[2:])) for row in served]
-        return Page(rows=rows, has_more=has_more, cursor=cursor.advanced(positions),
+        return Page(rows=rows, has_more=has_more,
+                    cursor=_next_cursor(cursor, positions, has_more, watermarks),
                     positions=positions)
 
 

@@ -41,6 +41,8 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Validation errors (422): location and message of each.")
 
 
 class EventPage(BaseModel):

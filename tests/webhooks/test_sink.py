@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
+from tests.support.backends import with_database
 from tests.support.eventlog import (
     SinkDyingBeforeCommit,
     eventually,
@@ -122,3 +124,25 @@ def test_a_crash_between_insert_and_commit_is_replayed_without_loss(
         "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset "
         "LIMIT 1 BY kafka_partition, kafka_offset", parameters={"t": tenant}).result_rows
     assert [r[0] for r in stored] == [e.id for e in events + more]
+
+
+def test_failed_inserts_are_retried_from_kafka_without_loss(sink_settings: Settings) -> None:
+    """ClickHouse refuses the inserts (no tables yet): the sink commits nothing, re-reads
+    the batch and writes it once the tables exist."""
+    database = f"late{uuid.uuid4().hex[:8]}"
+    late = create_clickhouse_client(with_database(sink_settings.clickhouse_url, database))
+    events = publish_events(sink_settings, [make_event("late") for _ in range(30)])
+    failures = REGISTRY.get_sample_value("eventlog_sink_insert_failures_total") or 0.0
+    sink = EventLogSink(sink_settings, client=late, group="sink-test-3").start()
+    try:
+        eventually(lambda: (REGISTRY.get_sample_value("eventlog_sink_insert_failures_total")
+                            or 0.0) > failures)
+        apply_migrations(late, sink_settings.retention_days)
+        eventually(lambda: count(late, "SELECT uniqExact(id) FROM events "
+                                       "WHERE tenant = 'late'") == 30, timeout=40)
+    finally:
+        sink.stop()
+    assert sink.failure is None
+    stored = late.query("SELECT id FROM events WHERE tenant = 'late' "
+                        "ORDER BY kafka_partition, kafka_offset").result_rows
+    assert sorted({r[0] for r in stored}) == sorted(e.id for e in events)
