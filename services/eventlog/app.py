@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from confluent_kafka import KafkaException
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 
 from services.eventlog.context import EventlogContext
 from services.eventlog.endpoints_api import endpoints_router
@@ -27,7 +30,7 @@ from webhooks.clickhouse import (
 )
 from webhooks.kafka import create_producer, kafka_reachable
 from webhooks.observability import health_router
-from webhooks.problems import install_problem_handlers
+from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.settings import Settings
 from webhooks.sink import EventLogSink
 
@@ -66,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "and redelivery for one tenant (from the API key).")
     app.state.sink = sink
     install_problem_handlers(app)
+    _answer_backend_failures(app)
     checks = {"kafka": lambda: kafka_reachable(settings),
               "clickhouse": lambda: clickhouse_reachable(client)}
     if sink is not None:
@@ -78,6 +82,22 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(endpoints_router(context))
     _publish_problem_schema(app)
     return app
+
+
+def _answer_backend_failures(app: FastAPI) -> None:
+    """Kafka or ClickHouse failing is a 503 problem (retry), not an opaque 500."""
+
+    @app.exception_handler(KafkaException)
+    async def _kafka(request: Request, exc: KafkaException) -> JSONResponse:
+        log.error("Kafka failed during %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, "Kafka is unavailable; retry the request",
+                                headers={"Retry-After": "5"})
+
+    @app.exception_handler(ClickHouseError)
+    async def _clickhouse(request: Request, exc: ClickHouseError) -> JSONResponse:
+        log.error("ClickHouse failed during %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, "the event log store is unavailable; retry the request",
+                                headers={"Retry-After": "5"})
 
 
 def _publish_problem_schema(app: FastAPI) -> None:

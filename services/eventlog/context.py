@@ -27,6 +27,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid API key"),
         (404, "Not found (or another tenant's)"),
         (409, "Conflicts with the endpoint's state (disabled, not subscribed)"),
+        (503, "Kafka or ClickHouse unavailable: retry later"),
         (422, "Request validation failed"),
     )
 }
@@ -81,7 +82,8 @@ def tenant_dependency(settings: Settings) -> Callable[..., str]:
     def tenant(
         principal: Annotated[Principal, Depends(authenticate)],
         tenant: Annotated[str | None, Query(
-            description="Admin keys only: the tenant to act for.", max_length=64)] = None,
+            description="Admin keys only: the tenant to act for.",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
     ) -> str:
         if principal.is_admin:
             if not tenant:

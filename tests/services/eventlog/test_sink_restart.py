@@ -1,16 +1,19 @@
-"""A sink that dies mid-stream and restarts: the API still shows every event exactly once."""
+"""Failures: a sink that dies mid-stream and restarts (the API still shows every event
+exactly once), and a store that fails (503)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from services.eventlog.app import create_app
 from tests.services.eventlog.conftest import ACME
+from tests.support.backends import with_database
 from tests.support.eventlog import (
     SinkDyingBeforeCommit,
     eventually,
@@ -19,6 +22,7 @@ from tests.support.eventlog import (
     publish_events,
     rows_written,
 )
+from webhooks.clickhouse import create_clickhouse_client
 from webhooks.settings import Settings
 from webhooks.sink import EventLogSink
 
@@ -68,3 +72,19 @@ def test_sink_restart_mid_stream_leaves_no_gaps_or_duplicates(
     final, _ = page_all(api_only, ACME, cursor[0], limit=25)
     seen += [e["id"] for e in final]
     assert seen == sent  # each once, in log order, across the replay
+
+
+def test_store_failures_answer_503_problems(make_settings: Callable[..., Settings],
+                                           clickhouse_base_url: str) -> None:
+    """A broken store is a retryable 503 problem, never a 500 or a wrong (empty) page."""
+    database = f"broken{uuid.uuid4().hex[:8]}"
+    broken = make_settings(eventlog_role="api",
+                           clickhouse_url=with_database(clickhouse_base_url, database))
+    with TestClient(create_app(broken)) as api:
+        create_clickhouse_client(broken.clickhouse_url).command("DROP TABLE sink_positions")
+        response = api.get("/v1/events", headers=ACME)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "5"
+        assert api.get("/v1/events", params={"tenant": "../etc"},
+                       headers=ACME).status_code == 422
