@@ -63,7 +63,9 @@ class EndpointStore:
 
     def list(self, tenant: str) -> list[Endpoint]:
         """Every live endpoint of ``tenant``, by id."""
-        result = self.client.query(_LATEST.format(where=""), parameters={"tenant": tenant})
+        # Only ids that ever belonged to the tenant (a tombstone row has no tenant).
+        where = "WHERE id IN (SELECT id FROM endpoints WHERE tenant = {tenant:String})"
+        result = self.client.query(_LATEST.format(where=where), parameters={"tenant": tenant})
         return [Endpoint.from_json(row[1]) for row in result.result_rows]
 
     def get(self, tenant: str, endpoint_id: str) -> Endpoint | None:
