@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +57,6 @@ class Page:
     rows: list[str]
     has_more: bool
     cursor: Cursor
-    positions: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _position_ranges(cursor: Cursor, watermarks: dict[int, int]) -> str:
@@ -168,8 +167,7 @@ class EventStore:
             lambda n: self.events_query(tenant, filters, cursor, n, watermarks), limit)
         positions = [(int(p), int(o)) for p, o, _ in served]
         return Page(rows=[envelope for _, _, envelope in served], has_more=has_more,
-                    cursor=_next_cursor(cursor, positions, has_more, watermarks),
-                    positions=positions)
+                    cursor=_next_cursor(cursor, positions, has_more, watermarks))
 
     def iter_events(self, tenant: str, filters: EventFilters, chunk: int = 1000
                     ) -> Iterator[str]:
@@ -236,8 +234,7 @@ class EventStore:
         positions = [(int(row[0]), int(row[1])) for row in served]
         rows = [json.dumps(_attempt_document(ATTEMPT_FIELDS, row[2:])) for row in served]
         return Page(rows=rows, has_more=has_more,
-                    cursor=_next_cursor(cursor, positions, has_more, watermarks),
-                    positions=positions)
+                    cursor=_next_cursor(cursor, positions, has_more, watermarks))
 
 
 def _attempt_document(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:

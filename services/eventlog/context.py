@@ -1,17 +1,18 @@
 """What the eventlog routes share: stores, producer, policies, and the caller's tenant."""
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Response
 
 from webhooks.auth import ApiKeys, Principal
 from webhooks.cursor import Cursor, CursorError, cursor_key, request_binding
 from webhooks.endpointstore import EndpointStore
-from webhooks.eventstore import EventStore
+from webhooks.eventstore import EventStore, Page
 from webhooks.problems import Problem
 from webhooks.redelivery import DeliveryQueue
 from webhooks.settings import Settings
@@ -70,6 +71,15 @@ class EventlogContext:
             return Cursor.decode(token, binding, self.cursor_key), binding
         except CursorError as exc:
             raise Problem(400, f"cursor: {exc}") from exc
+
+
+def page_response(page: Page, binding: str, key: bytes) -> Response:
+    """``{data, has_more, next_cursor}`` with the stored JSON documents spliced in as-is
+    (no decode and re-encode of every row)."""
+    body = (b'{"data":[' + ",".join(page.rows).encode() + b'],"has_more":'
+            + (b"true" if page.has_more else b"false") + b',"next_cursor":'
+            + json.dumps(page.cursor.encode(binding, key)).encode() + b"}")
+    return Response(body, media_type="application/json")
 
 
 def tenant_dependency(settings: Settings) -> Callable[..., str]:

@@ -1,12 +1,16 @@
 """``/v1/endpoints``: endpoint management, secret rotation, test sends, attempt logs, recovery."""
 
-import json
 from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
-from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, tenant_dependency
+from services.eventlog.context import (
+    PROBLEM_RESPONSES,
+    EventlogContext,
+    page_response,
+    tenant_dependency,
+)
 from services.eventlog.models import (
     AttemptPage,
     EndpointCreate,
@@ -144,10 +148,7 @@ def endpoints_router(ctx: EventlogContext) -> APIRouter:
         position, binding = ctx.decode_cursor(
             cursor, "attempts", tenant, {"endpoint": endpoint_id, "status": status})
         page = ctx.events.page_attempts(tenant, endpoint_id, status, position, limit)
-        body = (b'{"data":[' + ",".join(page.rows).encode() + b'],"has_more":'
-                + (b"true" if page.has_more else b"false") + b',"next_cursor":'
-                + json.dumps(page.cursor.encode(binding, ctx.cursor_key)).encode() + b"}")
-        return Response(body, media_type="application/json")
+        return page_response(page, binding, ctx.cursor_key)
 
     @router.post("/{endpoint_id}/recover", status_code=202, response_model=Queued,
                  summary="Deliver every matching event since a time again")

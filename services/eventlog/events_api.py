@@ -6,7 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
-from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, tenant_dependency
+from services.eventlog.context import (
+    PROBLEM_RESPONSES,
+    EventlogContext,
+    page_response,
+    tenant_dependency,
+)
 from services.eventlog.models import EventDetail, EventPage, Queued, RedeliverRequest
 from webhooks.envelope import Envelope, format_timestamp
 from webhooks.eventstore import EventFilters
@@ -64,11 +69,7 @@ def events_router(ctx: EventlogContext) -> APIRouter:
             raise Problem(422, "created_after must be before created_before")
         position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe())
         page = ctx.events.page_events(tenant, filters, position, limit)
-        # The envelopes are stored exactly as published: splice them in, no re-encoding.
-        body = (b'{"data":[' + ",".join(page.rows).encode() + b'],"has_more":'
-                + (b"true" if page.has_more else b"false") + b',"next_cursor":'
-                + json.dumps(page.cursor.encode(binding, ctx.cursor_key)).encode() + b"}")
-        return Response(body, media_type="application/json")
+        return page_response(page, binding, ctx.cursor_key)
 
     @router.get("/{event_id}", response_model=EventDetail, summary="One event")
     def get_event(tenant: Tenant, event_id: Annotated[str, EVENT_ID]) -> EventDetail:
