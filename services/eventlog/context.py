@@ -1,5 +1,8 @@
 """What the eventlog routes share: stores, producer, policies, and the caller's tenant."""
 
+# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
+# which use names local to the router factories.
+
 import json
 from collections.abc import Callable
 from dataclasses import dataclass

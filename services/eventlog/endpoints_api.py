@@ -1,5 +1,8 @@
 """``/v1/endpoints``: endpoint management, secret rotation, test sends, attempt logs, recovery."""
 
+# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
+# which use names local to the router factories.
+
 from datetime import timedelta
 from typing import Annotated, Literal
 

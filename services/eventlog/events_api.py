@@ -1,5 +1,8 @@
 """``/v1/events``: event log replay, one event with its delivery status, redelivery."""
 
+# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
+# which use names local to the router factories.
+
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
