@@ -1,7 +1,5 @@
 """An envelope through the real broker and into the real ClickHouse engine, and back."""
 
-import json
-
 from tests.support.kafka import read_topic
 from webhooks.clickhouse import apply_migrations, create_clickhouse_client
 from webhooks.envelope import Envelope
@@ -25,12 +23,12 @@ def test_envelope_round_trip(settings: Settings) -> None:
     client.insert(
         "events",
         [[received.tenant, message.partition(), message.offset(), received.id, received.type,
-          received.api_version, received.created_at, json.dumps(received.data)]],
+          received.api_version, received.created_at, message.value().decode()]],
         column_names=["tenant", "kafka_partition", "kafka_offset", "id", "type", "api_version",
-                      "created", "data"],
+                      "created", "envelope"],
     )
     rows = client.query(
-        "SELECT id, type, formatDateTime(created, '%Y-%m-%dT%H:%i:%S.%fZ'), data FROM events "
+        "SELECT id, type, formatDateTime(created, '%Y-%m-%dT%H:%i:%S.%fZ'), envelope FROM events "
         "WHERE tenant = {tenant:String}", parameters={"tenant": "acme"},
     ).result_rows
-    assert rows == [(envelope.id, envelope.type, envelope.created, json.dumps(envelope.data))]
+    assert rows == [(envelope.id, envelope.type, envelope.created, envelope.to_json().decode())]

@@ -86,6 +86,9 @@ def create_clickhouse_client(url: str, create_database: bool = True) -> Client:
             return clickhouse_connect.get_client(
                 host=target.host, port=target.port, secure=target.secure,
                 username=target.username, password=target.password, database=database or "",
+                # No session: API threads share a client, and one session refuses
+                # concurrent queries.
+                autogenerate_session_id=False,
             )
 
     if create_database:

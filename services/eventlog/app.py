@@ -1,28 +1,115 @@
-"""Eventlog service (tenant-facing): ClickHouse sink and the event log / endpoints API."""
+"""Eventlog service (tenant-facing): ClickHouse sink and the event log / endpoints API.
+
+``WEBHOOKS_EVENTLOG_ROLE`` chooses what this process runs: ``all`` (sink thread + API;
+the only choice with embedded chDB, which one process owns), ``api`` or ``sink``
+(separately scaled against a ClickHouse server).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from confluent_kafka import KafkaException
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from services.eventlog.context import EventlogContext
+from services.eventlog.endpoints_api import endpoints_router
+from services.eventlog.events_api import events_router
+from services.eventlog.models import Problem as ProblemModel
 from webhooks.clickhouse import (
+    ClickHouseTarget,
     apply_migrations,
     clickhouse_reachable,
     create_clickhouse_client,
 )
-from webhooks.kafka import kafka_reachable
+from webhooks.kafka import create_producer, kafka_reachable
 from webhooks.observability import health_router
-from webhooks.problems import install_problem_handlers
+from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.settings import Settings
+from webhooks.sink import EventLogSink
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the eventlog API for ``settings``; applies ClickHouse migrations first."""
+    """Build the eventlog for ``settings``; applies ClickHouse migrations first.
+
+    The sink (roles ``all`` and ``sink``) starts with the app's lifespan and stops,
+    flushing and committing, when the app shuts down.
+    """
     client = create_clickhouse_client(settings.clickhouse_url)
     apply_migrations(client, settings.retention_days)
-    app = FastAPI(title="webhooks eventlog", version="1")
+    if settings.eventlog_role == "api" and ClickHouseTarget.parse(settings.clickhouse_url).embedded:
+        log.warning("eventlog role 'api' with embedded chDB: the sink must run in this process")
+    sink = None
+    if settings.eventlog_role in ("all", "sink"):
+        sink = EventLogSink(settings, create_clickhouse_client(settings.clickhouse_url,
+                                                               create_database=False))
+    producer = create_producer(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if sink is not None:
+            sink.start()
+        try:
+            yield
+        finally:
+            if sink is not None:
+                sink.stop()
+            producer.flush(10)
+
+    app = FastAPI(title="webhooks eventlog", version="1", lifespan=lifespan,
+                  description="Event log replay, endpoint management, delivery attempts "
+                              "and redelivery for one tenant (from the API key).")
+    app.state.sink = sink
     install_problem_handlers(app)
-    app.include_router(health_router({
-        "kafka": lambda: kafka_reachable(settings),
-        "clickhouse": lambda: clickhouse_reachable(client),
-    }))
+    _answer_backend_failures(app)
+    checks = {"kafka": lambda: kafka_reachable(settings),
+              "clickhouse": lambda: clickhouse_reachable(client)}
+    if sink is not None:
+        checks["sink"] = lambda: sink.alive
+    app.include_router(health_router(checks))
+    if settings.eventlog_role in ("all", "api"):
+        context = EventlogContext.create(settings, client, producer)
+        app.state.context = context
+        app.include_router(events_router(context))
+        app.include_router(endpoints_router(context))
+    _publish_problem_schema(app)
     return app
+
+
+def _answer_backend_failures(app: FastAPI) -> None:
+    """Kafka or ClickHouse failing is a 503 problem (retry), not an opaque 500."""
+
+    @app.exception_handler(KafkaException)
+    async def _kafka(request: Request, exc: KafkaException) -> JSONResponse:
+        log.error("Kafka failed during %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, "Kafka is unavailable; retry the request",
+                                headers={"Retry-After": "5"})
+
+    @app.exception_handler(ClickHouseError)
+    async def _clickhouse(request: Request, exc: ClickHouseError) -> JSONResponse:
+        log.error("ClickHouse failed during %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, "the event log store is unavailable; retry the request",
+                                headers={"Retry-After": "5"})
+
+
+def _publish_problem_schema(app: FastAPI) -> None:
+    """Add the Problem schema that the documented error responses refer to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = ProblemModel.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

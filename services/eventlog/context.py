@@ -1,0 +1,109 @@
+"""What the eventlog routes share: stores, producer, policies, and the caller's tenant."""
+
+# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
+# which use names local to the router factories.
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Producer
+from fastapi import Depends, Query, Response
+
+from webhooks.auth import ApiKeys, Principal
+from webhooks.cursor import Cursor, CursorError, cursor_key, request_binding
+from webhooks.endpointstore import EndpointStore
+from webhooks.eventstore import EventStore, Page
+from webhooks.problems import Problem
+from webhooks.redelivery import DeliveryQueue
+from webhooks.settings import Settings
+from webhooks.targets import TargetPolicy
+from webhooks.topics import Topics
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description,
+             "content": {"application/problem+json": {
+                 "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for status, description in (
+        (400, "Bad request (malformed JSON, invalid or mismatched cursor, bad tenant)"),
+        (401, "Missing or invalid API key"),
+        (404, "Not found (or another tenant's)"),
+        (409, "Conflicts with the endpoint's state (disabled, not subscribed)"),
+        (503, "Kafka or ClickHouse unavailable: retry later"),
+        (422, "Request validation failed"),
+    )
+}
+
+
+@dataclass
+class EventlogContext:
+    """Long-lived collaborators of the API, built once per app."""
+
+    settings: Settings
+    client: Client
+    producer: Producer
+    topics: Topics
+    events: EventStore
+    endpoints: EndpointStore
+    queue: DeliveryQueue
+    targets: TargetPolicy
+    cursor_key: bytes
+
+    @classmethod
+    def create(cls, settings: Settings, client: Client, producer: Producer) -> "EventlogContext":
+        topics = Topics.from_settings(settings)
+        return cls(
+            settings=settings, client=client, producer=producer, topics=topics,
+            events=EventStore(client, topics),
+            endpoints=EndpointStore(client, producer, topics),
+            queue=DeliveryQueue(producer, topics),
+            targets=TargetPolicy.create(settings.allow_private_targets,
+                                        production=settings.environment == "production"),
+            cursor_key=cursor_key(settings),
+        )
+
+    def decode_cursor(self, token: str | None, listing: str, tenant: str,
+                      filters: dict[str, Any]) -> tuple[Cursor, str]:
+        """The cursor to resume from (empty without a token) and the binding to re-issue it."""
+        binding = request_binding(listing, tenant, filters)
+        if not token:
+            return Cursor(), binding
+        try:
+            return Cursor.decode(token, binding, self.cursor_key), binding
+        except CursorError as exc:
+            raise Problem(400, f"cursor: {exc}") from exc
+
+
+def page_response(page: Page, binding: str, key: bytes) -> Response:
+    """``{data, has_more, next_cursor}`` with the stored JSON documents spliced in as-is
+    (no decode and re-encode of every row)."""
+    body = (b'{"data":[' + ",".join(page.rows).encode() + b'],"has_more":'
+            + (b"true" if page.has_more else b"false") + b',"next_cursor":'
+            + json.dumps(page.cursor.encode(binding, key)).encode() + b"}")
+    return Response(body, media_type="application/json")
+
+
+def tenant_dependency(settings: Settings) -> Callable[..., str]:
+    """A dependency resolving the tenant a request acts for.
+
+    A tenant key acts for its own tenant. An admin key must name one with ``?tenant=``.
+    """
+    authenticate = ApiKeys(settings.api_keys).dependency()
+
+    def tenant(
+        principal: Annotated[Principal, Depends(authenticate)],
+        tenant: Annotated[str | None, Query(
+            description="Admin keys only: the tenant to act for.",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
+    ) -> str:
+        if principal.is_admin:
+            if not tenant:
+                raise Problem(400, "admin keys must name a tenant with ?tenant=")
+            return tenant
+        if tenant is not None and tenant != principal.tenant:
+            raise Problem(400, "tenant may only be chosen with an admin key")
+        return principal.tenant
+
+    return tenant

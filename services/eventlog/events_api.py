@@ -1,0 +1,113 @@
+"""``/v1/events``: event log replay, one event with its delivery status, redelivery."""
+
+# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
+# which use names local to the router factories.
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
+
+from services.eventlog.context import (
+    PROBLEM_RESPONSES,
+    EventlogContext,
+    page_response,
+    tenant_dependency,
+)
+from services.eventlog.models import EventDetail, EventPage, Queued, RedeliverRequest
+from webhooks.envelope import Envelope, format_timestamp
+from webhooks.eventstore import EventFilters
+from webhooks.matching import is_valid_filter
+from webhooks.problems import Problem
+
+EVENT_ID = Path(description="Event id (evt_…).", max_length=80)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return value
+
+
+def events_router(ctx: EventlogContext) -> APIRouter:
+    """Routes over the event log of the caller's tenant."""
+    router = APIRouter(prefix="/v1/events", tags=["events"], responses=PROBLEM_RESPONSES)
+    Tenant = Annotated[str, Depends(tenant_dependency(ctx.settings))]
+
+    @router.get("", response_model=EventPage, summary="Page through the event log")
+    def list_events(
+        tenant: Tenant,
+        type: Annotated[str | None, Query(
+            description="Exact type (order.shipped) or prefix wildcard (order.*).",
+            max_length=128)] = None,
+        created_after: Annotated[datetime | None, Query(
+            description="Only events created strictly after this instant (UTC if no zone).")
+        ] = None,
+        created_before: Annotated[datetime | None, Query(
+            description="Only events created strictly before this instant.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(
+            description="next_cursor of the previous page, issued for the same filters.",
+            max_length=4096)] = None,
+    ) -> Response:
+        """Events of the tenant in log order (newest last), gap-free and duplicate-free.
+
+        Page until ``has_more`` is false; later, resume with the last ``next_cursor`` to
+        get exactly the events that arrived since.
+        """
+        if type is not None and not is_valid_filter(type):
+            raise Problem(422, f"type {type!r} is not an event type or a prefix like order.*")
+        filters = EventFilters(types=(type,) if type else (),
+                               created_after=_utc(created_after),
+                               created_before=_utc(created_before))
+        if (filters.created_after and filters.created_before
+                and filters.created_after >= filters.created_before):
+            raise Problem(422, "created_after must be before created_before")
+        position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe())
+        page = ctx.events.page_events(tenant, filters, position, limit)
+        return page_response(page, binding, ctx.cursor_key)
+
+    @router.get("/{event_id}", response_model=EventDetail, summary="One event")
+    def get_event(tenant: Tenant, event_id: Annotated[str, EVENT_ID]) -> EventDetail:
+        """The envelope and, per endpoint it went to, where its delivery stands."""
+        raw = ctx.events.get_event(tenant, event_id)
+        if raw is None:
+            raise Problem(404, f"no event {event_id}")
+        deliveries = [{k: _json_value(v) for k, v in row.items()}
+                      for row in ctx.events.delivery_status(tenant, event_id)]
+        return EventDetail.model_validate({**json.loads(raw), "deliveries": deliveries})
+
+    @router.post("/{event_id}/redeliver", status_code=202, response_model=Queued,
+                 summary="Deliver an event again")
+    def redeliver(
+        tenant: Tenant,
+        event_id: Annotated[str, EVENT_ID],
+        request: Annotated[RedeliverRequest | None, Body()] = None,
+    ) -> Queued:
+        """Queue the event again (same id, so the same ``webhook-id``) for every endpoint
+        it matches now, or for ``endpoint_id`` only."""
+        raw = ctx.events.get_event(tenant, event_id)
+        if raw is None:
+            raise Problem(404, f"no event {event_id}")
+        event = Envelope.from_json(raw)
+        if request is not None and request.endpoint_id is not None:
+            endpoint = ctx.endpoints.get(tenant, request.endpoint_id)
+            if endpoint is None:
+                raise Problem(404, f"no endpoint {request.endpoint_id}")
+            if not endpoint.wants(event):
+                raise Problem(409, f"endpoint {endpoint.id} is disabled or not subscribed to "
+                                   f"{event.type}")
+            targets = [endpoint]
+        else:
+            targets = [e for e in ctx.endpoints.list(tenant) if e.wants(event)]
+        tasks = ctx.queue.enqueue(((event, endpoint) for endpoint in targets), "redeliver")
+        return Queued.of(tasks)
+
+    return router

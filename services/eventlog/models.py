@@ -1,0 +1,215 @@
+"""Request and response bodies of the eventlog API (what /openapi.json publishes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from webhooks.endpoints import Endpoint, EndpointSecret
+from webhooks.envelope import Envelope
+from webhooks.matching import is_valid_filter
+from webhooks.signing import secret_key
+
+MAX_LISTED_TASKS = 1000
+
+
+def _check_filters(patterns: list[str] | None) -> list[str] | None:
+    if patterns is not None:
+        bad = [p for p in patterns if not is_valid_filter(p)]
+        if bad:
+            raise ValueError(f"invalid event type filters {bad}: use '*', 'order.*' or "
+                             "'order.shipped'")
+    return patterns
+
+
+def _check_secret(secret: str | None) -> str | None:
+    if secret is not None:
+        try:
+            secret_key(secret)
+        except ValueError as exc:
+            raise ValueError("secret must be whsec_ followed by the base64 of 24-64 bytes"
+                             ) from exc
+    return secret
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Validation errors (422): location and message of each.")
+
+
+class EventPage(BaseModel):
+    """A page of envelopes, oldest Kafka position first (newest last)."""
+
+    data: list[Envelope]
+    has_more: bool = Field(description="More rows are visible right now after this page.")
+    next_cursor: str = Field(description="Resume after this page; always present, so a client "
+                                         "that reached the end can poll for new events with it.")
+
+
+class DeliveryStatus(BaseModel):
+    """Where delivering one event to one endpoint stands."""
+
+    endpoint_id: str
+    attempts: int
+    delivered: bool
+    last_status: str
+    last_response_status: int | None = None
+    last_error: str | None = None
+    last_outcome: str | None = None
+    next_attempt_at: str | None = None
+    last_attempt_at: str
+
+
+class EventDetail(Envelope):
+    """An envelope plus, per endpoint, its delivery status from the attempt log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deliveries: list[DeliveryStatus]
+
+
+class AttemptOut(BaseModel):
+    """One delivery attempt (schema ``attempt.v1``)."""
+
+    id: str
+    task_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    trigger: str
+    url: str
+    status: str
+    response_status: int | None = None
+    response_body: str | None = None
+    error: str | None = None
+    latency_ms: float
+    timestamp: str
+    next_attempt_at: str | None = None
+    outcome: str | None = None
+
+
+class AttemptPage(BaseModel):
+    """A page of an endpoint's attempts, oldest first."""
+
+    data: list[AttemptOut]
+    has_more: bool
+    next_cursor: str
+
+
+class EndpointCreate(BaseModel):
+    """``POST /v1/endpoints``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=512)
+    secret: str | None = Field(default=None, description="whsec_…; generated when omitted.")
+    rate_limit: int | None = Field(default=None, ge=1, description="Deliveries per second.")
+
+    _filters = field_validator("events")(_check_filters)
+    _secret = field_validator("secret")(_check_secret)
+
+
+class EndpointUpdate(BaseModel):
+    """``PATCH /v1/endpoints/{id}``: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2048)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=512)
+    rate_limit: int | None = Field(default=None, ge=1)
+    disabled: bool | None = Field(default=None, description="false re-enables an endpoint.")
+
+    _filters = field_validator("events")(_check_filters)
+
+
+class EndpointOut(BaseModel):
+    """An endpoint as the API shows it (secrets only through ``/secret``)."""
+
+    id: str
+    url: str
+    events: list[str]
+    description: str
+    rate_limit: int | None
+    disabled: bool
+    disabled_reason: str | None
+    created: str
+    updated: str
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointOut:
+        return cls.model_validate(endpoint.model_dump(exclude={"tenant", "secrets"}))
+
+
+class EndpointCreated(EndpointOut):
+    """A new endpoint (or one whose secret was just rotated) with its current secret."""
+
+    secret: str
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointCreated:
+        return cls.model_validate({**EndpointOut.of(endpoint).model_dump(),
+                                   "secret": endpoint.secrets[0].secret})
+
+
+class EndpointList(BaseModel):
+    data: list[EndpointOut]
+
+
+class EndpointSecrets(BaseModel):
+    """Signing secrets, newest first; an old one stays valid until its ``expires``."""
+
+    secrets: list[EndpointSecret]
+
+
+class RedeliverRequest(BaseModel):
+    """``POST /v1/events/{id}/redeliver``: every matching endpoint, or just one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_id: str | None = None
+
+
+class RecoverRequest(BaseModel):
+    """``POST /v1/endpoints/{id}/recover``: every matching event created since ``since``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime
+    until: datetime | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamps need a time zone, e.g. 2026-11-22T10:00:00Z")
+        return value
+
+
+class QueuedTask(BaseModel):
+    task_id: str
+    endpoint_id: str
+    event_id: str
+
+
+class Queued(BaseModel):
+    """Delivery tasks acknowledged by Kafka; the fanout delivers them asynchronously."""
+
+    queued: int = Field(description="How many tasks were queued.")
+    tasks: list[QueuedTask] = Field(description=f"The first {MAX_LISTED_TASKS} tasks.")
+
+    @classmethod
+    def of(cls, tasks: list[Any]) -> Queued:
+        return cls(queued=len(tasks), tasks=[
+            QueuedTask(task_id=t.task_id, endpoint_id=t.endpoint_id, event_id=t.event.id)
+            for t in tasks[:MAX_LISTED_TASKS]])

@@ -1,0 +1,311 @@
+"""Endpoint management, attempt logs and redelivery against a real broker, sink and ClickHouse."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
+from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
+from tests.support.kafka import read_topic
+from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.endpoints import Endpoint
+from webhooks.endpointstore import produce_acknowledged
+from webhooks.envelope import parse_timestamp
+from webhooks.kafka import create_producer
+from webhooks.settings import Settings
+from webhooks.signing import generate_secret
+from webhooks.topics import Topics
+
+URL = "https://hooks.example.com/in"
+
+
+class Tenant:
+    """A fresh tenant per test, acted for with the admin key, so tests never share data."""
+
+    def __init__(self, api: TestClient) -> None:
+        self.api = api
+        self.name = f"t{uuid.uuid4().hex[:10]}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        params = {**kwargs.pop("params", {}), "tenant": self.name}
+        headers = {**kwargs.pop("headers", {}), **ADMIN}
+        return self.api.request(method, path, params=params, headers=headers, **kwargs)
+
+    def endpoint(self, events: list[str], **fields: Any) -> dict[str, Any]:
+        response = self.call("POST", "/v1/endpoints", json={"url": URL, "events": events,
+                                                            **fields})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def endpoint_records(settings: Settings, endpoint_id: str, count: int) -> list[Any]:
+    """The records for ``endpoint_id`` on the endpoints topic (value None = tombstone)."""
+    def mine(messages: list[Any]) -> list[Any]:
+        return [m for m in messages if m.key() == endpoint_id.encode()]
+    topic = Topics.from_settings(settings).endpoints
+    return mine(read_topic(settings, topic, until=lambda ms: len(mine(ms)) >= count))
+
+
+def tasks_for(settings: Settings, event_ids: set[str], count: int) -> list[DeliveryTask]:
+    """Delivery tasks for ``event_ids`` on the deliveries topic, once ``count`` arrived."""
+    def mine(messages: list[Any]) -> list[DeliveryTask]:
+        tasks = [DeliveryTask.from_json(m.value()) for m in messages]
+        return [t for t in tasks if t.event.id in event_ids]
+    topic = Topics.from_settings(settings).deliveries
+    messages = read_topic(settings, topic, until=lambda ms: len(mine(ms)) >= count)
+    for message in messages:
+        task = DeliveryTask.from_json(message.value())
+        assert message.key() == task.endpoint_id.encode()  # keyed by endpoint id
+    return mine(messages)
+
+
+def test_endpoint_crud_round_trips_through_kafka(api: TestClient, eventlog_settings: Settings
+                                                 ) -> None:
+    tenant = Tenant(api)
+    created = tenant.endpoint(["order.*"], description="orders", rate_limit=5)
+    endpoint_id = created["id"]
+    assert endpoint_id.startswith("ep_") and created["secret"].startswith("whsec_")
+    # Read-after-write: the caller's next read sees its write.
+    got = tenant.call("GET", f"/v1/endpoints/{endpoint_id}").json()
+    assert got == {k: v for k, v in created.items() if k != "secret"}
+    assert [e["id"] for e in tenant.call("GET", "/v1/endpoints").json()["data"]] == [endpoint_id]
+
+    patched = tenant.call("PATCH", f"/v1/endpoints/{endpoint_id}",
+                          json={"events": ["order.shipped"], "url": URL + "/v2"})
+    assert patched.status_code == 200, patched.text
+    assert tenant.call("GET", f"/v1/endpoints/{endpoint_id}").json()["events"] == [
+        "order.shipped"]
+
+    assert tenant.call("DELETE", f"/v1/endpoints/{endpoint_id}").status_code == 204
+    assert tenant.call("GET", f"/v1/endpoints/{endpoint_id}").status_code == 404
+    assert tenant.call("GET", "/v1/endpoints").json()["data"] == []
+    assert tenant.call("DELETE", f"/v1/endpoints/{endpoint_id}").status_code == 404
+
+    # What the fanout sees: create, update, tombstone on the compacted topic, keyed by id.
+    records = endpoint_records(eventlog_settings, endpoint_id, 3)
+    first, second = (Endpoint.from_json(r.value()) for r in records[:2])
+    assert (first.tenant, first.url, first.events, first.rate_limit) == (
+        tenant.name, URL, ["order.*"], 5)
+    assert first.secrets[0].secret == created["secret"]
+    assert (second.url, second.events, second.created) == (URL + "/v2", ["order.shipped"],
+                                                           first.created)
+    assert records[2].value() is None
+
+
+def test_updates_from_other_writers_are_read(api: TestClient, eventlog_settings: Settings
+                                             ) -> None:
+    """The fanout disables endpoints (410 Gone) by writing the topic; the API reads that."""
+    tenant = Tenant(api)
+    created = tenant.endpoint(["*"])
+    secrets = tenant.call("GET", f"/v1/endpoints/{created['id']}/secret").json()["secrets"]
+    record = Endpoint(id=created["id"], tenant=tenant.name, url=URL, events=["*"],
+                      secrets=secrets, disabled=True, disabled_reason="410 Gone",
+                      created=created["created"], updated=created["updated"])
+    produce_acknowledged(create_producer(eventlog_settings),
+                         Topics.from_settings(eventlog_settings).endpoints,
+                         created["id"].encode(), record.to_json())
+    path = f"/v1/endpoints/{created['id']}"
+    eventually(lambda: tenant.call("GET", path).json()["disabled"])
+    assert tenant.call("GET", path).json()["disabled_reason"] == "410 Gone"
+    enabled = tenant.call("PATCH", path, json={"disabled": False}).json()
+    assert enabled["disabled"] is False and enabled["disabled_reason"] is None
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"url": "ftp://hooks.example.com/x", "events": ["*"]}, 422),
+    ({"url": "https://user:pw@hooks.example.com/x", "events": ["*"]}, 422),
+    ({"url": "http://10.1.2.3/x", "events": ["*"]}, 422),
+    ({"url": "http://169.254.169.254/latest", "events": ["*"]}, 422),
+    ({"url": "https:///nohost", "events": ["*"]}, 422),
+    ({"url": URL, "events": []}, 422),
+    ({"url": URL, "events": ["Order Shipped"]}, 422),
+    ({"url": URL, "events": ["*"], "secret": "not-a-secret"}, 422),
+    ({"url": URL, "events": ["*"], "secret": "whsec_c2hvcnQ="}, 422),
+    ({"url": URL, "events": ["*"], "rate_limit": 0}, 422),
+    ({"url": URL, "events": ["*"], "colour": "blue"}, 422),
+    ({"events": ["*"]}, 422),
+])
+def test_bad_endpoints_are_refused_and_change_nothing(api: TestClient, body: dict,
+                                                      status: int) -> None:
+    tenant = Tenant(api)
+    response = tenant.call("POST", "/v1/endpoints", json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert tenant.call("GET", "/v1/endpoints").json()["data"] == []
+
+
+def test_malformed_json_and_bad_patches(api: TestClient) -> None:
+    tenant = Tenant(api)
+    response = tenant.call("POST", "/v1/endpoints", content=b"{nope",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    created = tenant.endpoint(["*"])
+    path = f"/v1/endpoints/{created['id']}"
+    assert tenant.call("PATCH", path, json={"url": "ftp://x/y"}).status_code == 422
+    assert tenant.call("PATCH", path, json={"url": None}).status_code == 422
+    assert tenant.call("PATCH", path, json={"secrets": []}).status_code == 422
+    assert tenant.call("GET", path).json()["url"] == URL
+    # Loopback is allowed here only because the test settings allow-list 127.0.0.0/8.
+    assert tenant.call("PATCH", path, json={"url": "http://127.0.0.1:9/x"}).status_code == 200
+
+
+def test_rotate_secret_keeps_the_old_one_for_the_overlap(api: TestClient,
+                                                         eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    first_secret = generate_secret()
+    created = tenant.endpoint(["*"], secret=first_secret)
+    assert created["secret"] == first_secret
+    path = f"/v1/endpoints/{created['id']}"
+    overlap = timedelta(seconds=eventlog_settings.secret_rotation_overlap)
+
+    started = datetime.now(UTC)
+    rotated = tenant.call("POST", f"{path}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    second_secret = rotated.json()["secret"]
+    assert second_secret.startswith("whsec_") and second_secret != first_secret
+    secrets = tenant.call("GET", f"{path}/secret").json()["secrets"]
+    assert [s["secret"] for s in secrets] == [second_secret, first_secret]  # new first
+    assert secrets[0]["expires"] is None
+    first_expiry = parse_timestamp(secrets[1]["expires"])
+    assert started + overlap <= first_expiry <= datetime.now(UTC) + overlap
+
+    third_secret = tenant.call("POST", f"{path}/rotate-secret").json()["secret"]
+    secrets = tenant.call("GET", f"{path}/secret").json()["secrets"]
+    assert [s["secret"] for s in secrets] == [third_secret, second_secret, first_secret]
+    assert parse_timestamp(secrets[2]["expires"]) == first_expiry  # never extended
+    record = Endpoint.from_json(endpoint_records(eventlog_settings, created["id"], 3)[2].value())
+    assert record.signing_secrets() == [third_secret, second_secret, first_secret]
+    assert record.signing_secrets(first_expiry + timedelta(seconds=1)) == [third_secret]
+
+
+def test_endpoints_are_invisible_to_other_tenants(api: TestClient) -> None:
+    created = api.post("/v1/endpoints", json={"url": URL, "events": ["*"]}, headers=ACME).json()
+    path = f"/v1/endpoints/{created['id']}"
+    assert api.get(path, headers=ACME).status_code == 200
+    for method, suffix, body in [("GET", "", None), ("PATCH", "", {"description": "x"}),
+                                 ("DELETE", "", None), ("POST", "/rotate-secret", None),
+                                 ("POST", "/test", None), ("GET", "/attempts", None),
+                                 ("GET", "/secret", None),
+                                 ("POST", "/recover", {"since": "2026-01-01T00:00:00Z"})]:
+        response = api.request(method, path + suffix, json=body, headers=GLOBEX)
+        assert response.status_code == 404, (method, suffix, response.text)
+    assert created["id"] not in [e["id"] for e in
+                                 api.get("/v1/endpoints", headers=GLOBEX).json()["data"]]
+    assert api.get(path, headers=ACME).json()["description"] == ""
+
+
+def test_redeliver_queues_the_same_event_for_exactly_the_matching_endpoints(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    every_order = tenant.endpoint(["order.*"])["id"]
+    shipped = tenant.endpoint(["order.shipped"])["id"]
+    customers = tenant.endpoint(["customer.*"])["id"]
+    off = tenant.endpoint(["*"])["id"]
+    tenant.call("PATCH", f"/v1/endpoints/{off}", json={"disabled": True})
+    event = publish_events(eventlog_settings, [make_event(tenant.name, "order.shipped")])[0]
+    eventually(lambda: tenant.call("GET", f"/v1/events/{event.id}").status_code == 200)
+
+    response = tenant.call("POST", f"/v1/events/{event.id}/redeliver")
+    assert response.status_code == 202, response.text
+    assert response.json()["queued"] == 2
+    one = tenant.call("POST", f"/v1/events/{event.id}/redeliver", json={"endpoint_id": shipped})
+    assert one.status_code == 202 and one.json()["tasks"][0]["endpoint_id"] == shipped
+    assert tenant.call("POST", f"/v1/events/{event.id}/redeliver",
+                       json={"endpoint_id": customers}).status_code == 409
+    assert tenant.call("POST", f"/v1/events/{event.id}/redeliver",
+                       json={"endpoint_id": "ep_nope"}).status_code == 404
+    assert tenant.call("POST", "/v1/events/evt_nope/redeliver").status_code == 404
+
+    tasks = tasks_for(eventlog_settings, {event.id}, 3)
+    assert sorted(t.endpoint_id for t in tasks) == sorted([every_order, shipped, shipped])
+    assert {t.trigger for t in tasks} == {"redeliver"} and {t.attempt for t in tasks} == {1}
+    assert all(t.event == event for t in tasks)  # same id, same body: same webhook-id
+    queued_ids = {t["task_id"] for t in response.json()["tasks"] + one.json()["tasks"]}
+    assert queued_ids == {t.task_id for t in tasks}
+
+
+def test_recover_queues_every_matching_event_since(api: TestClient,
+                                                   eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    endpoint = tenant.endpoint(["invoice.*"])["id"]
+    since = datetime(2026, 11, 10, tzinfo=UTC)
+    events = [make_event(tenant.name, "invoice.paid", since - timedelta(seconds=1)),
+              make_event(tenant.name, "invoice.paid", since + timedelta(days=2)),
+              make_event(tenant.name, "invoice.created", since),  # at `since`: included
+              make_event(tenant.name, "order.created", since + timedelta(days=1)),
+              make_event(tenant.name, "invoice.voided", since + timedelta(hours=1)),
+              make_event("acme", "invoice.paid", since + timedelta(days=1))]
+    publish_events(eventlog_settings, events)
+    eventually(lambda: all(tenant.call("GET", f"/v1/events/{e.id}").status_code == 200
+                           for e in events[:5]))
+    response = tenant.call("POST", f"/v1/endpoints/{endpoint}/recover",
+                           json={"since": since.isoformat()})
+    assert response.status_code == 202, response.text
+    expected = [events[1].id, events[2].id, events[4].id]
+    assert response.json()["queued"] == 3
+    assert [t["event_id"] for t in response.json()["tasks"]] == expected
+    tasks = tasks_for(eventlog_settings, {e.id for e in events}, 3)
+    assert [t.event.id for t in tasks] == expected
+    assert {(t.endpoint_id, t.trigger) for t in tasks} == {(endpoint, "recover")}
+    window = tenant.call("POST", f"/v1/endpoints/{endpoint}/recover",
+                         json={"since": since.isoformat(),
+                               "until": (since + timedelta(days=1)).isoformat()})
+    assert [t["event_id"] for t in window.json()["tasks"]] == [events[2].id, events[4].id]
+    assert tenant.call("POST", f"/v1/endpoints/{endpoint}/recover",
+                       json={"since": "2026-11-10T00:00:00"}).status_code == 422  # no zone
+    assert tenant.call("POST", f"/v1/endpoints/{endpoint}/recover",
+                       json={}).status_code == 422
+
+
+def test_test_send_goes_through_the_deliveries_topic(api: TestClient,
+                                                     eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    endpoint = tenant.endpoint(["order.*"])["id"]
+    response = tenant.call("POST", f"/v1/endpoints/{endpoint}/test")
+    assert response.status_code == 202, response.text
+    event_id = response.json()["tasks"][0]["event_id"]
+    [task] = tasks_for(eventlog_settings, {event_id}, 1)
+    assert (task.endpoint_id, task.trigger, task.event.type, task.event.tenant) == (
+        endpoint, "test", "webhook.test", tenant.name)
+
+
+def test_attempt_log_pages_by_status(api: TestClient, eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    endpoint = tenant.endpoint(["*"])["id"]
+    statuses = ["failed", "failed", "succeeded", "failed", "succeeded", "failed", "failed"]
+    records = [AttemptRecord(task_id="dlv_x", event_id=f"evt_{i}", event_type="order.created",
+                             endpoint_id=endpoint, tenant=tenant.name, attempt=1,
+                             trigger="event", url=URL, status=status,
+                             response_status=200 if status == "succeeded" else 500,
+                             latency_ms=1.0,
+                             outcome="delivered" if status == "succeeded" else "retrying")
+               for i, status in enumerate(statuses)]
+    publish_attempts(eventlog_settings, records)
+
+    def page(**params: Any) -> tuple[list[str], str | None]:
+        ids: list[str] = []
+        cursor = None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            response = tenant.call("GET", f"/v1/endpoints/{endpoint}/attempts", params=query)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            ids += [a["id"] for a in body["data"]]
+            cursor = body["next_cursor"]
+            if not body["has_more"]:
+                return ids, cursor
+
+    eventually(lambda: len(page()[0]) == len(records))
+    failed, cursor = page(status="failed", limit=2)
+    assert failed == [r.id for r in records if r.status == "failed"]
+    assert page()[0] == [r.id for r in records]
+    mismatched = tenant.call("GET", f"/v1/endpoints/{endpoint}/attempts",
+                             params={"status": "succeeded", "cursor": cursor})
+    assert mismatched.status_code == 400
+    assert tenant.call("GET", f"/v1/endpoints/{endpoint}/attempts",
+                       params={"status": "lost"}).status_code == 422

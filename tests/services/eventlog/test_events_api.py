@@ -1,0 +1,234 @@
+"""GET /v1/events and /v1/events/{id} against a real broker, sink and ClickHouse."""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.eventlog.models import EventDetail, EventPage
+from services.eventlog.models import Problem as ProblemModel
+from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
+from tests.support.eventlog import (
+    eventually,
+    make_event,
+    page_all,
+    publish_attempts,
+    publish_events,
+)
+from webhooks.delivery import AttemptRecord
+from webhooks.settings import Settings
+
+BASE = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def fresh_tenant() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def as_admin(tenant: str) -> dict[str, str]:
+    return {"tenant": tenant}
+
+
+def wait_for_count(api: TestClient, tenant: str, count: int) -> list[dict]:
+    def check() -> list[dict] | None:
+        seen, _ = page_all(api, ADMIN, tenant=tenant, limit=1000)
+        return seen if len(seen) >= count else None
+    return eventually(check)
+
+
+def test_concurrent_producer_and_pager_see_each_event_exactly_once(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    """Events arrive in bursts with shuffled `created` times while a client keeps paging
+    and resuming from its last cursor: it ends with every event once, in log order."""
+    tenant, other = fresh_tenant(), fresh_tenant()
+    sent: list[str] = []
+    done = threading.Event()
+
+    def produce() -> None:
+        rng = random.Random(7)
+        for _burst in range(12):
+            events = []
+            for _ in range(50):
+                created = BASE + timedelta(seconds=rng.randrange(0, 10_000))  # out of order
+                events.append(make_event(tenant, "order.created", created))
+                events.append(make_event(other, "order.created", created))
+            publish_events(eventlog_settings, events)
+            sent.extend(e.id for e in events if e.tenant == tenant)
+            time.sleep(rng.uniform(0.0, 0.15))
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    seen: list[dict] = []
+    cursor = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        finished = done.is_set()
+        page, cursor = page_all(api, ADMIN, cursor, tenant=tenant, limit=37)
+        seen += page
+        if finished and len(seen) >= len(sent):
+            break
+        time.sleep(0.05)
+    producer.join()
+
+    ids = [event["id"] for event in seen]
+    assert len(sent) == 600
+    assert [i for i, n in Counter(ids).items() if n > 1] == []
+    assert ids == sent  # nothing missing, nothing extra, in the order Kafka holds them
+    created = [event["created"] for event in seen]
+    assert created != sorted(created), "the test must exercise out-of-order created times"
+    assert {event["tenant"] for event in seen} == {tenant}
+    # Resuming later from the last cursor yields exactly what arrived since.
+    late = publish_events(eventlog_settings, [make_event(tenant, "order.paid")])
+    eventually(lambda: page_all(api, ADMIN, cursor, tenant=tenant, limit=37)[0])
+    after, _ = page_all(api, ADMIN, cursor, tenant=tenant, limit=37)
+    assert [e["id"] for e in after] == [late[0].id]
+
+
+def test_filters_and_limits(api: TestClient, eventlog_settings: Settings) -> None:
+    tenant = fresh_tenant()
+    events = [make_event(tenant, kind, BASE + timedelta(minutes=i))
+              for i, kind in enumerate(["order.created", "order.shipped", "order.line.added",
+                                        "customer.created", "orders.x"] * 25)]
+    publish_events(eventlog_settings, events)
+    wait_for_count(api, tenant, len(events))
+
+    first = api.get("/v1/events", params=as_admin(tenant), headers=ADMIN).json()
+    assert len(first["data"]) == 100 and first["has_more"] is True  # default limit
+    assert [e["id"] for e in first["data"]] == [e.id for e in events[:100]]
+
+    one = api.get("/v1/events", params={**as_admin(tenant), "limit": 1}, headers=ADMIN).json()
+    assert len(one["data"]) == 1 and one["has_more"]
+
+    def ids(**params: object) -> list[str]:
+        return [e["id"] for e in page_all(api, ADMIN, tenant=tenant, limit=7, **params)[0]]
+
+    assert ids(type="order.shipped") == [e.id for e in events if e.type == "order.shipped"]
+    assert ids(type="order.*") == [e.id for e in events if e.type.startswith("order.")]
+    assert ids(type="*") == [e.id for e in events]
+    after, before = BASE + timedelta(minutes=10), BASE + timedelta(minutes=20)
+    assert ids(created_after=after.isoformat(), created_before=before.isoformat()) == [
+        e.id for e in events if after < e.created_at < before]
+    assert ids(type="customer.*", created_after=after.isoformat()) == [
+        e.id for e in events if e.type.startswith("customer.") and e.created_at > after]
+
+
+@pytest.mark.parametrize("params, status", [
+    ({"limit": 0}, 422), ({"limit": 1001}, 422), ({"limit": "many"}, 422),
+    ({"type": "Order Shipped"}, 422), ({"type": "order.*.x"}, 422),
+    ({"created_after": "yesterday"}, 422),
+    ({"created_after": "2026-11-02T00:00:00Z", "created_before": "2026-11-01T00:00:00Z"}, 422),
+    ({"cursor": "garbage"}, 400), ({"cursor": "e30.AAAA"}, 400), ({"cursor": "%%%.???"}, 400),
+])
+def test_bad_parameters_get_problem_answers(api: TestClient, params: dict, status: int) -> None:
+    response = api.get("/v1/events", params=params, headers=ACME)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == status
+
+
+def test_cursors_are_bound_to_their_request(api: TestClient, eventlog_settings: Settings
+                                            ) -> None:
+    publish_events(eventlog_settings, [make_event("acme"), make_event("globex")])
+    eventually(lambda: api.get("/v1/events", headers=GLOBEX).json()["data"])
+    cursor = api.get("/v1/events", params={"type": "order.*", "limit": 1},
+                     headers=ACME).json()["next_cursor"]
+    assert api.get("/v1/events", params={"type": "order.*", "cursor": cursor},
+                   headers=ACME).status_code == 200
+
+    def status(headers: dict[str, str], **params: str) -> int:
+        response = api.get("/v1/events", params={"cursor": cursor, **params}, headers=headers)
+        assert response.headers["content-type"].startswith("application/")
+        return response.status_code
+
+    assert status(ACME, type="order.created") == 400  # other filters
+    assert status(ACME) == 400  # filters dropped
+    assert status(GLOBEX, type="order.*") == 400  # another tenant
+    body, mac = cursor.split(".")
+    payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    forged = payload.replace(b'"p":{', b'"p":{"9":0,')
+    forged_token = base64.urlsafe_b64encode(forged).rstrip(b"=").decode() + "." + mac
+    assert status(ACME, type="order.*", cursor=forged_token) == 400  # tampered
+    flipped = cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1]
+    assert status(ACME, type="order.*", cursor=flipped) == 400
+
+
+def test_tenants_only_see_their_own_events(api: TestClient, eventlog_settings: Settings
+                                           ) -> None:
+    mine = publish_events(eventlog_settings, [make_event("acme", "invoice.paid")])[0]
+    eventually(lambda: api.get(f"/v1/events/{mine.id}", headers=ACME).status_code == 200)
+    assert api.get(f"/v1/events/{mine.id}", headers=GLOBEX).status_code == 404
+    assert api.post(f"/v1/events/{mine.id}/redeliver", headers=GLOBEX).status_code == 404
+    globex_ids = [e["id"] for e in page_all(api, GLOBEX, limit=1000)[0]]
+    assert mine.id not in globex_ids
+    assert all(e["tenant"] == "globex" for e in page_all(api, GLOBEX, limit=1000)[0])
+    assert api.get(f"/v1/events/{mine.id}", params={"tenant": "acme"},
+                   headers=ADMIN).status_code == 200
+    assert api.get(f"/v1/events/{mine.id}", params={"tenant": "globex"},
+                   headers=ADMIN).status_code == 404
+    assert api.get("/v1/events", headers=ADMIN).status_code == 400  # admin must name a tenant
+    assert api.get("/v1/events", params={"tenant": "acme"}, headers=GLOBEX).status_code == 400
+    assert api.get("/v1/events").status_code == 401
+    assert api.get("/v1/events", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_event_detail_shows_delivery_status_per_endpoint(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    event = publish_events(eventlog_settings, [make_event("acme", "order.shipped")])[0]
+
+    def attempt(endpoint: str, number: int, status: str, code: int | None) -> AttemptRecord:
+        return AttemptRecord(task_id="dlv_1", event_id=event.id, event_type=event.type,
+                             endpoint_id=endpoint, tenant="acme", attempt=number,
+                             trigger="event", url="https://example.com/hook", status=status,
+                             response_status=code, latency_ms=12.5,
+                             timestamp=f"2026-11-22T10:00:0{number}.000000Z",
+                             outcome="delivered" if status == "succeeded" else "retrying")
+
+    records = [attempt("ep_A", 1, "failed", 500), attempt("ep_A", 2, "succeeded", 200),
+               attempt("ep_B", 1, "failed", None)]
+    publish_attempts(eventlog_settings, records + records[:1])  # a duplicate record too
+
+    def detail() -> dict | None:
+        response = api.get(f"/v1/events/{event.id}", headers=ACME)
+        body = response.json() if response.status_code == 200 else {}
+        return body if len(body.get("deliveries", [])) == 2 else None
+
+    body = eventually(detail)
+    assert {k: body[k] for k in ("id", "type", "tenant", "data")} == {
+        "id": event.id, "type": event.type, "tenant": "acme", "data": event.data}
+    by_endpoint = {d["endpoint_id"]: d for d in body["deliveries"]}
+    assert by_endpoint["ep_A"]["attempts"] == 2 and by_endpoint["ep_A"]["delivered"] is True
+    assert by_endpoint["ep_A"]["last_status"] == "succeeded"
+    assert by_endpoint["ep_A"]["last_response_status"] == 200
+    assert by_endpoint["ep_B"]["attempts"] == 1 and by_endpoint["ep_B"]["delivered"] is False
+    assert by_endpoint["ep_B"]["last_attempt_at"] == "2026-11-22T10:00:01.000000Z"
+    assert api.get("/v1/events/evt_missing", headers=ACME).status_code == 404
+
+
+def test_openapi_documents_the_api(api: TestClient, eventlog_settings: Settings) -> None:
+    """The published models describe what the API really answers."""
+    event = publish_events(eventlog_settings, [make_event("acme", "order.refunded")])[0]
+    eventually(lambda: api.get(f"/v1/events/{event.id}", headers=ACME).status_code == 200)
+    page = EventPage.model_validate(api.get("/v1/events", headers=ACME).json())
+    assert event.id in [e.id for e in page.data]
+    EventDetail.model_validate(api.get(f"/v1/events/{event.id}", headers=ACME).json())
+    ProblemModel.model_validate(api.get("/v1/events?limit=0", headers=ACME).json())
+    schema = api.get("/openapi.json").json()
+    listing = schema["paths"]["/v1/events"]["get"]
+    assert listing["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EventPage"}
+    assert listing["responses"]["400"]["content"]["application/problem+json"]
+    assert "Problem" in schema["components"]["schemas"]
+    assert {p["name"] for p in listing["parameters"]} >= {
+        "type", "created_after", "created_before", "limit", "cursor", "tenant"}
+    assert "/v1/endpoints/{endpoint_id}/recover" in schema["paths"]
+    assert api.get("/healthz").json()["checks"] == {"kafka": "ok", "clickhouse": "ok",
+                                                    "sink": "ok"}

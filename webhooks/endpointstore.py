@@ -1,0 +1,104 @@
+"""Endpoint configuration: written to the compacted endpoints topic, read from ClickHouse.
+
+Writes are produced keyed by endpoint id and acknowledged by Kafka (``acks=all``)
+before the caller is answered; the fanout reads the same topic. Reads come from the
+``endpoints`` table that the sink fills from that topic, taking each id's record at
+its highest offset (tombstone = deleted). Any writer may publish (the fanout disables
+endpoints on 410), so the topic, not this API, is the source of truth.
+
+Read-after-write: after a write, :meth:`EndpointStore.save` waits (bounded) until the
+sink's watermark for the record's partition has passed the record's offset, so the
+caller's next GET sees its own write. If the sink lags beyond the bound, the write
+still stands (Kafka acknowledged it) and the caller is answered from the produced
+record; a GET right after may then briefly show the previous version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import KafkaException, Producer
+
+from webhooks.endpoints import Endpoint
+from webhooks.eventstore import EventStore
+from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_LATEST = (
+    "SELECT id, argMax(record, kafka_offset) AS record, argMax(deleted, kafka_offset) AS deleted, "
+    "argMax(tenant, kafka_offset) AS owner FROM endpoints {where} GROUP BY id "
+    "HAVING deleted = 0 AND owner = {{tenant:String}} ORDER BY id"
+)
+
+
+def produce_acknowledged(producer: Producer, topic: str, key: bytes, value: bytes | None,
+                         timeout: float = 30.0) -> tuple[int, int]:
+    """Produce one record, wait for Kafka's acknowledgement, return (partition, offset)."""
+    outcome: list[Any] = []
+    producer.produce(topic, key=key, value=value,
+                     on_delivery=lambda err, msg: outcome.append((err, msg)))
+    producer.flush(timeout)
+    if not outcome:
+        raise KafkaException(f"no acknowledgement from Kafka for {topic} within {timeout}s")
+    error, message = outcome[0]
+    if error is not None:
+        raise KafkaException(error)
+    return message.partition(), message.offset()
+
+
+class EndpointStore:
+    """Tenant-scoped endpoint reads (ClickHouse) and writes (Kafka)."""
+
+    def __init__(self, client: Client, producer: Producer, topics: Topics,
+                 visibility_timeout: float = 5.0) -> None:
+        self.client = client
+        self.producer = producer
+        self.topics = topics
+        self.visibility_timeout = visibility_timeout
+        self._positions = EventStore(client, topics)
+
+    def list(self, tenant: str) -> list[Endpoint]:
+        """Every live endpoint of ``tenant``, by id."""
+        # Only ids that ever belonged to the tenant (a tombstone row has no tenant).
+        where = "WHERE id IN (SELECT id FROM endpoints WHERE tenant = {tenant:String})"
+        result = self.client.query(_LATEST.format(where=where), parameters={"tenant": tenant})
+        return [Endpoint.from_json(row[1]) for row in result.result_rows]
+
+    def get(self, tenant: str, endpoint_id: str) -> Endpoint | None:
+        """One live endpoint of ``tenant`` (None if missing, deleted or another tenant's)."""
+        result = self.client.query(_LATEST.format(where="WHERE id = {id:String}"),
+                                   parameters={"tenant": tenant, "id": endpoint_id})
+        rows = result.result_rows
+        return Endpoint.from_json(rows[0][1]) if rows else None
+
+    def save(self, endpoint: Endpoint) -> Endpoint:
+        """Publish ``endpoint`` (validated against ``endpoint.v1``) and wait until readable."""
+        checked = Endpoint.from_dict(endpoint.model_dump())
+        position = produce_acknowledged(self.producer, self.topics.endpoints,
+                                        checked.id.encode(), checked.to_json())
+        self.wait_visible(*position)
+        return checked
+
+    def delete(self, endpoint_id: str) -> None:
+        """Publish a tombstone for ``endpoint_id`` and wait until readable."""
+        position = produce_acknowledged(self.producer, self.topics.endpoints,
+                                        endpoint_id.encode(), None)
+        self.wait_visible(*position)
+
+    def wait_visible(self, partition: int, offset: int) -> bool:
+        """Wait until the sink has written ``offset`` of ``partition``; False on timeout."""
+        deadline = time.monotonic() + self.visibility_timeout
+        delay = 0.02
+        while True:
+            if self._positions.watermarks(self.topics.endpoints).get(partition, 0) > offset:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("endpoints[%s]@%s not yet sinked after %.1fs", partition, offset,
+                            self.visibility_timeout)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

@@ -1,0 +1,232 @@
+"""The eventlog sink: events, attempts and endpoint records from Kafka into ClickHouse.
+
+One consumer group reads the three topics and writes size/time-bounded batches:
+
+1. insert the batch's rows (``events``, ``attempts``, ``endpoints``), each table in one
+   INSERT, every partition's rows in offset order;
+2. insert, per topic partition, the next offset to read into ``sink_positions`` — the
+   visibility watermark: the API serves only rows below it, so a reader never sees a
+   row while an earlier offset of its partition is still on its way;
+3. commit the offsets to Kafka.
+
+A crash anywhere re-reads from the last commit and re-inserts rows with the same
+(tenant, partition, offset) keys, which ReplacingMergeTree collapses and the queries
+skip before merges: nothing acknowledged is lost and nothing shows twice.
+If an insert fails, the consumer seeks back to the batch's first offsets and tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter
+
+from webhooks.clickhouse import create_clickhouse_client
+from webhooks.envelope import parse_timestamp
+from webhooks.kafka import create_consumer
+from webhooks.settings import Settings
+from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SINK_GROUP = "eventlog-sink"
+EVENT_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "id", "type", "api_version",
+                 "created", "envelope"]
+ATTEMPT_COLUMNS = ["tenant", "endpoint_id", "kafka_partition", "kafka_offset", "id", "task_id",
+                   "event_id", "event_type", "attempt", "trigger", "url", "status",
+                   "response_status", "response_body", "error", "latency_ms", "timestamp",
+                   "next_attempt_at", "outcome"]
+ENDPOINT_COLUMNS = ["id", "kafka_partition", "kafka_offset", "tenant", "deleted", "record"]
+POSITION_COLUMNS = ["topic", "kafka_partition", "next_offset"]
+
+SINK_ROWS = Counter("eventlog_sink_rows_total", "Rows written to ClickHouse", ["table"])
+SINK_SKIPPED = Counter("eventlog_sink_skipped_total",
+                       "Kafka records the sink could not decode (logged, left on the topic)",
+                       ["topic"])
+SINK_FAILURES = Counter("eventlog_sink_insert_failures_total",
+                        "Batches whose insert failed and were re-read")
+
+
+@dataclass
+class Batch:
+    """Records read since the last flush, as rows per table plus Kafka positions."""
+
+    events: list[list[Any]] = field(default_factory=list)
+    attempts: list[list[Any]] = field(default_factory=list)
+    endpoints: list[list[Any]] = field(default_factory=list)
+    first: dict[tuple[str, int], int] = field(default_factory=dict)
+    last: dict[tuple[str, int], int] = field(default_factory=dict)
+    size: int = 0
+    started: float = 0.0
+
+    def track(self, message: Message) -> None:
+        where = (message.topic(), message.partition())
+        self.first.setdefault(where, message.offset())
+        self.last[where] = message.offset()
+        if not self.size:
+            self.started = time.monotonic()
+        self.size += 1
+
+
+def _event_row(message: Message) -> list[Any]:
+    raw = message.value()
+    document = json.loads(raw)
+    return [document["tenant"], message.partition(), message.offset(), document["id"],
+            document["type"], document["api_version"], parse_timestamp(document["created"]),
+            raw.decode()]
+
+
+def _attempt_row(message: Message) -> list[Any]:
+    d = json.loads(message.value())
+    next_at = d.get("next_attempt_at")
+    return [d["tenant"], d["endpoint_id"], message.partition(), message.offset(), d["id"],
+            d["task_id"], d["event_id"], d["event_type"], d["attempt"], d["trigger"], d["url"],
+            d["status"], d.get("response_status"), d.get("response_body"), d.get("error"),
+            float(d["latency_ms"]), parse_timestamp(d["timestamp"]),
+            parse_timestamp(next_at) if next_at else None, d.get("outcome")]
+
+
+def _endpoint_row(message: Message) -> list[Any]:
+    endpoint_id = (message.key() or b"").decode()
+    raw = message.value()
+    if raw is None:  # tombstone: the endpoint was deleted
+        return [endpoint_id, message.partition(), message.offset(), "", 1, ""]
+    document = json.loads(raw)
+    return [endpoint_id or document["id"], message.partition(), message.offset(),
+            document["tenant"], 0, raw.decode()]
+
+
+class EventLogSink:
+    """Runs the consume → insert → commit loop in a background thread."""
+
+    def __init__(self, settings: Settings, client: Client | None = None,
+                 group: str = SINK_GROUP) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.client = client or create_clickhouse_client(settings.clickhouse_url)
+        self.group = group
+        self._rows: dict[str, Callable[[Message], list[Any]]] = {
+            self.topics.events: _event_row,
+            self.topics.attempts: _attempt_row,
+            self.topics.endpoints: _endpoint_row,
+        }
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._batch = Batch()
+        self.failure: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> EventLogSink:
+        """Start consuming in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="eventlog-sink", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush what was read, commit, leave the group and end the thread."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer = create_consumer(self.settings, self.group,
+                                   **{"enable.partition.eof": False})
+        self._consumer = consumer
+        consumer.subscribe(list(self._rows), on_revoke=self._on_revoke)
+        try:
+            while not self._stopping.is_set():
+                wanted = max(1, self.settings.sink_batch_size - self._batch.size)
+                for message in consumer.consume(num_messages=min(wanted, 10000), timeout=0.2):
+                    self._add(message)
+                if self._batch.size and (
+                    self._batch.size >= self.settings.sink_batch_size
+                    or time.monotonic() - self._batch.started >= self.settings.sink_batch_wait
+                ):
+                    self._flush(consumer)
+            if self._batch.size:
+                self._flush(consumer)
+        except BaseException as exc:  # keep the reason for /healthz, then let the thread end
+            self.failure = exc
+            log.exception("eventlog sink stopped")
+        finally:
+            consumer.close()  # auto-commit is off: closing commits nothing on its own
+
+    def _add(self, message: Message) -> None:
+        if message.error():
+            if message.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("sink consumer error: %s", message.error())
+            return
+        topic = message.topic()
+        self._batch.track(message)
+        try:
+            row = self._rows[topic](message)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Undecodable records stay on the topic; we log and count them, never guess.
+            SINK_SKIPPED.labels(topic=topic).inc()
+            log.error("skipping undecodable record %s[%s]@%s: %s", topic, message.partition(),
+                      message.offset(), exc)
+            return
+        if topic == self.topics.events:
+            self._batch.events.append(row)
+        elif topic == self.topics.attempts:
+            self._batch.attempts.append(row)
+        else:
+            self._batch.endpoints.append(row)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Write and commit what we hold before another member takes these partitions.
+        if self._batch.size:
+            self._flush(consumer)
+
+    def _flush(self, consumer: Consumer) -> None:
+        batch, self._batch = self._batch, Batch()
+        try:
+            self.write(batch)
+        except Exception:
+            SINK_FAILURES.inc()
+            log.exception("ClickHouse insert failed; re-reading %d records", batch.size)
+            for (topic, partition), offset in batch.first.items():
+                try:
+                    consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:  # partition no longer ours: its new owner reads it
+                    log.warning("cannot seek %s[%s]: %s", topic, partition, exc)
+            self._stopping.wait(1.0)
+            return
+        self.commit(consumer, batch)
+
+    def write(self, batch: Batch) -> None:
+        """Insert the batch's rows, then advance the visibility watermarks."""
+        for table, rows, columns in (("events", batch.events, EVENT_COLUMNS),
+                                     ("attempts", batch.attempts, ATTEMPT_COLUMNS),
+                                     ("endpoints", batch.endpoints, ENDPOINT_COLUMNS)):
+            if rows:
+                self.client.insert(table, rows, column_names=columns)
+                SINK_ROWS.labels(table=table).inc(len(rows))
+        positions = [[topic, partition, offset + 1]
+                     for (topic, partition), offset in sorted(batch.last.items())]
+        self.client.insert("sink_positions", positions, column_names=POSITION_COLUMNS)
+
+    def commit(self, consumer: Consumer, batch: Batch) -> None:
+        """Commit the batch's offsets; a failure only means those records are re-read."""
+        offsets = [TopicPartition(topic, partition, offset + 1)
+                   for (topic, partition), offset in batch.last.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed (records will be re-read, harmlessly): %s", exc)
