@@ -6,8 +6,11 @@ from faust.worker import Worker
 
 from services.fanout.app import create_app
 from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
 
 
 def run(settings: Settings) -> None:
+    """Create missing topics, then run the Faust worker in the foreground."""
+    ensure_topics(settings)
     app = create_app(settings)
     Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()

@@ -1,0 +1,110 @@
+"""Matching and signing end to end: real broker, real worker process, real receivers."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from standardwebhooks.webhooks import Webhook
+
+from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
+from tests.support.kafka import read_topic
+from webhooks.delivery import AttemptRecord
+from webhooks.endpoints import EndpointSecret
+from webhooks.envelope import format_timestamp, utcnow
+from webhooks.settings import Settings
+from webhooks.signing import generate_secret
+
+
+def test_filters_route_each_event_to_exactly_the_matching_endpoints(
+        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
+    exact = platform.endpoint(receiver.url("/exact"), ["order.shipped"])
+    prefix = platform.endpoint(receiver.url("/prefix"), ["order.*"])
+    everything = platform.endpoint(receiver.url("/all"), ["*"])
+    platform.endpoint(receiver.url("/other-tenant"), ["*"], tenant="globex")
+    platform.endpoint(receiver.url("/disabled"), ["*"], disabled=True,
+                      disabled_reason="test")
+    platform.endpoint(receiver.url("/invoices"), ["invoice.paid"])
+    time.sleep(2)  # the view picks changes up within seconds
+
+    shipped = platform.event("order.shipped", id="order_1")
+    created = platform.event("order.created", id="order_2")
+    customer = platform.event("customer.updated", id="cus_1")
+
+    assert {r.event_id for r in receiver.wait_for("/all", 3)} == {
+        shipped.id, created.id, customer.id}
+    assert {r.event_id for r in receiver.wait_for("/prefix", 2)} == {shipped.id, created.id}
+    assert [r.event_id for r in receiver.wait_for("/exact", 1)] == [shipped.id]
+    time.sleep(1.5)  # give any wrong delivery time to show up
+    assert len(receiver.at("/all")) == 3
+    assert len(receiver.at("/prefix")) == 2
+    assert len(receiver.at("/exact")) == 1
+    assert receiver.at("/other-tenant") == []
+    assert receiver.at("/disabled") == []
+    assert receiver.at("/invoices") == []
+
+    request = receiver.at("/exact")[0]
+    assert request.body == shipped.to_json()
+    assert request.headers["webhook-id"] == shipped.id
+    assert request.headers["webhook-attempt"] == "1"
+    assert request.headers["webhook-event-type"] == "order.shipped"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("kafka-webhooks/")
+    # Verified by the published library with the endpoint's secret.
+    assert Webhook(exact.secrets[0].secret).verify(request.body, request.headers) == \
+        shipped.model_dump()
+
+    attempts = [AttemptRecord.from_json(m.value()) for m in read_topic(
+        settings, platform.topics.attempts,
+        until=lambda ms: len(ms) >= 6)]
+    ours = [a for a in attempts if a.endpoint_id in (exact.id, prefix.id, everything.id)]
+    assert len(ours) == 6
+    assert all(a.status == "succeeded" and a.outcome == "delivered"
+               and a.response_status == 200 for a in ours)
+
+
+def test_both_signatures_verify_during_a_secret_rotation(
+        worker: WorkerProcess, platform: Platform, receiver: Receiver) -> None:
+    old, new = generate_secret(), generate_secret()
+    expires = format_timestamp(utcnow() + timedelta(hours=1))
+    endpoint = platform.endpoint(
+        receiver.url("/rotating"), ["*"],
+        secrets=[EndpointSecret(secret=new), EndpointSecret(secret=old, expires=expires)])
+    expired = generate_secret()
+    platform.endpoint(receiver.url("/rotated-long-ago"), ["*"], secrets=[
+        EndpointSecret(secret=new),
+        EndpointSecret(secret=expired, expires=format_timestamp(utcnow() - timedelta(hours=1)))])
+    time.sleep(2)
+
+    event = platform.event("order.paid", id="order_9")
+    request = receiver.wait_for("/rotating", 1)[0]
+    assert len(request.headers["webhook-signature"].split()) == 2
+    # A receiver still on the old secret and one already on the new one both accept it.
+    assert Webhook(old).verify(request.body, request.headers)["id"] == event.id
+    assert Webhook(new).verify(request.body, request.headers)["id"] == event.id
+    assert endpoint.id
+
+    late = receiver.wait_for("/rotated-long-ago", 1)[0]
+    assert len(late.headers["webhook-signature"].split()) == 1
+    assert Webhook(new).verify(late.body, late.headers)["id"] == event.id
+
+
+def test_endpoint_changes_reach_matching_within_seconds(
+        worker: WorkerProcess, platform: Platform, receiver: Receiver) -> None:
+    endpoint = platform.endpoint(receiver.url("/changing"), ["order.shipped"])
+    time.sleep(2)
+    first = platform.event("order.shipped", id="o1")
+    receiver.wait_for("/changing", 1)
+
+    platform.put_endpoint(endpoint.model_copy(update={"events": ["invoice.*"]}))
+    time.sleep(2)
+    platform.event("order.shipped", id="o2")
+    invoice = platform.event("invoice.paid", id="in1")
+    assert [r.event_id for r in receiver.wait_for("/changing", 2)] == [first.id, invoice.id]
+
+    platform.delete_endpoint(endpoint.id)
+    time.sleep(2)
+    platform.event("invoice.paid", id="in2")
+    time.sleep(3)
+    assert len(receiver.at("/changing")) == 2
