@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,13 @@ import pytest
 
 from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
 from webhooks.settings import Settings
+
+
+def worker_log(settings: Settings, name: str = "worker") -> Path:
+    """Where a worker's output goes: kept after the run, to read when a test fails."""
+    folder = Path(tempfile.gettempdir()) / "fanout-test-logs"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{settings.topic_prefix}-{name}.log"
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +32,8 @@ def platform(settings: Settings) -> Platform:
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[WorkerProcess]:
-    log = Path(tmp_path_factory.mktemp("fanout")) / "worker.log"
+def worker(settings: Settings) -> Iterator[WorkerProcess]:
+    log = worker_log(settings)
     process = WorkerProcess(settings, log).start()
     yield process
     process.stop()

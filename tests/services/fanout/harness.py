@@ -232,3 +232,10 @@ class WorkerProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the worker's (aiokafka) producer puts ``key`` in."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
