@@ -65,6 +65,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         consumer_auto_offset_reset="earliest",
+        # Commit often: after a crash, everything since the last commit is delivered again.
+        broker_commit_interval=1.0,
     )
 
     view = EndpointView(settings, topics.endpoints)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
 from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
@@ -108,3 +109,32 @@ def test_endpoint_changes_reach_matching_within_seconds(
     platform.event("invoice.paid", id="in2")
     time.sleep(3)
     assert len(receiver.at("/changing")) == 2
+
+
+def test_offsets_are_committed_once_outcomes_are_durable(
+        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
+    platform.endpoint(receiver.url("/committed"), ["*"], tenant="commitco")
+    time.sleep(2)
+    platform.event("order.created", tenant="commitco", id="c1")
+    receiver.wait_for("/committed", 1)
+
+    # The worker's group, read without joining it: committed() only asks the coordinator.
+    def lag() -> dict[str, int]:
+        consumer = Consumer({**settings.kafka_client_config(),
+                             "group.id": f"{settings.topic_prefix}-fanout"})
+        try:
+            behind: dict[str, int] = {}
+            for topic in (platform.topics.events, platform.topics.deliveries):
+                partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+                for tp in consumer.committed(partitions, timeout=10):
+                    high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+                    behind[topic] = behind.get(topic, 0) + high - max(tp.offset, 0)
+            return behind
+        finally:
+            consumer.close()
+
+    deadline = time.monotonic() + 30
+    while (behind := lag()) and any(behind.values()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert behind == {platform.topics.events: 0, platform.topics.deliveries: 0}
