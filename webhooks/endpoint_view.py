@@ -116,8 +116,7 @@ class EndpointView:
             "enable.auto.offset.store": False,
         })
         try:
-            partitions = self._partitions(consumer)
-            targets = self._end_offsets(consumer, partitions)
+            partitions, targets = self._start_position(consumer)
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
             positions = dict.fromkeys(partitions, -1)
             self._check_ready(targets, positions)
@@ -142,6 +141,20 @@ class EndpointView:
             raise
         finally:
             consumer.close()
+
+    def _start_position(self, consumer: Consumer) -> tuple[list[int], dict[int, int]]:
+        """Partitions and end offsets, retried while the topic is missing or leaderless
+        (right after creation, or while a broker fails over)."""
+        delay = 0.2
+        while True:
+            try:
+                partitions = self._partitions(consumer)
+                return partitions, self._end_offsets(consumer, partitions)
+            except KafkaException as exc:
+                if self._stopping.wait(delay):
+                    raise
+                log.warning("endpoints view waiting for %s: %s", self._topic, exc)
+                delay = min(delay * 2, 5.0)
 
     def _partitions(self, consumer: Consumer) -> list[int]:
         metadata = consumer.list_topics(self._topic, timeout=30)

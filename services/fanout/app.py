@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> faust.App:
         TargetPolicy.create(settings.allow_private_targets,
                             production=settings.environment == "production"),
         timeout=settings.delivery_timeout,
-        max_connections=settings.delivery_concurrency,
+        connections_per_endpoint=settings.endpoint_max_in_flight,
     )
 
     async def publish(topic: str, key: bytes, value: bytes | None) -> None:
