@@ -18,13 +18,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[], Awaitable[None]]
+Finish = Callable[[], Awaitable[None]]
+Job = Callable[[], Awaitable[Finish | None]]
+"""A job does its limited part (the HTTP attempt) and may return a *finish* step (making
+the outcome durable in Kafka) that runs after the job's slots are released, so that
+broker round-trips do not count against an endpoint's in-flight limit."""
 
 
 @dataclass(eq=False)
@@ -87,9 +91,9 @@ class RateLimiter:
 class EndpointDispatcher:
     """Runs jobs per endpoint: bounded in flight per endpoint and overall, optionally rate limited.
 
-    Jobs of one endpoint start in submission order. A job that raises is retried with
-    backoff (its message stays unacknowledged meanwhile), because the only failures a
-    job lets escape are the ones where its outcome could not be made durable.
+    Jobs of one endpoint start in submission order. A job or finish step that raises is
+    retried with backoff (its message stays unacknowledged meanwhile), because the only
+    failures that escape are the ones where an outcome could not be made durable.
     """
 
     def __init__(self, concurrency: int, per_endpoint: int) -> None:
@@ -110,9 +114,12 @@ class EndpointDispatcher:
         self._queues.setdefault(endpoint_id, deque()).append(job)
         if self._active.get(endpoint_id, 0) < self._per_endpoint:
             self._active[endpoint_id] = self._active.get(endpoint_id, 0) + 1
-            runner = asyncio.get_running_loop().create_task(self._drain(endpoint_id))
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
+            self._start(self._drain(endpoint_id))
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        runner = asyncio.get_running_loop().create_task(coro)
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
 
     def submit_at(self, delay: float, endpoint_id: str, job: Job,
                   rate_limit: int | None = None) -> None:
@@ -165,9 +172,11 @@ class EndpointDispatcher:
                 async with self._global:
                     self.in_flight += 1
                     try:
-                        await self._run_until_durable(job)
+                        finish = await self._run_until_durable(job)
                     finally:
                         self.in_flight -= 1
+                if finish is not None:
+                    self._start(self._run_until_durable(finish))
         finally:
             self._active[endpoint_id] -= 1
             if not self._active[endpoint_id]:
@@ -177,12 +186,11 @@ class EndpointDispatcher:
                     self._limiters.pop(endpoint_id, None)
 
     @staticmethod
-    async def _run_until_durable(job: Job) -> None:
+    async def _run_until_durable(step: Callable[[], Awaitable[Any]]) -> Any:
         backoff = 0.5
         while True:
             try:
-                await job()
-                return
+                return await step()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -73,70 +73,100 @@ class FanoutWorker:
             delay = (parse_timestamp(task.not_before) - utcnow()).total_seconds()
         endpoint = self.view.get(task.endpoint_id)
 
-        async def job() -> None:
-            await self.attempt(task)
-            on_durable()
+        async def job() -> Callable[[], Awaitable[None]]:
+            finish = await self.send(task)
+
+            async def durable() -> None:
+                await finish()
+                on_durable()
+
+            return durable
 
         self.dispatcher.submit_at(delay, task.endpoint_id, job,
                                   endpoint.rate_limit if endpoint else None)
 
     async def attempt(self, task: DeliveryTask) -> Outcome:
         """Make one attempt and make its outcome durable; returns the outcome."""
+        finish = await self.send(task)
+        return await finish()
+
+    async def send(self, task: DeliveryTask) -> Callable[[], Awaitable[Outcome]]:
+        """The HTTP attempt; returns the step that makes its outcome durable.
+
+        Decisions that later attempts must see at once (a disabled endpoint) are applied
+        to the local view here; the finish step publishes them.
+        """
         endpoint = self.view.get(task.endpoint_id)
         started = utcnow()
         if endpoint is None or endpoint.disabled:
-            return await self._drop(task, endpoint, started)
+            return lambda: self._drop(task, endpoint, started)
         result = await self.deliverer.deliver(task, endpoint)
         self.metrics.latency.observe(result.latency_ms / 1000)
         if result.succeeded:
             self.health.record(endpoint.id, True, time.time())
-            await self._record(task, endpoint, result, started, "delivered")
-            return "delivered"
+
+            async def delivered() -> Outcome:
+                await self._record(task, endpoint, result, started, "delivered")
+                return "delivered"
+
+            return delivered
 
         disable_reason = None
         if result.gone:
             disable_reason = "endpoint answered 410 Gone"
         elif self.health.record(endpoint.id, False, time.time()):
             disable_reason = "every delivery attempt failed for too long"
-        if disable_reason is not None:
-            await self.disable(endpoint, disable_reason)
+        disabled = self._mark_disabled(endpoint, disable_reason) if disable_reason else None
 
         step = plan_after_failure(
             task, result, started, self.schedule, self.topics, utcnow(),
             stop_reason=f"endpoint disabled: {disable_reason}" if disable_reason else None)
         outcome: Outcome = ("endpoint_disabled" if disable_reason
                             else "dead_lettered" if step.dead_letter else "retrying")
-        await asyncio.gather(
-            self.publish(step.topic, step.task.key, step.task.to_json()),
-            self._record(task, endpoint, result, started, outcome, step.due),
-        )
-        if step.dead_letter:
-            self.metrics.dead_lettered.inc()
-        else:
-            self.metrics.retries.labels(step.topic.rsplit(".", 1)[-1]).inc()
-        return outcome
+
+        async def failed() -> Outcome:
+            if disabled is not None and disable_reason is not None:
+                await self._announce_disabled(disabled, disable_reason)
+            await asyncio.gather(
+                self.publish(step.topic, step.task.key, step.task.to_json()),
+                self._record(task, endpoint, result, started, outcome, step.due),
+            )
+            if step.dead_letter:
+                self.metrics.dead_lettered.inc()
+            else:
+                self.metrics.retries.labels(step.topic.rsplit(".", 1)[-1]).inc()
+            return outcome
+
+        return failed
 
     async def disable(self, endpoint: Endpoint, reason: str) -> None:
         """Write the endpoint back disabled and announce ``endpoint.disabled`` to its tenant."""
+        disabled = self._mark_disabled(endpoint, reason)
+        if disabled is not None:
+            await self._announce_disabled(disabled, reason)
+
+    def _mark_disabled(self, endpoint: Endpoint, reason: str) -> Endpoint | None:
+        """Disable in the local view at once; None if deleted or already disabled."""
         current = self.view.get(endpoint.id)
         if current is None or current.disabled:
-            return  # deleted meanwhile, or another attempt already disabled it
-        now = format_timestamp(utcnow())
+            return None  # deleted meanwhile, or another attempt already disabled it
         disabled = current.model_copy(update={"disabled": True, "disabled_reason": reason,
-                                              "updated": now})
-        # Apply locally first so that attempts already queued stop at once.
+                                              "updated": format_timestamp(utcnow())})
         self.view.put(disabled)
         self.health.forget(endpoint.id)
+        return disabled
+
+    async def _announce_disabled(self, disabled: Endpoint, reason: str) -> None:
         notice = Envelope.create(
-            type=ENDPOINT_DISABLED_EVENT, tenant=endpoint.tenant,
+            type=ENDPOINT_DISABLED_EVENT, tenant=disabled.tenant,
             api_version=self.settings.api_version,
-            data={"object": {"id": endpoint.id, "url": endpoint.url, "reason": reason}})
+            data={"object": {"id": disabled.id, "url": disabled.url, "reason": reason}})
         await asyncio.gather(
-            self.publish(self.topics.endpoints, endpoint.id.encode(), disabled.to_json()),
-            self.publish(self.topics.events, endpoint.tenant.encode(), notice.to_json()),
+            self.publish(self.topics.endpoints, disabled.id.encode(), disabled.to_json()),
+            self.publish(self.topics.events, disabled.tenant.encode(), notice.to_json()),
         )
         self.metrics.endpoints_disabled.labels("gone" if "410" in reason else "failing").inc()
-        log.warning("disabled endpoint %s: %s", endpoint.id, reason)
+        log.warning("disabled endpoint %s: %s", disabled.id, reason)
 
     async def _drop(self, task: DeliveryTask, endpoint: Endpoint | None,
                     started: datetime) -> Outcome:

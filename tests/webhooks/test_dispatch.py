@@ -130,3 +130,31 @@ async def test_rate_limited_endpoint_jobs_are_spaced_out() -> None:
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert all(gap >= 0.045 for gap in gaps), gaps
     await dispatcher.close()
+
+
+async def test_finish_steps_run_outside_the_endpoint_slot() -> None:
+    dispatcher = EndpointDispatcher(concurrency=1, per_endpoint=1)
+    kafka_ack = asyncio.Event()
+    sent: list[int] = []
+    recorded: list[int] = []
+
+    def job(n: int):  # type: ignore[no-untyped-def]
+        async def http() -> object:
+            sent.append(n)
+
+            async def finish() -> None:
+                await kafka_ack.wait()  # a slow broker acknowledgement
+                recorded.append(n)
+            return finish
+        return http
+
+    for n in range(3):
+        dispatcher.submit("ep", job(n))
+    for _ in range(30):
+        await asyncio.sleep(0)
+    assert sent == [0, 1, 2] and recorded == []  # the slot was free for the next attempt
+    kafka_ack.set()
+    for _ in range(30):
+        await asyncio.sleep(0)
+    assert sorted(recorded) == [0, 1, 2]
+    await dispatcher.close()
