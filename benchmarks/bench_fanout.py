@@ -6,6 +6,9 @@ per scenario, each carrying its publish time. Every endpoint matches every event
 scenario makes ``events x endpoints`` deliveries. Reported: deliveries/s from the first
 publish to the last receipt, and p50/p99 latency from publish to receipt.
 
+Then the same endpoint counts with events paced at about 100 deliveries/s, which shows
+latency without a burst's queueing.
+
 Beside it, the ceiling: the same ``Deliverer`` (same httpx client settings) posting to
 the same receiver with the same concurrency, no Kafka in between.
 """
@@ -38,6 +41,9 @@ from webhooks.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ((1, 2000), (10, 300), (100, 40))  # (endpoints, events): 2000-4000 deliveries
+# (endpoints, events, events per second): ~100 deliveries/s, well below saturation, to show
+# latency without the queueing of a burst.
+PACED = ((1, 300, 100.0), (10, 100, 10.0), (100, 10, 1.0))
 CEILING_REQUESTS = 3000
 
 
@@ -118,10 +124,10 @@ def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _scenario(settings: Settings, receiver: BenchReceiver, endpoints: int,
-              events: int) -> dict[str, Any]:
+              events: int, rate: float | None = None) -> dict[str, Any]:
     topics = Topics.from_settings(settings)
     producer = create_producer(settings)
-    tenant = f"bench{endpoints}"
+    tenant = f"bench{endpoints}{'paced' if rate else ''}"
     now = format_timestamp(utcnow())
     for n in range(endpoints):
         endpoint = Endpoint(id=new_endpoint_id(), tenant=tenant, url=receiver.url(f"/{n}"),
@@ -138,6 +144,9 @@ def _scenario(settings: Settings, receiver: BenchReceiver, endpoints: int,
                                    api_version=settings.api_version)
         producer.produce(topics.events, envelope.to_json(), key=tenant.encode())
         producer.poll(0)
+        if rate:
+            producer.flush(5)
+            time.sleep(max(0.0, started + (n + 1) / rate - time.time()))
     producer.flush(30)
     expected = endpoints * events
     deadline = time.monotonic() + 180
@@ -146,6 +155,7 @@ def _scenario(settings: Settings, receiver: BenchReceiver, endpoints: int,
     samples = list(receiver.samples)
     finished = max((received for _, received in samples), default=time.time())
     return {"endpoints": endpoints, "events": events, "deliveries": len(samples),
+            "publish_rate": f"{rate} events/s" if rate else "one burst",
             "expected": expected,
             "deliveries_per_s": round(len(samples) / max(finished - started, 1e-9), 1),
             "latency": percentiles([received - sent for sent, received in samples])}
@@ -207,6 +217,9 @@ def run(context: BenchContext) -> dict[str, Any]:
     try:
         for endpoints, events in SCENARIOS:
             result[f"endpoints_{endpoints}"] = _scenario(settings, receiver, endpoints, events)
+        for endpoints, events, rate in PACED:
+            result[f"endpoints_{endpoints}_paced"] = _scenario(settings, receiver, endpoints,
+                                                               events, rate)
     finally:
         worker.terminate()
         try:
