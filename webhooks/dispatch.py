@@ -38,6 +38,8 @@ class AckSlot:
     partition: Hashable
     ack: Callable[[], Any]
     done: bool = False
+    cancelled: bool = False
+    """The partition was revoked: the message will be consumed again elsewhere."""
 
 
 @dataclass
@@ -63,14 +65,28 @@ class OrderedAcks:
         return released
 
     def forget(self, partitions: set[Hashable] | None = None) -> None:
-        """Drop state for revoked partitions (their messages will be consumed again)."""
+        """Drop (and cancel) state of revoked partitions; their messages will be consumed again."""
         for partition in list(self._pending):
             if partitions is None or partition in partitions:
-                del self._pending[partition]
+                for slot in self._pending.pop(partition):
+                    slot.cancelled = True
 
     @property
     def pending(self) -> int:
         return sum(len(queue) for queue in self._pending.values())
+
+    def pending_by_topic(self) -> dict[str, int]:
+        """Unacknowledged messages per topic (partitions are Kafka TPs with ``.topic``)."""
+        counts: dict[str, int] = {}
+        for partition, queue in self._pending.items():
+            topic = str(getattr(partition, "topic", partition))
+            counts[topic] = counts.get(topic, 0) + len(queue)
+        return counts
+
+    def pending_where(self, selects: Callable[[Hashable], bool]) -> int:
+        """Unacknowledged messages of the partitions ``selects`` picks."""
+        return sum(len(queue) for partition, queue in self._pending.items()
+                   if selects(partition))
 
 
 class RateLimiter:

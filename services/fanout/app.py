@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 MATCHING_IN_FLIGHT = 256
 """Events being matched (tasks being produced) at once per worker."""
 
-VIEW_READY_TIMEOUT = 120.0
+VIEW_READY_LOG_EVERY = 30.0
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -75,7 +75,8 @@ def create_app(settings: Settings) -> faust.App:
     acks = OrderedAcks()
     metrics = FanoutMetrics(in_flight=lambda: dispatcher.in_flight,
                             waiting=lambda: dispatcher.waiting,
-                            lag=lambda: _consumer_lag(app))
+                            lag=lambda: _consumer_lag(app),
+                            unacked=acks.pending_by_topic)
     deliverer = Deliverer(
         TargetPolicy.create(settings.allow_private_targets,
                             production=settings.environment == "production"),
@@ -94,12 +95,11 @@ def create_app(settings: Settings) -> faust.App:
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, **raw)
-    task_topics = app.topic(topics.deliveries,
-                            *(topics.retry(tier) for tier in topics.retry_tiers), **raw)
 
     async def view_ready() -> None:
-        if not await asyncio.to_thread(view.wait_ready, VIEW_READY_TIMEOUT):
-            raise RuntimeError("endpoints view did not catch up in time")
+        # Until the view caught up nothing is consumed (and /healthz says 503).
+        while not await asyncio.to_thread(view.wait_ready, VIEW_READY_LOG_EVERY):
+            log.warning("still waiting for the endpoints view to catch up")
 
     @app.agent(events_topic)
     async def match(stream: faust.StreamT) -> None:
@@ -118,8 +118,7 @@ def create_app(settings: Settings) -> faust.App:
             await slots.acquire()
             _spawn(_fan_out(worker, envelope, acks, slot, slots))
 
-    @app.agent(task_topics)
-    async def deliver(stream: faust.StreamT) -> None:
+    async def deliver(stream: faust.StreamT, topic: str, max_waiting: int | None) -> None:
         await view_ready()
         async for event in stream.noack().events():
             slot = acks.track(event.message.tp, event.ack)
@@ -129,11 +128,29 @@ def create_app(settings: Settings) -> faust.App:
                 log.exception("skipping unreadable delivery task at %s", event.message.tp)
                 acks.done(slot)
                 continue
-            worker.accept(task, lambda slot=slot: acks.done(slot))
+            worker.accept(task, on_durable=lambda slot=slot: acks.done(slot),
+                          cancelled=lambda slot=slot: slot.cancelled)
+            # Memory bound for a tier: past the limit this agent stops reading (Faust then
+            # pauses fetching the tier's partitions) until held tasks come due. Other
+            # tiers and fresh deliveries have their own agents and keep flowing.
+            while max_waiting is not None and acks.pending_where(
+                    lambda tp: tp.topic == topic) >= max_waiting:
+                await asyncio.sleep(0.2)
+
+    def deliver_agent(topic: str, max_waiting: int | None) -> None:
+        async def agent(stream: faust.StreamT) -> None:
+            await deliver(stream, topic, max_waiting)
+
+        app.agent(app.topic(topic, **raw), name=f"deliver-{topic}")(agent)
+
+    deliver_agent(topics.deliveries, None)
+    for tier in topics.retry_tiers:
+        deliver_agent(topics.retry(tier), settings.fanout_max_waiting)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
-        # The next owner consumes these again from the committed offset.
+        # The next owner consumes these again from the committed offset; tasks of these
+        # partitions still waiting here are cancelled so that they are not sent twice.
         acks.forget(set(revoked))
 
     @app.task

@@ -19,7 +19,7 @@ class FanoutMetrics:
     """Deliveries by outcome, latency, retries by tier, DLQ, in-flight, consumer lag."""
 
     def __init__(self, in_flight: Callable[[], float], waiting: Callable[[], float],
-                 lag: LagReader) -> None:
+                 lag: LagReader, unacked: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "webhooks_deliveries", "Delivery attempts by outcome.", ["outcome"],
@@ -44,6 +44,21 @@ class FanoutMetrics:
                               registry=self.registry)
         waiting_gauge.set_function(waiting)
         self.registry.register(_LagCollector(lag))
+        self.registry.register(_UnackedCollector(unacked))
+
+
+class _UnackedCollector(Collector):
+    def __init__(self, unacked: Callable[[], dict[str, int]]) -> None:
+        self._unacked = unacked
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "webhooks_unacked_messages",
+            "Consumed messages whose outcome is not durable yet (held, queued or running).",
+            labels=["topic"])
+        for topic, count in sorted(self._unacked().items()):
+            family.add_metric([topic], count)
+        yield family
 
 
 class _LagCollector(Collector):

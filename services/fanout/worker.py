@@ -63,17 +63,21 @@ class FanoutWorker:
 
     # -- delivery --------------------------------------------------------------------
 
-    def accept(self, task: DeliveryTask, on_durable: Callable[[], None]) -> None:
+    def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
+               cancelled: Callable[[], bool] = lambda: False) -> None:
         """Schedule ``task`` for when it is due; ``on_durable`` runs once its outcome is in Kafka.
 
         Never blocks: a task that is not due yet waits on a timer, not in the consumer.
+        A task whose message was revoked by then (``cancelled()``) is skipped unacknowledged.
         """
         delay = 0.0
         if task.not_before:
             delay = (parse_timestamp(task.not_before) - utcnow()).total_seconds()
         endpoint = self.view.get(task.endpoint_id)
 
-        async def job() -> Callable[[], Awaitable[None]]:
+        async def job() -> Callable[[], Awaitable[None]] | None:
+            if cancelled():
+                return None
             finish = await self.send(task)
 
             async def durable() -> None:

@@ -158,3 +158,10 @@ async def test_finish_steps_run_outside_the_endpoint_slot() -> None:
         await asyncio.sleep(0)
     assert sorted(recorded) == [0, 1, 2]
     await dispatcher.close()
+
+
+def test_forgetting_a_partition_cancels_its_slots() -> None:
+    acks = OrderedAcks()
+    kept, revoked = acks.track("a", lambda: None), acks.track("b", lambda: None)
+    acks.forget({"b"})
+    assert revoked.cancelled and not kept.cancelled

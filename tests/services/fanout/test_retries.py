@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
+
+import pytest
 
 from tests.services.fanout.harness import Platform, Receiver, WorkerProcess, partition_of
 from tests.support.kafka import read_topic
@@ -11,8 +15,18 @@ from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
 from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
 
 TOLERANCE = 3.0  # seconds a retry may come late on a busy machine
+MAX_WAITING = 3
+
+
+@pytest.fixture(scope="module")
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """A tiny per-tier memory bound, so that the bound is exercised."""
+    module_settings = make_settings(fanout_max_waiting=MAX_WAITING)
+    ensure_topics(module_settings)
+    return module_settings
 
 
 def failing(_: int) -> tuple[int, dict[str, str], float]:
@@ -157,3 +171,29 @@ def test_410_gone_disables_the_endpoint_and_stops_deliveries(
     platform.event("order.created", tenant="goneco", id="g2")
     time.sleep(4)
     assert len(receiver.at("/gone")) == 1
+
+
+def test_a_full_tier_stops_reading_until_tasks_come_due_and_loses_nothing(
+        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
+    endpoint = platform.endpoint(receiver.on("/flood", failing), ["*"], tenant="floodco")
+    time.sleep(2)
+    events = [Envelope.create(type="order.created", tenant="floodco", data={"object": {"n": n}},
+                              api_version=settings.api_version) for n in range(8)]
+    platform.events(events)
+
+    first_tier = platform.topics.retry(platform.topics.retry_tiers[0])
+    pattern = re.compile(rf'webhooks_unacked_messages{{topic="{re.escape(first_tier)}"}} (\S+)')
+    held: list[float] = []
+    deadline = time.monotonic() + 90
+    while len(receiver.at("/flood")) < 8 * 4 and time.monotonic() < deadline:
+        if match := pattern.search(worker.metrics()):
+            held.append(float(match.group(1)))
+        time.sleep(0.1)
+
+    # All 8 tasks failed at once, yet the first tier never held more than its bound...
+    assert held and max(held) <= MAX_WAITING
+    assert MAX_WAITING in held  # ...and the bound was actually reached.
+    dead = dlq_tasks(settings, platform, endpoint.id, expect=8)
+    assert {t.event.id for t in dead} == {e.id for e in events}
+    assert all(len(t.history) == 4 for t in dead)
