@@ -179,21 +179,21 @@ def test_a_full_tier_stops_reading_until_tasks_come_due_and_loses_nothing(
     endpoint = platform.endpoint(receiver.on("/flood", failing), ["*"], tenant="floodco")
     time.sleep(2)
     events = [Envelope.create(type="order.created", tenant="floodco", data={"object": {"n": n}},
-                              api_version=settings.api_version) for n in range(8)]
+                              api_version=settings.api_version) for n in range(6)]
     platform.events(events)
 
     first_tier = platform.topics.retry(platform.topics.retry_tiers[0])
     pattern = re.compile(rf'webhooks_unacked_messages{{topic="{re.escape(first_tier)}"}} (\S+)')
     held: list[float] = []
     deadline = time.monotonic() + 90
-    while len(receiver.at("/flood")) < 8 * 4 and time.monotonic() < deadline:
+    while len(receiver.at("/flood")) < 6 * 4 and time.monotonic() < deadline:
         if match := pattern.search(worker.metrics()):
             held.append(float(match.group(1)))
         time.sleep(0.1)
 
-    # All 8 tasks failed at once, yet the first tier never held more than its bound...
+    # All 6 tasks failed at once, yet the first tier never held more than its bound...
     assert held and max(held) <= MAX_WAITING
     assert MAX_WAITING in held  # ...and the bound was actually reached.
-    dead = dlq_tasks(settings, platform, endpoint.id, expect=8)
+    dead = dlq_tasks(settings, platform, endpoint.id, expect=6)
     assert {t.event.id for t in dead} == {e.id for e in events}
     assert all(len(t.history) == 4 for t in dead)
