@@ -10,9 +10,10 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
 from tests.support.kafka import read_topic
-from webhooks.delivery import AttemptRecord
-from webhooks.endpoints import EndpointSecret
-from webhooks.envelope import format_timestamp, utcnow
+from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.endpoints import EndpointSecret, new_endpoint_id
+from webhooks.envelope import Envelope, format_timestamp, utcnow
+from webhooks.kafka import create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 
@@ -138,3 +139,39 @@ def test_offsets_are_committed_once_outcomes_are_durable(
     while (behind := lag()) and any(behind.values()) and time.monotonic() < deadline:
         time.sleep(1)
     assert behind == {platform.topics.events: 0, platform.topics.deliveries: 0}
+
+
+def test_tasks_from_the_eventlog_api_are_delivered_or_dropped_with_a_record(
+        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
+    # The eventlog API produces test / redeliver tasks straight to the deliveries topic;
+    # they go to the named endpoint whatever its filters say.
+    endpoint = platform.endpoint(receiver.url("/api-tasks"), ["invoice.paid"], tenant="apico")
+    time.sleep(2)
+    event = Envelope.create(type="webhook.test", tenant="apico", data={"object": {}},
+                            api_version=settings.api_version)
+    sent = DeliveryTask.create(event, endpoint.id, trigger="test")
+    missing = DeliveryTask.create(event, new_endpoint_id(), trigger="redeliver")
+    producer = create_producer(settings)
+    for task in (sent, missing):
+        produce_sync(producer, platform.topics.deliveries, task.to_json(), key=task.key)
+
+    request = receiver.wait_for("/api-tasks", 1)[0]
+    assert request.event_id == event.id and request.headers["webhook-event-type"] == "webhook.test"
+
+    def ours(messages: list) -> dict[str, AttemptRecord]:  # type: ignore[type-arg]
+        records = [AttemptRecord.from_json(m.value()) for m in messages]
+        return {r.task_id: r for r in records if r.task_id in (sent.task_id, missing.task_id)}
+
+    records = ours(read_topic(settings, platform.topics.attempts,
+                              until=lambda ms: len(ours(ms)) == 2))
+    assert records[sent.task_id].trigger == "test"
+    assert records[sent.task_id].outcome == "delivered"
+    dropped = records[missing.task_id]
+    assert (dropped.outcome, dropped.error, dropped.trigger) == (
+        "dropped", "endpoint_missing", "redeliver")
+
+    metrics = worker.metrics()
+    assert 'webhooks_deliveries_total{outcome="delivered"}' in metrics
+    assert 'webhooks_deliveries_total{outcome="dropped"} 1.0' in metrics
+    assert f'webhooks_consumer_lag{{partition="0",topic="{platform.topics.events}"}}' in metrics
