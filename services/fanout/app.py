@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,7 +51,8 @@ def create_app(settings: Settings) -> faust.App:
     topics = Topics.from_settings(settings)
     app = faust.App(
         f"{settings.topic_prefix}-fanout",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_broker_credentials(settings),
         store="memory://",
         web_port=settings.fanout_port,
         web_bind=settings.host,
@@ -177,6 +179,22 @@ def create_app(settings: Settings) -> faust.App:
                         content_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    """The same Kafka security settings the confluent clients use, for aiokafka."""
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password,
+                                     mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+                                     ssl_context=context)
+    return faust.SSLCredentials(context)
 
 
 _background: set[asyncio.Task[None]] = set()
