@@ -91,8 +91,6 @@ def create_app(settings: Settings) -> faust.App:
                                          headers=None)
 
     worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics)
-    app.fanout_worker = worker  # type: ignore[attr-defined]  # for tests and debugging
-    app.endpoint_view = view  # type: ignore[attr-defined]
 
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
