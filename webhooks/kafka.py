@@ -19,6 +19,9 @@ def create_producer(settings: Settings, **overrides: Any) -> Producer:
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.timeout.ms": 30000,
+        # The Java client's (and aiokafka's) partitioner, so that a key lands in the same
+        # partition whichever service produced it (e.g. delivery tasks by endpoint id).
+        "partitioner": "murmur2_random",
     }
     config.update(overrides)
     return Producer(config)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     disable_after: Annotated[float, NoDecode] = 5 * 24 * 3600.0
     disable_after_failures: int = Field(default=0, ge=0)
     allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
+    # Retry tasks a fanout worker holds in memory per tier before it stops reading that tier.
+    fanout_max_waiting: int = Field(default=20000, ge=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod

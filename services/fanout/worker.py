@@ -1,0 +1,197 @@
+"""The fanout worker's decisions, independent of Faust: match, attempt, route the outcome.
+
+Every method that "finishes" a message returns only after everything that message
+leads to (delivery tasks, attempt record, next tier or DLQ record, endpoint updates)
+was acknowledged by Kafka; the app acknowledges the consumed offset after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from services.fanout.metrics import FanoutMetrics
+from webhooks.deliverer import Deliverer, DeliveryResult
+from webhooks.delivery import AttemptRecord, DeliveryTask, Outcome
+from webhooks.dispatch import EndpointDispatcher
+from webhooks.endpoint_health import FailureTracker
+from webhooks.endpoint_view import EndpointView
+from webhooks.endpoints import Endpoint
+from webhooks.envelope import Envelope, format_timestamp, parse_timestamp, utcnow
+from webhooks.retry import RetrySchedule
+from webhooks.retry_plan import plan_after_failure
+from webhooks.settings import Settings
+from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, bytes | None], Awaitable[None]]
+"""``publish(topic, key, value)``: returns once Kafka acknowledged the record."""
+
+ENDPOINT_DISABLED_EVENT = "endpoint.disabled"
+
+
+class FanoutWorker:
+    """Matching and delivery for one worker process."""
+
+    def __init__(self, settings: Settings, view: EndpointView, deliverer: Deliverer,
+                 publish: Publish, dispatcher: EndpointDispatcher,
+                 metrics: FanoutMetrics) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.schedule = RetrySchedule.parse(settings.retry_schedule, settings.retry_jitter)
+        self.view = view
+        self.deliverer = deliverer
+        self.publish = publish
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.health = FailureTracker(settings.disable_after, settings.disable_after_failures)
+
+    # -- matching --------------------------------------------------------------------
+
+    async def fan_out(self, envelope: Envelope) -> list[DeliveryTask]:
+        """One task per matching endpoint on the deliveries topic; returns once all are acked."""
+        tasks = [DeliveryTask.create(envelope, endpoint.id)
+                 for endpoint in self.view.matching(envelope)]
+        await asyncio.gather(*(self.publish(self.topics.deliveries, task.key, task.to_json())
+                               for task in tasks))
+        self.metrics.tasks_created.inc(len(tasks))
+        return tasks
+
+    # -- delivery --------------------------------------------------------------------
+
+    def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
+               cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Schedule ``task`` for when it is due; ``on_durable`` runs once its outcome is in Kafka.
+
+        Never blocks: a task that is not due yet waits on a timer, not in the consumer.
+        A task whose message was revoked by then (``cancelled()``) is skipped unacknowledged.
+        """
+        delay = 0.0
+        if task.not_before:
+            delay = (parse_timestamp(task.not_before) - utcnow()).total_seconds()
+        endpoint = self.view.get(task.endpoint_id)
+
+        async def job() -> Callable[[], Awaitable[None]] | None:
+            if cancelled():
+                return None
+            finish = await self.send(task)
+
+            async def durable() -> None:
+                await finish()
+                on_durable()
+
+            return durable
+
+        self.dispatcher.submit_at(delay, task.endpoint_id, job,
+                                  endpoint.rate_limit if endpoint else None)
+
+    async def attempt(self, task: DeliveryTask) -> Outcome:
+        """Make one attempt and make its outcome durable; returns the outcome."""
+        finish = await self.send(task)
+        return await finish()
+
+    async def send(self, task: DeliveryTask) -> Callable[[], Awaitable[Outcome]]:
+        """The HTTP attempt; returns the step that makes its outcome durable.
+
+        Decisions that later attempts must see at once (a disabled endpoint) are applied
+        to the local view here; the finish step publishes them.
+        """
+        endpoint = self.view.get(task.endpoint_id)
+        started = utcnow()
+        if endpoint is None or endpoint.disabled:
+            return lambda: self._drop(task, endpoint, started)
+        result = await self.deliverer.deliver(task, endpoint)
+        self.metrics.latency.observe(result.latency_ms / 1000)
+        if result.succeeded:
+            self.health.record(endpoint.id, True, time.time())
+
+            async def delivered() -> Outcome:
+                await self._record(task, endpoint, result, started, "delivered")
+                return "delivered"
+
+            return delivered
+
+        disable_reason = None
+        if result.gone:
+            disable_reason = "endpoint answered 410 Gone"
+        elif self.health.record(endpoint.id, False, time.time()):
+            disable_reason = "every delivery attempt failed for too long"
+        disabled = self._mark_disabled(endpoint, disable_reason) if disable_reason else None
+
+        step = plan_after_failure(
+            task, result, started, self.schedule, self.topics, utcnow(),
+            stop_reason=f"endpoint disabled: {disable_reason}" if disable_reason else None)
+        outcome: Outcome = ("endpoint_disabled" if disable_reason
+                            else "dead_lettered" if step.dead_letter else "retrying")
+
+        async def failed() -> Outcome:
+            if disabled is not None and disable_reason is not None:
+                await self._announce_disabled(disabled, disable_reason)
+            await asyncio.gather(
+                self.publish(step.topic, step.task.key, step.task.to_json()),
+                self._record(task, endpoint, result, started, outcome, step.due),
+            )
+            if step.dead_letter:
+                self.metrics.dead_lettered.inc()
+            else:
+                self.metrics.retries.labels(step.topic.rsplit(".", 1)[-1]).inc()
+            return outcome
+
+        return failed
+
+    async def disable(self, endpoint: Endpoint, reason: str) -> None:
+        """Write the endpoint back disabled and announce ``endpoint.disabled`` to its tenant."""
+        disabled = self._mark_disabled(endpoint, reason)
+        if disabled is not None:
+            await self._announce_disabled(disabled, reason)
+
+    def _mark_disabled(self, endpoint: Endpoint, reason: str) -> Endpoint | None:
+        """Disable in the local view at once; None if deleted or already disabled."""
+        current = self.view.get(endpoint.id)
+        if current is None or current.disabled:
+            return None  # deleted meanwhile, or another attempt already disabled it
+        disabled = current.model_copy(update={"disabled": True, "disabled_reason": reason,
+                                              "updated": format_timestamp(utcnow())})
+        self.view.put(disabled)
+        self.health.forget(endpoint.id)
+        return disabled
+
+    async def _announce_disabled(self, disabled: Endpoint, reason: str) -> None:
+        notice = Envelope.create(
+            type=ENDPOINT_DISABLED_EVENT, tenant=disabled.tenant,
+            api_version=self.settings.api_version,
+            data={"object": {"id": disabled.id, "url": disabled.url, "reason": reason}})
+        await asyncio.gather(
+            self.publish(self.topics.endpoints, disabled.id.encode(), disabled.to_json()),
+            self.publish(self.topics.events, disabled.tenant.encode(), notice.to_json()),
+        )
+        self.metrics.endpoints_disabled.labels("gone" if "410" in reason else "failing").inc()
+        log.warning("disabled endpoint %s: %s", disabled.id, reason)
+
+    async def _drop(self, task: DeliveryTask, endpoint: Endpoint | None,
+                    started: datetime) -> Outcome:
+        """No delivery for a deleted or disabled endpoint; the attempt record says why."""
+        error = "endpoint_missing" if endpoint is None else "endpoint_disabled"
+        result = DeliveryResult(False, 0.0, error=error)
+        await self._record(task, endpoint, result, started, "dropped")
+        return "dropped"
+
+    async def _record(self, task: DeliveryTask, endpoint: Endpoint | None,
+                      result: DeliveryResult, started: datetime, outcome: Outcome,
+                      next_attempt: datetime | None = None) -> None:
+        record = AttemptRecord(
+            task_id=task.task_id, event_id=task.event.id, event_type=task.event.type,
+            endpoint_id=task.endpoint_id, tenant=task.tenant, attempt=task.attempt,
+            trigger=task.trigger, url=endpoint.url if endpoint else "",
+            status="succeeded" if result.succeeded else "failed",
+            response_status=result.response_status, response_body=result.response_body,
+            error=result.error, latency_ms=result.latency_ms,
+            timestamp=format_timestamp(started),
+            next_attempt_at=format_timestamp(next_attempt) if next_attempt else None,
+            outcome=outcome)
+        await self.publish(self.topics.attempts, task.key, record.to_json())
+        self.metrics.deliveries.labels(outcome).inc()

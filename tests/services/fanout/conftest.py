@@ -1,0 +1,39 @@
+"""Fixtures for the fanout tests: receivers on loopback and a running worker."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
+from webhooks.settings import Settings
+
+
+def worker_log(settings: Settings, name: str = "worker") -> Path:
+    """Where a worker's output goes: kept after the run, to read when a test fails."""
+    folder = Path(tempfile.gettempdir()) / "fanout-test-logs"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{settings.topic_prefix}-{name}.log"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(settings: Settings) -> Platform:
+    return Platform(settings)
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings) -> Iterator[WorkerProcess]:
+    log = worker_log(settings)
+    process = WorkerProcess(settings, log).start()
+    yield process
+    process.stop()

@@ -1,0 +1,215 @@
+"""Running deliveries concurrently without losing the at-least-once guarantee.
+
+Two pieces:
+
+* :class:`OrderedAcks` — messages of one partition may *finish* in any order (a hanging
+  endpoint next to a healthy one), but an offset may only be committed once everything
+  before it is done. It releases acknowledgements strictly in offset order, per
+  partition, so the consumer's commit position never passes unfinished work.
+* :class:`EndpointDispatcher` — a per-endpoint queue with a bounded number of
+  deliveries in flight per endpoint and overall, an optional per-endpoint rate limit,
+  and timed wake-ups for tasks that are not due yet (retry tiers) so that no consumer
+  ever sleeps while holding up the rest of its partition or topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Finish = Callable[[], Awaitable[None]]
+Job = Callable[[], Awaitable[Finish | None]]
+"""A job does its limited part (the HTTP attempt) and may return a *finish* step (making
+the outcome durable in Kafka) that runs after the job's slots are released, so that
+broker round-trips do not count against an endpoint's in-flight limit."""
+
+
+@dataclass(eq=False)
+class AckSlot:
+    """One consumed message awaiting its outcome."""
+
+    partition: Hashable
+    ack: Callable[[], Any]
+    done: bool = False
+    cancelled: bool = False
+    """The partition was revoked: the message will be consumed again elsewhere."""
+
+
+@dataclass
+class OrderedAcks:
+    """Per-partition acknowledgement in offset order."""
+
+    _pending: dict[Hashable, deque[AckSlot]] = field(default_factory=dict)
+
+    def track(self, partition: Hashable, ack: Callable[[], Any]) -> AckSlot:
+        """Register a message in consumption order; ``ack`` runs once it and its elders are done."""
+        slot = AckSlot(partition, ack)
+        self._pending.setdefault(partition, deque()).append(slot)
+        return slot
+
+    def done(self, slot: AckSlot) -> int:
+        """Mark ``slot`` finished; acknowledge the finished prefix. Returns how many acked."""
+        slot.done = True
+        queue = self._pending.get(slot.partition)
+        released = 0
+        while queue and queue[0].done:
+            queue.popleft().ack()
+            released += 1
+        return released
+
+    def forget(self, partitions: set[Hashable] | None = None) -> None:
+        """Drop (and cancel) state of revoked partitions; their messages will be consumed again."""
+        for partition in list(self._pending):
+            if partitions is None or partition in partitions:
+                for slot in self._pending.pop(partition):
+                    slot.cancelled = True
+
+    @property
+    def pending(self) -> int:
+        return sum(len(queue) for queue in self._pending.values())
+
+    def pending_by_topic(self) -> dict[str, int]:
+        """Unacknowledged messages per topic (partitions are Kafka TPs with ``.topic``)."""
+        counts: dict[str, int] = {}
+        for partition, queue in self._pending.items():
+            topic = str(getattr(partition, "topic", partition))
+            counts[topic] = counts.get(topic, 0) + len(queue)
+        return counts
+
+    def pending_where(self, selects: Callable[[Hashable], bool]) -> int:
+        """Unacknowledged messages of the partitions ``selects`` picks."""
+        return sum(len(queue) for partition, queue in self._pending.items()
+                   if selects(partition))
+
+
+class RateLimiter:
+    """Spaces calls at least ``1/rate`` seconds apart (deliveries per second)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class EndpointDispatcher:
+    """Runs jobs per endpoint: bounded in flight per endpoint and overall, optionally rate limited.
+
+    Jobs of one endpoint start in submission order. A job or finish step that raises is
+    retried with backoff (its message stays unacknowledged meanwhile), because the only
+    failures that escape are the ones where an outcome could not be made durable.
+    """
+
+    def __init__(self, concurrency: int, per_endpoint: int) -> None:
+        self._global = asyncio.Semaphore(concurrency)
+        self._per_endpoint = per_endpoint
+        self._queues: dict[str, deque[Job]] = {}
+        self._active: dict[str, int] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._runners: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.in_flight = 0
+        self.waiting = 0
+        """Jobs held until their due time."""
+
+    def submit(self, endpoint_id: str, job: Job, rate_limit: int | None = None) -> None:
+        """Queue ``job`` for ``endpoint_id``; it starts as soon as limits allow."""
+        self._set_rate_limit(endpoint_id, rate_limit)
+        self._queues.setdefault(endpoint_id, deque()).append(job)
+        if self._active.get(endpoint_id, 0) < self._per_endpoint:
+            self._active[endpoint_id] = self._active.get(endpoint_id, 0) + 1
+            self._start(self._drain(endpoint_id))
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        runner = asyncio.get_running_loop().create_task(coro)
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    def submit_at(self, delay: float, endpoint_id: str, job: Job,
+                  rate_limit: int | None = None) -> None:
+        """Queue ``job`` after ``delay`` seconds without blocking the caller."""
+        if delay <= 0:
+            self.submit(endpoint_id, job, rate_limit)
+            return
+        self.waiting += 1
+        handle: asyncio.TimerHandle
+
+        def wake() -> None:
+            self.waiting -= 1
+            self._timers.discard(handle)
+            self.submit(endpoint_id, job, rate_limit)
+
+        handle = asyncio.get_running_loop().call_later(delay, wake)
+        self._timers.add(handle)
+
+    @property
+    def queued(self) -> int:
+        return sum(len(queue) for queue in self._queues.values())
+
+    async def close(self) -> None:
+        """Cancel pending timers and running jobs (their messages stay unacknowledged)."""
+        for handle in list(self._timers):
+            handle.cancel()
+        self._timers.clear()
+        self.waiting = 0
+        for runner in list(self._runners):
+            runner.cancel()
+        if self._runners:
+            await asyncio.gather(*self._runners, return_exceptions=True)
+        self._queues.clear()
+        self._active.clear()
+
+    def _set_rate_limit(self, endpoint_id: str, rate_limit: int | None) -> None:
+        if rate_limit is None:
+            self._limiters.pop(endpoint_id, None)
+        elif (limiter := self._limiters.get(endpoint_id)) is None or limiter.rate != rate_limit:
+            self._limiters[endpoint_id] = RateLimiter(rate_limit)
+
+    async def _drain(self, endpoint_id: str) -> None:
+        queue = self._queues[endpoint_id]
+        try:
+            while queue:
+                job = queue.popleft()
+                limiter = self._limiters.get(endpoint_id)
+                if limiter is not None:
+                    await limiter.acquire()
+                async with self._global:
+                    self.in_flight += 1
+                    try:
+                        finish = await self._run_until_durable(job)
+                    finally:
+                        self.in_flight -= 1
+                if finish is not None:
+                    self._start(self._run_until_durable(finish))
+        finally:
+            self._active[endpoint_id] -= 1
+            if not self._active[endpoint_id]:
+                del self._active[endpoint_id]
+                if not queue:
+                    self._queues.pop(endpoint_id, None)
+                    self._limiters.pop(endpoint_id, None)
+
+    @staticmethod
+    async def _run_until_durable(step: Callable[[], Awaitable[Any]]) -> Any:
+        backoff = 0.5
+        while True:
+            try:
+                return await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery job failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)

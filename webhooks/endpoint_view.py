@@ -1,0 +1,185 @@
+"""The complete endpoints view, materialised by each worker from the compacted topic.
+
+Events are keyed by tenant and endpoints by endpoint id, so a worker cannot rely on
+co-partitioning: every worker reads *all* partitions of the endpoints topic from the
+beginning (``assign()``, no consumer group offsets) and keeps following it. A restart
+simply rebuilds the view. A tombstone (value ``None``) deletes an endpoint.
+
+:meth:`EndpointView.wait_ready` blocks until the view has caught up with the end
+offsets seen at start-up, so that events handled right after a start match against
+the full configuration rather than an empty table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from webhooks.endpoints import Endpoint
+from webhooks.envelope import Envelope
+from webhooks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EndpointView:
+    """Endpoint id -> :class:`Endpoint`, kept current by a background consumer thread."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._endpoints: dict[str, Endpoint] = {}
+        self._by_tenant: dict[str, dict[str, Endpoint]] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, endpoint_id: str) -> Endpoint | None:
+        """The endpoint's current record, or None if unknown or deleted."""
+        return self._endpoints.get(endpoint_id)
+
+    def matching(self, envelope: Envelope) -> list[Endpoint]:
+        """Endpoints of the envelope's tenant whose filters want it (enabled ones only)."""
+        candidates = self._by_tenant.get(envelope.tenant, {})
+        return [endpoint for endpoint in list(candidates.values()) if endpoint.wants(envelope)]
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until caught up with the start-up end offsets; False on timeout."""
+        if not self._ready.wait(timeout):
+            if self._error is not None:
+                raise RuntimeError("endpoints view failed") from self._error
+            return False
+        return True
+
+    # -- writing -------------------------------------------------------------------
+
+    def apply(self, endpoint_id: str, value: bytes | None) -> None:
+        """Apply one record of the endpoints topic (``None`` = tombstone = delete)."""
+        if value is None:
+            self._remove(endpoint_id)
+            return
+        try:
+            endpoint = Endpoint.from_json(value)
+        except Exception:  # a bad record must not stop the view; it is logged and skipped
+            log.exception("skipping invalid endpoint record %s", endpoint_id)
+            return
+        self.put(endpoint)
+
+    def put(self, endpoint: Endpoint) -> None:
+        """Store ``endpoint`` (also used to apply this worker's own writes immediately)."""
+        with self._lock:
+            previous = self._endpoints.get(endpoint.id)
+            if previous is not None and previous.tenant != endpoint.tenant:
+                self._by_tenant.get(previous.tenant, {}).pop(endpoint.id, None)
+            self._endpoints[endpoint.id] = endpoint
+            self._by_tenant.setdefault(endpoint.tenant, {})[endpoint.id] = endpoint
+
+    def _remove(self, endpoint_id: str) -> None:
+        with self._lock:
+            previous = self._endpoints.pop(endpoint_id, None)
+            if previous is not None:
+                self._by_tenant.get(previous.tenant, {}).pop(endpoint_id, None)
+
+    # -- the follower thread -------------------------------------------------------
+
+    def start(self) -> None:
+        """Start following the topic in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="endpoint-view", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        consumer = Consumer({
+            **self._settings.kafka_client_config(),
+            # Required by librdkafka even with assign(); nothing is ever committed.
+            "group.id": f"{self._settings.topic_prefix}.endpoint-view.{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        })
+        try:
+            partitions, targets = self._start_position(consumer)
+            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
+            positions = dict.fromkeys(partitions, -1)
+            self._check_ready(targets, positions)
+            while not self._stopping.is_set():
+                message = consumer.poll(0.5)
+                if message is None:
+                    if not self._ready.is_set():
+                        self._check_positions(consumer, targets, positions)
+                    continue
+                if message.error():
+                    log.warning("endpoints topic: %s", message.error())
+                    continue
+                key = message.key()
+                if key is not None:
+                    self.apply(key.decode(), message.value())
+                positions[message.partition()] = message.offset()
+                if not self._ready.is_set():
+                    self._check_ready(targets, positions)
+        except BaseException as exc:
+            self._error = exc
+            log.exception("endpoints view stopped")
+            raise
+        finally:
+            consumer.close()
+
+    def _start_position(self, consumer: Consumer) -> tuple[list[int], dict[int, int]]:
+        """Partitions and end offsets, retried while the topic is missing or leaderless
+        (right after creation, or while a broker fails over)."""
+        delay = 0.2
+        while True:
+            try:
+                partitions = self._partitions(consumer)
+                return partitions, self._end_offsets(consumer, partitions)
+            except KafkaException as exc:
+                if self._stopping.wait(delay):
+                    raise
+                log.warning("endpoints view waiting for %s: %s", self._topic, exc)
+                delay = min(delay * 2, 5.0)
+
+    def _partitions(self, consumer: Consumer) -> list[int]:
+        metadata = consumer.list_topics(self._topic, timeout=30)
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise KafkaException(f"endpoints topic {self._topic} is missing")
+        return sorted(topic.partitions)
+
+    def _end_offsets(self, consumer: Consumer, partitions: Iterable[int]) -> dict[int, int]:
+        """The high watermark of each partition now: the view is ready once it got there."""
+        return {p: consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=30)[1]
+                for p in partitions}
+
+    def _check_positions(self, consumer: Consumer, targets: dict[int, int],
+                         positions: dict[int, int]) -> None:
+        # A partition may end in a control record (transaction marker) that poll() never
+        # returns; the consumer's position then tells that it is past it.
+        for tp in consumer.position([TopicPartition(self._topic, p) for p in targets]):
+            if tp.offset >= 0:
+                positions[tp.partition] = max(positions[tp.partition], tp.offset - 1)
+        self._check_ready(targets, positions)
+
+    def _check_ready(self, targets: dict[int, int], positions: dict[int, int]) -> None:
+        # Compaction leaves holes, so "caught up" means the last offset read is at or past
+        # the end offset minus one (the high watermark is the *next* offset).
+        if all(target == 0 or positions[p] >= target - 1 for p, target in targets.items()):
+            self._ready.set()
+            log.info("endpoints view ready with %d endpoints", len(self._endpoints))
