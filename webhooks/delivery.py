@@ -105,4 +105,4 @@ class AttemptRecord(_Message):
     latency_ms: float
     timestamp: str = Field(default_factory=lambda: format_timestamp(utcnow()))
     next_attempt_at: str | None = None
-    outcome: Outcome | None = None
+    outcome: Outcome

@@ -37,3 +37,14 @@ def test_attempt_round_trip() -> None:
     assert AttemptRecord.from_json(record.to_json()) == record
     with pytest.raises(SchemaError):
         AttemptRecord(**{**record.model_dump(), "response_body": "x" * 2000}).to_json()
+
+
+def test_attempt_without_outcome_is_rejected_by_the_schema() -> None:
+    record = AttemptRecord(task_id="dlv_1", event_id="evt_1", event_type="order.shipped",
+                           endpoint_id="ep_1", tenant="acme", attempt=1, trigger="event",
+                           url="https://example.com/", status="succeeded", latency_ms=3.0,
+                           outcome="delivered")
+    document = json.loads(record.to_json())
+    del document["outcome"]
+    with pytest.raises(SchemaError, match="outcome"):
+        AttemptRecord.from_json(json.dumps(document))
