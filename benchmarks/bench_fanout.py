@@ -16,13 +16,8 @@ the same receiver with the same concurrency, no Kafka in between.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -34,12 +29,12 @@ from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, format_timestamp, utcnow
 from webhooks.kafka import create_producer
 from webhooks.localkafka import free_port
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.targets import TargetPolicy
 from webhooks.topics import Topics
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ((1, 2000), (10, 300), (100, 40))  # (endpoints, events): 2000-4000 deliveries
 # (endpoints, events, events per second): ~100 deliveries/s, well below saturation, to show
 # latency without the queueing of a burst.
@@ -88,39 +83,6 @@ class BenchReceiver:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOKS_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            value = ",".join(f"{k}:{v}" for k, v in value.items())
-        elif isinstance(value, tuple | list):
-            value = ",".join(map(str, value))
-        env[f"WEBHOOKS_{name.upper()}"] = str(value)
-    env["WEBHOOKS_LOG_LEVEL"] = "WARNING"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "webhooks.cli", "serve", "fanout"],
-                               cwd=ROOT, env=_env(settings), stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{settings.fanout_port}/healthz", timeout=2) as reply:
-                if reply.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("worker did not become healthy")
 
 
 def _scenario(settings: Settings, receiver: BenchReceiver, endpoints: int,
@@ -197,7 +159,7 @@ async def _ceiling(receiver: BenchReceiver, endpoints: int, per_endpoint: int,
 
 def run(context: BenchContext) -> dict[str, Any]:
     """Ceiling first, then the three fanout scenarios against one worker process."""
-    settings = context.settings(fanout_port=free_port(), delivery_timeout=15.0)
+    settings = context.settings(delivery_timeout=15.0, log_level="warning")
     receiver = BenchReceiver().start()
     # The ceiling runs with the worker's per-endpoint limit for 1, 10 and 20 endpoints
     # (20 x 10 = the global delivery_concurrency of 200), so the comparison is like for like.
@@ -213,7 +175,7 @@ def run(context: BenchContext) -> dict[str, Any]:
             for endpoints in (1, 10, 20)],
     }
     log = context.work_dir / "fanout-worker.log"
-    worker = _start_worker(settings, log)
+    worker = ServiceProcess("fanout", settings, log).start(timeout=120)
     try:
         for endpoints, events in SCENARIOS:
             result[f"endpoints_{endpoints}"] = _scenario(settings, receiver, endpoints, events)
@@ -221,9 +183,5 @@ def run(context: BenchContext) -> dict[str, Any]:
             result[f"endpoints_{endpoints}_paced"] = _scenario(settings, receiver, endpoints,
                                                                events, rate)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
     return result

@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 from confluent_kafka import Consumer
 
 from benchmarks.context import BenchContext, percentiles
 from webhooks.kafka import create_producer
-from webhooks.localkafka import free_port
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -39,46 +35,6 @@ BATCH_SIZE = 100
 CONCURRENCY = 32
 INTAKE_EVENTS = 5000
 HEADERS = {"Authorization": "Bearer bench-key"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class IngestServer:
-    """``webhooks serve ingest`` in its own process (its own GIL, as deployed), on loopback."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "WEBHOOKS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "WEBHOOKS_TOPIC_PREFIX": settings.topic_prefix,
-            "WEBHOOKS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "WEBHOOKS_API_KEYS": ",".join(f"{k}:{t}" for k, t in settings.api_keys.items()),
-            "WEBHOOKS_INGEST_KAFKA_INTAKE": str(settings.ingest_kafka_intake).lower(),
-            "WEBHOOKS_HOST": "127.0.0.1",
-            "WEBHOOKS_INGEST_PORT": str(self.port),
-            "WEBHOOKS_LOG_LEVEL": "warning",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> str:
-        self.process = subprocess.Popen([sys.executable, "-m", "webhooks.cli", "serve", "ingest"],
-                                        env=self.env, cwd=REPO_ROOT)
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("ingest server did not become healthy")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
 
 
 async def _post_many(base_url: str, bodies: list[tuple[str, object]]
@@ -121,6 +77,12 @@ def _http(base_url: str, bodies: list[tuple[str, object]], events: int) -> dict[
             "events_per_s": round(counted / elapsed, 1), **percentiles(latencies)}
 
 
+def _ingest(context: BenchContext, settings: Settings) -> ServiceProcess:
+    """``webhooks serve ingest`` in its own process (its own GIL, as deployed)."""
+    return ServiceProcess("ingest", settings.model_copy(update={"log_level": "warning"}),
+                          context.work_dir / "ingest.log")
+
+
 def bench_http(context: BenchContext) -> dict[str, object]:
     settings = context.settings(ingest_kafka_intake=False)
     run = uuid.uuid4().hex[:8]
@@ -131,7 +93,8 @@ def bench_http(context: BenchContext) -> dict[str, object]:
     batches = [("/v1/events/batch", {"events": [
         {"type": "order.shipped", "data": {"n": n, "i": i}} for i in range(BATCH_SIZE)]})
         for n in range(BATCHES + CONCURRENCY * 2)]
-    with IngestServer(settings) as base_url:
+    with _ingest(context, settings) as server:
+        base_url = server.url
         return {
             "without_id": _http(base_url, plain, HTTP_EVENTS),
             "with_id_claimed": _http(base_url, with_id, HTTP_EVENTS),
@@ -145,7 +108,7 @@ def bench_intake(context: BenchContext) -> dict[str, object]:
     consumer = Consumer({**settings.kafka_client_config(), "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
     consumer.subscribe([topics.events])
-    with IngestServer(settings):
+    with _ingest(context, settings):
         consumer.consume(1, 3.0)  # join the group before the clock starts
         producer = create_producer(settings)
         started = time.perf_counter()

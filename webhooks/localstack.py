@@ -71,6 +71,8 @@ def up(settings: Settings, timeout: float = 120.0) -> None:
 
     env = dict(os.environ)
     env.setdefault("WEBHOOKS_CLICKHOUSE_URL", f"chdb://{DATA_DIR / 'clickhouse'}")
+    # Faust's data directory defaults to the working directory; keep it with the rest.
+    env.setdefault("FAUST_DATADIR", str(DATA_DIR / "fanout"))
     for service in _services(settings):
         if service.healthy() or port_open(service.port):
             continue

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
+from tests.services.fanout.harness import Platform
+from tests.support.receiver import Receiver
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 
 
@@ -32,8 +34,8 @@ def platform(settings: Settings) -> Platform:
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings) -> Iterator[WorkerProcess]:
+def worker(settings: Settings) -> Iterator[ServiceProcess]:
     log = worker_log(settings)
-    process = WorkerProcess(settings, log).start()
+    process = ServiceProcess("fanout", settings, log).start()
     yield process
     process.stop()

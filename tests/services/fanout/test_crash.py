@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.services.fanout.conftest import worker_log
-from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
+from tests.services.fanout.harness import Platform
 from tests.support.kafka import read_topic
+from tests.support.receiver import Receiver
 from webhooks.delivery import DeliveryTask
 from webhooks.envelope import Envelope
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
@@ -43,7 +45,7 @@ def test_kill_9_mid_stream_then_restart_delivers_every_pair_or_dead_letters_it(
                               api_version=settings.api_version) for n in range(EVENTS)]
 
     log: Path = worker_log(settings)
-    first = WorkerProcess(settings, log).start()
+    first = ServiceProcess("fanout", settings, log).start()
     try:
         platform.events(events)
         receiver.wait_for("/a", EVENTS // 5, timeout=60)
@@ -53,7 +55,7 @@ def test_kill_9_mid_stream_then_restart_delivers_every_pair_or_dead_letters_it(
     delivered_before_kill = len(receiver.at("/a")) + len(receiver.at("/b"))
     assert delivered_before_kill < 2 * EVENTS, "the kill came too late to prove anything"
 
-    second = WorkerProcess(settings, log).start()
+    second = ServiceProcess("fanout", settings, log).start()
     try:
         wanted = {e.id for e in events}
         receiver.wait_for("/a", EVENTS, timeout=120)

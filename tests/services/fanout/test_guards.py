@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
+from tests.services.fanout.harness import Platform
 from tests.support.kafka import read_topic
+from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
@@ -44,7 +46,7 @@ def attempts_for(settings: Settings, topic: str, endpoint_id: str, count: int
 
 
 def test_a_private_target_that_is_not_allow_listed_is_refused_without_a_request(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         private_receiver: Receiver, settings: Settings) -> None:
     refused = platform.endpoint(private_receiver.url("/private"), ["*"], tenant="ssrf")
     allowed = platform.endpoint(receiver.url("/allowed"), ["*"], tenant="ssrf")
@@ -61,7 +63,7 @@ def test_a_private_target_that_is_not_allow_listed_is_refused_without_a_request(
 
 
 def test_sustained_failure_disables_the_endpoint_and_announces_it(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     def failing(_: int) -> tuple[int, dict[str, str], float]:
         return 500, {}, 0.0

@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.services.fanout.harness import Platform, Receiver, WorkerProcess, partition_of
+from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
+from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
@@ -46,7 +48,7 @@ def dlq_tasks(settings: Settings, platform: Platform, endpoint_id: str,
 
 
 def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     endpoint = platform.endpoint(receiver.on("/failing", failing), ["*"])
     time.sleep(2)
@@ -79,7 +81,7 @@ def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
 
 
 def test_a_receiver_recovering_mid_schedule_gets_the_event_and_nothing_is_dead_lettered(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     def recovers(n: int) -> tuple[int, dict[str, str], float]:
         return (503, {}, 0.0) if n <= 2 else (200, {}, 0.0)
@@ -96,7 +98,7 @@ def test_a_receiver_recovering_mid_schedule_gets_the_event_and_nothing_is_dead_l
 
 
 def test_retry_after_lengthens_the_wait_up_to_the_next_tier(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver) -> None:
+        worker: ServiceProcess, platform: Platform, receiver: Receiver) -> None:
     def busy_once(n: int) -> tuple[int, dict[str, str], float]:
         return (429, {"Retry-After": "60"}, 0.0) if n == 1 else (200, {}, 0.0)
 
@@ -109,7 +111,7 @@ def test_retry_after_lengthens_the_wait_up_to_the_next_tier(
 
 
 def test_a_hanging_receiver_does_not_delay_a_healthy_one_on_the_same_partition(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     def hangs(_: int) -> tuple[int, dict[str, str], float]:
         return 200, {}, 30.0
@@ -139,7 +141,7 @@ def test_a_hanging_receiver_does_not_delay_a_healthy_one_on_the_same_partition(
 
 
 def test_410_gone_disables_the_endpoint_and_stops_deliveries(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     def gone(_: int) -> tuple[int, dict[str, str], float]:
         return 410, {}, 0.0
@@ -174,7 +176,7 @@ def test_410_gone_disables_the_endpoint_and_stops_deliveries(
 
 
 def test_a_full_tier_stops_reading_until_tasks_come_due_and_loses_nothing(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     endpoint = platform.endpoint(receiver.on("/flood", failing), ["*"], tenant="floodco")
     time.sleep(2)

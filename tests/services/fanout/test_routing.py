@@ -8,18 +8,20 @@ from datetime import timedelta
 from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
-from tests.services.fanout.harness import Platform, Receiver, WorkerProcess
+from tests.services.fanout.harness import Platform
 from tests.support.kafka import read_topic
+from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, format_timestamp, utcnow
 from webhooks.kafka import create_producer, produce_sync
+from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 
 
 def test_filters_route_each_event_to_exactly_the_matching_endpoints(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     exact = platform.endpoint(receiver.url("/exact"), ["order.shipped"])
     prefix = platform.endpoint(receiver.url("/prefix"), ["order.*"])
@@ -67,7 +69,7 @@ def test_filters_route_each_event_to_exactly_the_matching_endpoints(
 
 
 def test_both_signatures_verify_during_a_secret_rotation(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver) -> None:
+        worker: ServiceProcess, platform: Platform, receiver: Receiver) -> None:
     old, new = generate_secret(), generate_secret()
     expires = format_timestamp(utcnow() + timedelta(hours=1))
     endpoint = platform.endpoint(
@@ -93,7 +95,7 @@ def test_both_signatures_verify_during_a_secret_rotation(
 
 
 def test_endpoint_changes_reach_matching_within_seconds(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver) -> None:
+        worker: ServiceProcess, platform: Platform, receiver: Receiver) -> None:
     endpoint = platform.endpoint(receiver.url("/changing"), ["order.shipped"])
     time.sleep(2)
     first = platform.event("order.shipped", id="o1")
@@ -113,7 +115,7 @@ def test_endpoint_changes_reach_matching_within_seconds(
 
 
 def test_offsets_are_committed_once_outcomes_are_durable(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     platform.endpoint(receiver.url("/committed"), ["*"], tenant="commitco")
     time.sleep(2)
@@ -142,7 +144,7 @@ def test_offsets_are_committed_once_outcomes_are_durable(
 
 
 def test_tasks_from_the_eventlog_api_are_delivered_or_dropped_with_a_record(
-        worker: WorkerProcess, platform: Platform, receiver: Receiver,
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     # The eventlog API produces test / redeliver tasks straight to the deliveries topic;
     # they go to the named endpoint whatever its filters say.
