@@ -1,0 +1,228 @@
+"""The whole platform as deployed: ingest, fanout and eventlog each in its own process,
+against the real broker and the real ClickHouse engine, with a real HTTP receiver.
+
+A client manages endpoints through the eventlog API, publishes through ingest, receives
+signed webhooks (verified with the published ``standardwebhooks`` library), reads the
+event log and the delivery log, and asks for a redelivery.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.support.backends import with_database
+from tests.support.eventlog import eventually
+from tests.support.receiver import Received, Receiver
+from webhooks.service_process import ServiceProcess
+from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
+
+ACME = {"Authorization": "Bearer key-acme"}
+GLOBEX = {"Authorization": "Bearer key-globex"}
+
+
+@pytest.fixture(scope="module")
+def platform_settings(make_settings: Callable[..., Settings], clickhouse_base_url: str,
+                      tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = make_settings(retry_schedule="1s,2s", cursor_secret="e2e-cursor-secret")
+    if clickhouse_base_url.startswith("chdb://"):
+        # The embedded engine belongs to one process: give the eventlog its own directory.
+        own = f"chdb://{tmp_path_factory.mktemp('e2e-clickhouse')}"
+        settings = settings.model_copy(update={
+            "clickhouse_url": with_database(own, settings.topic_prefix)})
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def services(platform_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict[str, ServiceProcess]]:
+    logs: Path = tmp_path_factory.mktemp("e2e-logs")
+    running: dict[str, ServiceProcess] = {}
+    try:
+        for name in ("eventlog", "fanout", "ingest"):
+            running[name] = ServiceProcess(name, platform_settings,
+                                           logs / f"{name}.log").start()
+        yield running
+    finally:
+        for process in running.values():
+            process.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def eventlog(services: dict[str, ServiceProcess]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=services["eventlog"].url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def ingest(services: dict[str, ServiceProcess]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=services["ingest"].url, timeout=30.0) as client:
+        yield client
+
+
+def create_endpoint(eventlog: httpx.Client, receiver: Receiver, path: str,
+                    events: list[str], headers: dict[str, str] = ACME) -> dict[str, Any]:
+    """Create an endpoint through the API and wait until the fanout delivers to it: a
+    test message sent through the normal pipeline arrives once the fanout's view has it."""
+    created = eventlog.post("/v1/endpoints", headers=headers,
+                            json={"url": receiver.url(path), "events": events})
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+
+    def test_message_arrived() -> bool:
+        if any(json.loads(r.body)["type"] == "webhook.test" for r in receiver.at(path)):
+            return True
+        sent = eventlog.post(f"/v1/endpoints/{endpoint['id']}/test", headers=headers)
+        assert sent.status_code == 202, sent.text
+        return False
+
+    eventually(test_message_arrived, timeout=60, interval=2.0)
+    return endpoint
+
+
+def verified(request: Received, secret: str) -> dict[str, Any]:
+    """The payload, after the Standard Webhooks library accepted its signature."""
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+def publish(ingest: httpx.Client, type: str, headers: dict[str, str] = ACME,
+            **extra: Any) -> dict[str, Any]:
+    response = ingest.post("/v1/events", headers=headers,
+                           json={"type": type, "data": {"object": {"n": 1}}, **extra})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def deliveries_of(received: list[Received], event_id: str) -> list[Received]:
+    return [r for r in received if json.loads(r.body)["id"] == event_id]
+
+
+def test_an_event_goes_from_ingest_to_the_receiver_and_into_the_logs(
+        eventlog: httpx.Client, ingest: httpx.Client, receiver: Receiver) -> None:
+    orders = create_endpoint(eventlog, receiver, "/orders", ["order.*"])
+    other_tenant = create_endpoint(eventlog, receiver, "/globex", ["*"], headers=GLOBEX)
+
+    shipped = publish(ingest, "order.shipped")
+    invoice = publish(ingest, "invoice.paid")
+
+    (request,) = eventually(lambda: deliveries_of(receiver.at("/orders"), shipped["id"]))
+    payload = verified(request, orders["secret"])
+    assert payload == shipped
+    assert request.headers["webhook-id"] == shipped["id"]
+
+    # The event log has both events, newest last; the detail shows the delivery.
+    def listed() -> list[str] | None:
+        page = eventlog.get("/v1/events", headers=ACME).json()["data"]
+        ours = [e["id"] for e in page if e["id"] in (shipped["id"], invoice["id"])]
+        return ours if len(ours) == 2 else None
+
+    assert eventually(listed) == [shipped["id"], invoice["id"]]
+
+    def delivered() -> dict[str, Any] | None:
+        detail = eventlog.get(f"/v1/events/{shipped['id']}", headers=ACME).json()
+        return detail if any(d["delivered"] for d in detail["deliveries"]) else None
+
+    detail = eventually(delivered)
+    assert [(d["endpoint_id"], d["last_response_status"]) for d in detail["deliveries"]] == [
+        (orders["id"], 200)]
+
+    # Nothing else was delivered: not the unsubscribed type, nothing across tenants.
+    assert not deliveries_of(receiver.at("/orders"), invoice["id"])
+    globex_types = {json.loads(r.body)["type"] for r in receiver.at("/globex")}
+    assert globex_types == {"webhook.test"}
+    assert eventlog.get(f"/v1/events/{shipped['id']}", headers=GLOBEX).status_code == 404
+    assert eventlog.get(f"/v1/endpoints/{orders['id']}", headers=GLOBEX).status_code == 404
+    assert eventlog.get(f"/v1/endpoints/{other_tenant['id']}", headers=ACME).status_code == 404
+
+
+def test_a_failing_receiver_is_retried_and_the_delivery_log_shows_it(
+        eventlog: httpx.Client, ingest: httpx.Client, receiver: Receiver) -> None:
+    flaky_calls: dict[str, int] = {}
+
+    def fail_first_delivery_of_each_event(_: int) -> tuple[int, dict[str, str], float]:
+        last = receiver.at("/flaky")[-1]
+        event_id = json.loads(last.body)["id"]
+        flaky_calls[event_id] = flaky_calls.get(event_id, 0) + 1
+        return (503 if flaky_calls[event_id] == 1 else 200), {}, 0.0
+
+    receiver.on("/flaky", fail_first_delivery_of_each_event)
+    flaky = create_endpoint(eventlog, receiver, "/flaky", ["payment.*"])
+
+    event = publish(ingest, "payment.failed")
+    eventually(lambda: len(deliveries_of(receiver.at("/flaky"), event["id"])) == 2)
+    first, second = deliveries_of(receiver.at("/flaky"), event["id"])
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == event["id"]
+    assert second.at - first.at >= 0.9  # waited out the 1s tier
+    assert verified(second, flaky["secret"]) == event
+
+    def attempts() -> list[dict[str, Any]]:
+        page = eventlog.get(f"/v1/endpoints/{flaky['id']}/attempts", headers=ACME).json()
+        ours = [a for a in page["data"] if a["event_id"] == event["id"]]
+        return ours if len(ours) == 2 else []
+
+    failed, succeeded = eventually(attempts)
+    assert (failed["status"], failed["response_status"], failed["outcome"]) == (
+        "failed", 503, "retrying")
+    assert (succeeded["status"], succeeded["attempt"], succeeded["outcome"]) == (
+        "succeeded", 2, "delivered")
+    only_failed = eventlog.get(f"/v1/endpoints/{flaky['id']}/attempts",
+                               params={"status": "failed"}, headers=ACME).json()["data"]
+    assert [a["id"] for a in only_failed if a["event_id"] == event["id"]] == [failed["id"]]
+
+
+def test_redelivery_and_resuming_the_event_log_from_a_cursor(
+        eventlog: httpx.Client, ingest: httpx.Client, receiver: Receiver) -> None:
+    replay = create_endpoint(eventlog, receiver, "/replay", ["refund.*"])
+    refund = publish(ingest, "refund.created", id="evt_e2erefund1")
+    eventually(lambda: deliveries_of(receiver.at("/replay"), refund["id"]))
+
+    # A retried publish with the same id is recognised, not appended twice.
+    again = ingest.post("/v1/events", headers=ACME, json={
+        "type": "refund.created", "data": {"object": {"n": 1}}, "id": refund["id"]})
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+
+    # Page to the end of the log; what arrives afterwards is exactly what a resume sees.
+    def page_to_end() -> tuple[list[str], str] | None:
+        ids: list[str] = []
+        cursor = None
+        while True:
+            body = eventlog.get("/v1/events", headers=ACME, params={
+                "limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+            ids += [e["id"] for e in body["data"]]
+            cursor = body["next_cursor"]
+            if not body["has_more"]:
+                return (ids, cursor) if refund["id"] in ids else None
+
+    seen, cursor = eventually(page_to_end)
+    assert len(seen) == len(set(seen))
+    later = publish(ingest, "refund.settled")
+
+    def resumed() -> list[str] | None:
+        body = eventlog.get("/v1/events", headers=ACME, params={"cursor": cursor}).json()
+        return [e["id"] for e in body["data"]] or None
+
+    assert eventually(resumed) == [later["id"]]
+
+    # Redelivery goes through Kafka and the fanout again, with the same webhook-id.
+    queued = eventlog.post(f"/v1/events/{refund['id']}/redeliver", headers=ACME, json={})
+    assert queued.status_code == 202, queued.text
+    assert [t["endpoint_id"] for t in queued.json()["tasks"]] == [replay["id"]]
+    eventually(lambda: len(deliveries_of(receiver.at("/replay"), refund["id"])) == 2)
+    original, redelivered = deliveries_of(receiver.at("/replay"), refund["id"])
+    assert redelivered.headers["webhook-id"] == original.headers["webhook-id"] == refund["id"]
+    assert verified(redelivered, replay["secret"]) == refund
