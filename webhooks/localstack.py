@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -54,6 +55,15 @@ def _local_kafka_port(bootstrap: str) -> int | None:
     return int(port) if host in ("127.0.0.1", "localhost") else None
 
 
+def _dev_api_key() -> str:
+    """The local API key for tenant ``dev``: made once, kept in ``.data/dev-api-key``."""
+    path = DATA_DIR / "dev-api-key"
+    if not path.exists():
+        path.write_text(f"dev_{secrets.token_urlsafe(24)}")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def up(settings: Settings, timeout: float = 120.0) -> None:
     """Start whatever is not running yet and wait until everything is healthy."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -71,6 +81,11 @@ def up(settings: Settings, timeout: float = 120.0) -> None:
 
     env = dict(os.environ)
     env.setdefault("WEBHOOKS_CLICKHOUSE_URL", f"chdb://{DATA_DIR / 'clickhouse'}")
+    # A local try-out works without configuration: a generated key for tenant "dev", and
+    # webhooks may target receivers on this machine. Explicit settings win.
+    if not settings.api_keys:
+        env["WEBHOOKS_API_KEYS"] = f"{_dev_api_key()}:dev"
+    env.setdefault("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
     # Faust's data directory defaults to the working directory; keep it with the rest.
     env.setdefault("FAUST_DATADIR", str(DATA_DIR / "fanout"))
     for service in _services(settings):
@@ -94,6 +109,8 @@ def up(settings: Settings, timeout: float = 120.0) -> None:
         names = ", ".join(s.name for s in waiting)
         raise SystemExit(f"not healthy after {timeout:.0f}s: {names} (see .run/*.log)")
     print(f"Kafka      {settings.kafka_bootstrap}")
+    if not settings.api_keys:
+        print(f"API key    tenant 'dev': the key in {DATA_DIR / 'dev-api-key'}")
     for service in _services(settings):
         print(f"{service.name:<10} {service.url}   (health {service.url}/healthz)")
 
