@@ -9,9 +9,11 @@ One consumer group reads the three topics and writes size/time-bounded batches:
    row while an earlier offset of its partition is still on its way;
 3. commit the offsets to Kafka.
 
-A crash anywhere re-reads from the last commit and re-inserts rows with the same
-(tenant, partition, offset) keys, which ReplacingMergeTree collapses and the queries
-skip before merges: nothing acknowledged is lost and nothing shows twice.
+A crash anywhere re-reads from the last commit. Events the log already holds (by tenant
+and id) are not inserted again, so neither a re-read batch nor the same event appended
+twice to the topic shows twice; attempts and endpoints re-insert with the same
+(partition, offset) keys, which ReplacingMergeTree collapses and the queries skip
+before merges. Nothing acknowledged is lost.
 If an insert fails, the consumer seeks back to the batch's first offsets and tries again.
 """
 
@@ -47,10 +49,15 @@ ATTEMPT_COLUMNS = ["tenant", "endpoint_id", "kafka_partition", "kafka_offset", "
 ENDPOINT_COLUMNS = ["id", "kafka_partition", "kafka_offset", "tenant", "deleted", "record"]
 POSITION_COLUMNS = ["topic", "kafka_partition", "next_offset"]
 
+DUPLICATE_WINDOW_SECONDS = 3600
+"""How far back the sink looks for an event id it is about to insert again."""
+
 SINK_ROWS = Counter("eventlog_sink_rows_total", "Rows written to ClickHouse", ["table"])
 SINK_SKIPPED = Counter("eventlog_sink_skipped_total",
                        "Kafka records the sink could not decode (logged, left on the topic)",
                        ["topic"])
+SINK_DUPLICATES = Counter("eventlog_sink_duplicate_events_total",
+                          "Events not inserted because the log already holds their id")
 SINK_FAILURES = Counter("eventlog_sink_insert_failures_total",
                         "Batches whose insert failed and were re-read")
 
@@ -212,7 +219,7 @@ class EventLogSink:
 
     def write(self, batch: Batch) -> None:
         """Insert the batch's rows, then advance the visibility watermarks."""
-        for table, rows, columns in (("events", batch.events, EVENT_COLUMNS),
+        for table, rows, columns in (("events", self._unseen(batch.events), EVENT_COLUMNS),
                                      ("attempts", batch.attempts, ATTEMPT_COLUMNS),
                                      ("endpoints", batch.endpoints, ENDPOINT_COLUMNS)):
             if rows:
@@ -221,6 +228,35 @@ class EventLogSink:
         positions = [[topic, partition, offset + 1]
                      for (topic, partition), offset in sorted(batch.last.items())]
         self.client.insert("sink_positions", positions, column_names=POSITION_COLUMNS)
+
+    def _unseen(self, events: list[list[Any]]) -> list[list[Any]]:
+        """The event rows whose (tenant, id) the log does not hold yet, first one kept.
+
+        The same event id can reach the topic twice: a producer retrying outside ingest's
+        idempotency, ingest re-appending a claim after a crash, or this sink re-reading a
+        batch it inserted before it crashed. Readers page by Kafka position, so a second
+        copy at a later offset would be served twice; the first copy is the event.
+        Only ids stored within ``DUPLICATE_WINDOW_SECONDS`` are looked up (an index on
+        ``inserted`` keeps that cheap); a re-read older than that has the same Kafka
+        position as its first insert, which ReplacingMergeTree and the queries collapse.
+        """
+        if not events:
+            return events
+        first: dict[tuple[str, str], list[Any]] = {}
+        for row in events:
+            first.setdefault((row[0], row[3]), row)
+        known = self.client.query(
+            "SELECT DISTINCT tenant, id FROM events "
+            "WHERE tenant IN {tenants:Array(String)} AND id IN {ids:Array(String)} "
+            f"AND inserted > now64(3) - INTERVAL {DUPLICATE_WINDOW_SECONDS} SECOND",
+            parameters={"tenants": sorted({tenant for tenant, _ in first}),
+                        "ids": [event_id for _, event_id in first]}).result_rows
+        for key in known:
+            first.pop(tuple(key), None)
+        if skipped := len(events) - len(first):
+            SINK_DUPLICATES.inc(skipped)
+            log.info("skipped %d events whose id the log already holds", skipped)
+        return list(first.values())
 
     def commit(self, consumer: Consumer, batch: Batch) -> None:
         """Commit the batch's offsets; a failure only means those records are re-read."""
