@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from webhooks.background import BackgroundWorker
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
 from webhooks.settings import Settings
@@ -26,19 +27,23 @@ from webhooks.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class EndpointView:
-    """Endpoint id -> :class:`Endpoint`, kept current by a background consumer thread."""
+class EndpointView(BackgroundWorker):
+    """Endpoint id -> :class:`Endpoint`, kept current by a background consumer thread.
+
+    If the thread fails, the error is logged and kept: :meth:`wait_ready` raises it.
+    """
+
+    thread_name = "endpoint-view"
+    stop_timeout = 5.0
 
     def __init__(self, settings: Settings, topic: str) -> None:
+        super().__init__()
         self._settings = settings
         self._topic = topic
         self._endpoints: dict[str, Endpoint] = {}
         self._by_tenant: dict[str, dict[str, Endpoint]] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     # -- reading -------------------------------------------------------------------
 
@@ -61,8 +66,8 @@ class EndpointView:
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until caught up with the start-up end offsets; False on timeout."""
         if not self._ready.wait(timeout):
-            if self._error is not None:
-                raise RuntimeError("endpoints view failed") from self._error
+            if self.failure is not None:
+                raise RuntimeError("endpoints view failed") from self.failure
             return False
         return True
 
@@ -97,17 +102,7 @@ class EndpointView:
 
     # -- the follower thread -------------------------------------------------------
 
-    def start(self) -> None:
-        """Start following the topic in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="endpoint-view", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
+    def run(self) -> None:
         consumer = Consumer({
             **self._settings.kafka_client_config(),
             # Required by librdkafka even with assign(); nothing is ever committed.
@@ -135,10 +130,6 @@ class EndpointView:
                 positions[message.partition()] = message.offset()
                 if not self._ready.is_set():
                     self._check_ready(targets, positions)
-        except BaseException as exc:
-            self._error = exc
-            log.exception("endpoints view stopped")
-            raise
         finally:
             consumer.close()
 

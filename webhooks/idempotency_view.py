@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from webhooks.background import BackgroundWorker
 from webhooks.idempotency import (
     ClaimOutcome,
     Entry,
@@ -38,31 +39,28 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class IdempotencyView:
-    """The ledger of one replica, kept current by a follower thread."""
+class IdempotencyView(BackgroundWorker):
+    """The ledger of one replica, kept current by a follower thread.
+
+    If the follower fails (the broker gone at start-up or mid-way), it rebuilds the
+    ledger from the topic a second later; :meth:`stop` ends it and closes the consumer.
+    """
+
+    thread_name = "idempotency-view"
+    stop_timeout = 10.0
+    restart_pause = 1.0
 
     def __init__(self, settings: Settings, topic: str) -> None:
+        super().__init__()
         self.topic = topic
         self._settings = settings
         self._ledger = IdempotencyLedger(window_ms=int(settings.idempotency_window * 1000))
         self._lock = threading.Lock()
         self._waiters: dict[str, Future[ClaimOutcome]] = {}
         self._ready = threading.Event()
-        self._stopping = threading.Event()
         self._partitions = 0
-        self._thread = threading.Thread(target=self._follow_forever, name="idempotency-view",
-                                        daemon=True)
 
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start following the topic; see :attr:`ready`."""
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop following and close the consumer."""
-        self._stopping.set()
-        self._thread.join(timeout)
+    # -- readiness -------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
@@ -98,15 +96,7 @@ class IdempotencyView:
 
     # -- the follower ----------------------------------------------------------------
 
-    def _follow_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._follow()
-            except Exception as exc:  # broker gone at start-up or mid-way: rebuild from the log
-                log.warning("idempotency view (re)starting after: %s", exc)
-                self._stopping.wait(1.0)
-
-    def _follow(self) -> None:
+    def run(self) -> None:
         consumer = Consumer({
             **self._settings.kafka_client_config(),
             "group.id": f"{self._settings.topic_prefix}.ingest-view-{uuid.uuid4().hex}",

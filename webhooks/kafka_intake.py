@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import threading
 from collections import defaultdict
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from ulid import ULID
 
 from webhooks.acked_producer import AckedProducer
+from webhooks.background import BackgroundWorker
 from webhooks.event_intake import (
     EventRequest,
     IntakeError,
@@ -65,40 +65,35 @@ def _header(message: Message, name: str) -> str | None:
     return None
 
 
-class KafkaIntake:
-    """A background thread consuming the ingest topic until :meth:`stop`."""
+class KafkaIntake(BackgroundWorker):
+    """A background thread consuming the ingest topic until :meth:`stop`.
+
+    :meth:`stop` finishes the batch in hand (bounded by the produce timeout), commits and
+    closes; an unexpected error ends the thread (logged, and :attr:`running` turns False).
+    """
+
+    thread_name = "kafka-intake"
+    stop_timeout = 15.0
 
     def __init__(self, settings: Settings, pipeline: IngestPipeline, producer: AckedProducer,
                  metrics: IngestMetrics) -> None:
+        super().__init__()
         self._settings = settings
         self._topics = Topics.from_settings(settings)
         self._pipeline = pipeline
         self._producer = producer
         self._metrics = metrics
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kafka-intake", daemon=True)
-
-    def start(self) -> None:
-        """Join the intake consumer group and start consuming in the background."""
-        self._thread.start()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Finish the batch in hand (bounded by the produce timeout), commit, close."""
-        self._stopping.set()
-        self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
         """False once the intake thread ended (stopped, or failed: see the log)."""
-        return self._thread.is_alive()
+        return self.alive
 
-    def _run(self) -> None:
+    def run(self) -> None:
         consumer = create_consumer(self._settings, INTAKE_GROUP, **{"fetch.wait.max.ms": 50})
         consumer.subscribe([self._topics.ingest])
         try:
             asyncio.run(self._consume(consumer))
-        except Exception:
-            log.exception("kafka intake stopped on an unexpected error")
         finally:
             consumer.close()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
 
+from webhooks.background import BackgroundWorker
 from webhooks.clickhouse import create_clickhouse_client
 from webhooks.envelope import parse_timestamp
 from webhooks.kafka import create_consumer
@@ -111,11 +111,20 @@ def _endpoint_row(message: Message) -> list[Any]:
             document["tenant"], 0, raw.decode()]
 
 
-class EventLogSink:
-    """Runs the consume → insert → commit loop in a background thread."""
+class EventLogSink(BackgroundWorker):
+    """Runs the consume → insert → commit loop in a background thread.
+
+    :meth:`stop` flushes what was read, commits, leaves the group and ends the thread.
+    An unexpected error ends it too, kept in :attr:`failure` for ``/healthz`` (which
+    watches :attr:`alive`).
+    """
+
+    thread_name = "eventlog-sink"
+    stop_timeout = 30.0
 
     def __init__(self, settings: Settings, client: Client | None = None,
                  group: str = SINK_GROUP) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.client = client or create_clickhouse_client(settings.clickhouse_url)
@@ -125,33 +134,12 @@ class EventLogSink:
             self.topics.attempts: _attempt_row,
             self.topics.endpoints: _endpoint_row,
         }
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self._batch = Batch()
-        self.failure: BaseException | None = None
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> EventLogSink:
-        """Start consuming in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="eventlog-sink", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Flush what was read, commit, leave the group and end the thread."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     # -- the loop --------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def run(self) -> None:
         consumer = create_consumer(self.settings, self.group,
                                    **{"enable.partition.eof": False})
         self._consumer = consumer
@@ -168,9 +156,6 @@ class EventLogSink:
                     self._flush(consumer)
             if self._batch.size:
                 self._flush(consumer)
-        except BaseException as exc:  # keep the reason for /healthz, then let the thread end
-            self.failure = exc
-            log.exception("eventlog sink stopped")
         finally:
             consumer.close()  # auto-commit is off: closing commits nothing on its own
 
