@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,10 @@ def values_args(values_files: tuple[Path, ...] = ()) -> list[str]:
     return [arg for path in values_files for arg in ("--values", str(path))]
 
 
-def template(*values_files: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def template(*values_files: Path, extra: tuple[str, ...] = (),
+             chart_dir: Path = CHART_DIR) -> subprocess.CompletedProcess[str]:
     """``helm template`` of the chart, hooks included."""
-    return run_helm("template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE,
+    return run_helm("template", RELEASE, str(chart_dir), "--namespace", NAMESPACE,
                     "--kube-version", KUBE_VERSION, *values_args(values_files), *extra)
 
 
@@ -64,8 +65,9 @@ class Manifests:
     docs: tuple[dict[str, Any], ...]
 
     @classmethod
-    def render(cls, *values_files: Path, extra: tuple[str, ...] = ()) -> Manifests:
-        result = template(*values_files, extra=extra)
+    def render(cls, *values_files: Path, extra: tuple[str, ...] = (),
+               chart_dir: Path = CHART_DIR) -> Manifests:
+        result = template(*values_files, extra=extra, chart_dir=chart_dir)
         assert result.returncode == 0, result.stderr
         docs = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
         assert docs, "helm template rendered nothing"
@@ -95,6 +97,26 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A container's explicit env entries by name."""
     return {entry["name"]: entry for entry in container.get("env") or []}
+
+
+def container_environment(manifests: Manifests, workload: dict[str, Any],
+                          secret_values: Mapping[str, str] = {}) -> dict[str, str]:
+    """The variables the kubelet gives the workload's container: envFrom ConfigMaps, then
+    env entries; a Secret key comes from ``secret_values`` if there, else the rendered Secret."""
+    container = pod_spec(workload)["containers"][0]
+    configs = {c["metadata"]["name"]: c["data"] for c in manifests.of_kind("ConfigMap")}
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in manifests.of_kind("Secret")}
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        environment.update(configs[source["configMapRef"]["name"]])
+    for entry in container.get("env") or []:
+        if "value" in entry:
+            environment[entry["name"]] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            environment[entry["name"]] = (secret_values[ref["key"]] if ref["key"] in secret_values
+                                          else secrets[ref["name"]][ref["key"]])
+    return environment
 
 
 def name(component: str) -> str:

@@ -8,6 +8,7 @@ configuration exists, a setting the application does not know.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 
 from tests.deploy.chart import (
     ALL_ENABLED_VALUES,
+    CHART_DIR,
     EMBEDDED_VALUES,
     Manifests,
+    container_environment,
     env_of,
     name,
     pod_spec,
@@ -51,6 +54,13 @@ def any_render(request: pytest.FixtureRequest) -> Manifests:
 def role_of(deployment: dict[str, Any]) -> str | None:
     entry = env_of(pod_spec(deployment)["containers"][0]).get("WEBHOOKS_EVENTLOG_ROLE")
     return entry["value"] if entry else None
+
+
+def release_config(manifests: Manifests) -> dict[str, str]:
+    """Data of the release's ConfigMap (not its hook copy for the setup Jobs)."""
+    [config] = [c for c in manifests.of_kind("ConfigMap")
+                if "helm.sh/hook" not in c["metadata"].get("annotations", {})]
+    return config["data"]
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -92,6 +102,16 @@ def test_embedded_clickhouse_is_one_pod_on_a_volume(embedded: Manifests) -> None
     # Only the eventlog pod may open the chDB path, so no migration Job runs beside it.
     assert embedded.names("Job") == {name("create-topics")}
     assert not embedded.of_kind("HorizontalPodAutoscaler")
+
+
+def test_embedded_clickhouse_ignores_eventlog_scaling_values(tmp_path: Path) -> None:
+    """Values meant for server mode cannot start a second process on the chDB path."""
+    overrides = write_values(tmp_path, {"eventlog": {"replicaCount": 3, "sink": {"enabled": True}}})
+    manifests = Manifests.render(EMBEDDED_VALUES, overrides)
+    assert manifests.names("Deployment") == {name(c) for c in ("ingest", "fanout", "eventlog")}
+    eventlog = manifests.get("Deployment", name("eventlog"))
+    assert eventlog["spec"]["replicas"] == 1
+    assert role_of(eventlog) == "all"
 
 
 def test_fanout_replicas_are_not_autoscaled(all_enabled: Manifests) -> None:
@@ -137,12 +157,11 @@ def test_services_reach_the_container_port_named_http(any_render: Manifests) -> 
 def test_each_service_listens_on_the_port_the_probes_and_service_use(
         any_render: Manifests) -> None:
     """The port the app binds (WEBHOOKS_<SERVICE>_PORT) is the port Kubernetes probes."""
-    [config] = [c for c in any_render.of_kind("ConfigMap") if "-setup" not in
-                c["metadata"]["name"]]
+    config = release_config(any_render)
     for deployment in any_render.of_kind("Deployment"):
         container = pod_spec(deployment)["containers"][0]
         service = container["args"][1]
-        assert int(config["data"][SERVICE_PORT_SETTING[service]]) == \
+        assert int(config[SERVICE_PORT_SETTING[service]]) == \
             container["ports"][0]["containerPort"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -269,9 +288,7 @@ def test_every_pod_is_locked_down(any_render: Manifests) -> None:
 
 
 def test_kafka_tls_ca_is_mounted_where_the_setting_points(all_enabled: Manifests) -> None:
-    [config] = [c for c in all_enabled.of_kind("ConfigMap")
-                if c["metadata"]["name"] == "webhooks"]
-    ca_path = config["data"]["WEBHOOKS_KAFKA_SSL_CA_LOCATION"]
+    ca_path = release_config(all_enabled)["WEBHOOKS_KAFKA_SSL_CA_LOCATION"]
     for workload in all_enabled.workloads():
         spec = pod_spec(workload)
         mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
@@ -283,35 +300,97 @@ def test_kafka_tls_ca_is_mounted_where_the_setting_points(all_enabled: Manifests
 
 # --- configuration -------------------------------------------------------------------------
 
+ENV_PREFIX = Settings.model_config["env_prefix"]
+SETTING_VARIABLES = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+# Stand-ins for the keys of secrets.existingSecret, whose content the chart never sees.
+EXISTING_SECRET = {"api-keys": "key-acme:acme,key-admin:*", "cursor-secret": "c" * 32,
+                   "clickhouse-url": "http://default:@clickhouse:8123/webhooks",
+                   "kafka-sasl-username": "webhooks", "kafka-sasl-password": "password"}
+
+
 def settings_variables(manifests: Manifests) -> set[str]:
+    """Every WEBHOOKS_* name the chart sets: ConfigMaps and explicit container env."""
     names = {key for config in manifests.of_kind("ConfigMap") for key in config["data"]}
     names |= {entry["name"] for workload in manifests.workloads()
               for entry in pod_spec(workload)["containers"][0].get("env") or []}
-    return {n for n in names if n.startswith("WEBHOOKS_")}
+    return {n for n in names if n.startswith(ENV_PREFIX)}
+
+
+def pod_settings(manifests: Manifests, workload: dict[str, Any],
+                 monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings() as the workload's process reads them from the environment Kubernetes sets."""
+    secret_values = {} if manifests.of_kind("Secret") else EXISTING_SECRET
+    with monkeypatch.context() as patch:
+        for variable in SETTING_VARIABLES:
+            patch.delenv(variable, raising=False)
+        for key, value in container_environment(manifests, workload, secret_values).items():
+            patch.setenv(key, value)
+        return Settings()
 
 
 def test_every_variable_the_chart_sets_is_a_setting(any_render: Manifests) -> None:
-    known = {f"WEBHOOKS_{field.upper()}" for field in Settings.model_fields}
-    unknown = settings_variables(any_render) - known
+    unknown = settings_variables(any_render) - SETTING_VARIABLES
     assert not unknown, f"the application ignores {sorted(unknown)}"
 
 
-def test_the_application_accepts_the_rendered_configuration(
-        any_render: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings() reads the ConfigMap (plus Secret placeholders) the way a pod would."""
-    [config] = [c for c in any_render.of_kind("ConfigMap") if not
-                c["metadata"]["name"].endswith("-setup")]
-    for key in list(Settings.model_fields):
-        monkeypatch.delenv(f"WEBHOOKS_{key.upper()}", raising=False)
-    for key, value in config["data"].items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("WEBHOOKS_API_KEYS", "key-acme:acme,key-admin:*")
-    settings = Settings()
-    assert settings.host == "0.0.0.0"
-    assert settings.environment == "production"
-    assert settings.kafka_bootstrap == config["data"]["WEBHOOKS_KAFKA_BOOTSTRAP"]
-    assert settings.topic_partitions == int(config["data"]["WEBHOOKS_TOPIC_PARTITIONS"])
-    assert settings.api_keys == {"key-acme": "acme", "key-admin": "*"}
+def test_the_setting_check_catches_a_misspelt_variable(tmp_path: Path) -> None:
+    """Negative control for the test above: a name Settings does not have is reported."""
+    typo = write_values(tmp_path, {"config": {"extra": {"WEBHOOKS_SINK_BATCH_WAITS": "1"}}})
+    assert settings_variables(Manifests.render(typo)) - SETTING_VARIABLES == \
+        {"WEBHOOKS_SINK_BATCH_WAITS"}
+
+
+def test_every_setting_can_be_set_through_the_chart(all_enabled: Manifests) -> None:
+    """The reverse: a setting the chart never sets is stuck at its default on Kubernetes."""
+    missing = SETTING_VARIABLES - settings_variables(all_enabled)
+    assert not missing, (f"the chart cannot set {sorted(missing)}: add them to values.yaml "
+                         "(config.*, documented) and values.schema.json (typed)")
+
+
+def test_every_pod_reads_a_valid_configuration(any_render: Manifests,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for workload in any_render.workloads():
+        settings = pod_settings(any_render, workload, monkeypatch)
+        assert settings.host == "0.0.0.0"
+        assert settings.environment == "production"
+        assert settings.kafka_bootstrap == release_config(any_render)["WEBHOOKS_KAFKA_BOOTSTRAP"]
+
+
+def test_eventlog_pods_get_what_their_role_needs(any_render: Manifests,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """API pods share one cursor key; chDB only with role all; only the API reads the key."""
+    cursor_secrets = set()
+    for deployment in any_render.of_kind("Deployment"):
+        container = pod_spec(deployment)["containers"][0]
+        settings = pod_settings(any_render, deployment, monkeypatch)
+        eventlog = container["args"] == ["serve", "eventlog"]
+        serves_api = eventlog and settings.eventlog_role in ("all", "api")
+        assert ("WEBHOOKS_CURSOR_SECRET" in env_of(container)) == serves_api, \
+            deployment["metadata"]["name"]
+        if serves_api:
+            assert len(settings.cursor_secret) >= 16
+            cursor_secrets.add(settings.cursor_secret)
+        if eventlog and settings.clickhouse_url.startswith("chdb://"):
+            # Sink and API share the one process that may open the chDB path.
+            assert settings.eventlog_role == "all"
+            assert deployment["spec"]["replicas"] == 1
+    assert len(cursor_secrets) == 1
+
+
+def test_tuning_values_reach_the_pods_that_use_them(all_enabled: Manifests,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pods = {d["metadata"]["name"]: pod_settings(all_enabled, d, monkeypatch)
+            for d in all_enabled.of_kind("Deployment")}
+    ingest = pods["webhooks-ingest"]
+    assert (ingest.ingest_max_batch_bytes, ingest.ingest_produce_timeout,
+            ingest.ingest_kafka_intake) == (10485760, 10.0, False)
+    assert ingest.max_body_bytes == 524288, "ingest.extraEnv overrides the ConfigMap"
+    assert pods["webhooks-fanout"].fanout_max_waiting == 50000
+    sink = pods["webhooks-eventlog-sink"]
+    assert (sink.eventlog_role, sink.sink_batch_size, sink.sink_batch_wait) == ("sink", 2000, 1.0)
+    assert pods["webhooks-eventlog"].cursor_secret == "cursor-secret-0123456789abcdef"
+    assert pods["webhooks-eventlog"].api_keys == {"key-acme-0123456789": "acme",
+                                                  "key-admin-0123456789": "*"}
 
 
 def test_api_keys_and_credentials_go_to_the_secret_only(all_enabled: Manifests) -> None:
@@ -319,7 +398,62 @@ def test_api_keys_and_credentials_go_to_the_secret_only(all_enabled: Manifests) 
     assert secret["api-keys"] == "key-acme-0123456789:acme,key-admin-0123456789:*"
     assert secret["clickhouse-url"].startswith("https://webhooks:clickhouse-password@")
     assert secret["kafka-sasl-password"] == "kafka-password"
+    assert secret["cursor-secret"] == "cursor-secret-0123456789abcdef"
     for config in all_enabled.of_kind("ConfigMap"):
         text = repr(config["data"])
-        for value in ("key-acme-0123456789", "clickhouse-password", "kafka-password"):
+        for value in ("key-acme-0123456789", "clickhouse-password", "kafka-password",
+                      "cursor-secret-0123456789abcdef"):
             assert value not in text
+
+
+# --- the cursor secret -----------------------------------------------------------------------
+
+# How _helpers.tpl reads the release's Secret back on an upgrade.
+LOOKUP = 'lookup "v1" "Secret" .Release.Namespace (include "webhooks.fullname" .)'
+
+
+def test_a_generated_cursor_secret_is_one_value_per_render(default: Manifests) -> None:
+    """Generated once, so the Secret, its hook copy and every checksum agree."""
+    values = [s["stringData"]["cursor-secret"] for s in default.of_kind("Secret")]
+    assert len(values) == 2 and len(set(values)) == 1
+    assert len(values[0]) >= 32
+    checksums = {d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+                 for d in default.of_kind("Deployment")}
+    assert len(checksums) == 1
+
+
+@pytest.mark.parametrize(("release_secret", "values", "expected"), [
+    ({"cursor-secret": "kept-from-the-first-install"}, {}, "kept-from-the-first-install"),
+    ({"cursor-secret": "kept-from-the-first-install"}, {"cursorSecret": "x" * 20}, "x" * 20),
+    ({"api-keys": ""}, {}, None),  # a Secret from before the key existed: generate one
+], ids=["kept", "explicit-wins", "added"])
+def test_an_upgrade_keeps_the_cursor_secret_of_the_release(
+        tmp_path: Path, release_secret: dict[str, str], values: dict[str, str],
+        expected: str | None) -> None:
+    """helm template cannot reach a cluster, so `lookup` is swapped for what the API server
+    answers on an upgrade: the release's Secret, its data base64-encoded."""
+    chart = tmp_path / "webhooks"
+    shutil.copytree(CHART_DIR, chart)
+    helpers = chart / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert text.count(LOOKUP) == 1
+    data = " ".join(f'"{key}" ("{value}" | b64enc)' for key, value in release_secret.items())
+    helpers.write_text(text.replace(LOOKUP, f'dict "data" (dict {data})'))
+    manifests = Manifests.render(write_values(tmp_path, {"secrets": values}), chart_dir=chart)
+    [value] = {s["stringData"]["cursor-secret"] for s in manifests.of_kind("Secret")}
+    if expected is None:
+        assert len(value) >= 32
+    else:
+        assert value == expected
+
+
+def test_an_existing_secret_may_omit_the_cursor_secret(embedded: Manifests) -> None:
+    """Without the key the eventlog derives it from api-keys, which every replica shares."""
+    for deployment in embedded.of_kind("Deployment"):
+        # The chart cannot see that Secret's content: no checksum (a generated value in it
+        # would change on every render and roll the pods on every upgrade).
+        assert "checksum/secret" not in deployment["spec"]["template"]["metadata"]["annotations"]
+        entry = env_of(pod_spec(deployment)["containers"][0]).get("WEBHOOKS_CURSOR_SECRET")
+        if entry is not None:
+            assert entry["valueFrom"]["secretKeyRef"] == {
+                "name": "webhooks-credentials", "key": "cursor-secret", "optional": True}

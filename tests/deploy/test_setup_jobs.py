@@ -13,34 +13,20 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from tests.deploy.chart import REPO_ROOT, Manifests, pod_spec, write_values
+from tests.deploy.chart import (
+    REPO_ROOT,
+    Manifests,
+    container_environment,
+    pod_spec,
+    write_values,
+)
 from tests.support.backends import with_database
 from webhooks.settings import Settings
 from webhooks.topics import Topics
-
-
-def job_environment(manifests: Manifests, job: dict[str, Any],
-                    secret_overrides: dict[str, str]) -> dict[str, str]:
-    """The variables a Job's container gets: envFrom ConfigMaps, then env (Secret refs)."""
-    container = pod_spec(job)["containers"][0]
-    configs = {c["metadata"]["name"]: c["data"] for c in manifests.of_kind("ConfigMap")}
-    secrets = {s["metadata"]["name"]: s["stringData"] for s in manifests.of_kind("Secret")}
-    environment: dict[str, str] = {}
-    for source in container["envFrom"]:
-        environment.update(configs[source["configMapRef"]["name"]])
-    for entry in container.get("env") or []:
-        if "value" in entry:
-            environment[entry["name"]] = entry["value"]
-        else:
-            ref = entry["valueFrom"]["secretKeyRef"]
-            environment[entry["name"]] = secret_overrides.get(
-                ref["key"], secrets[ref["name"]][ref["key"]])
-    return environment
 
 
 def run_job(manifests: Manifests, job_name: str, secret_overrides: dict[str, str]
@@ -50,7 +36,7 @@ def run_job(manifests: Manifests, job_name: str, secret_overrides: dict[str, str
     container = pod_spec(job)["containers"][0]
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith("WEBHOOKS_")}
-    environment.update(job_environment(manifests, job, secret_overrides))
+    environment.update(container_environment(manifests, job, secret_overrides))
     return subprocess.run([sys.executable, "-m", "webhooks.cli", *container["args"]],
                           cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
                           timeout=120)

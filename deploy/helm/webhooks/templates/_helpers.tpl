@@ -124,6 +124,12 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_DISABLE_AFTER" $c.disableAfter
   "WEBHOOKS_DISABLE_AFTER_FAILURES" ($c.disableAfterFailures | int64 | toString)
   "WEBHOOKS_ALLOW_PRIVATE_TARGETS" $c.allowPrivateTargets
+  "WEBHOOKS_FANOUT_MAX_WAITING" ($c.fanoutMaxWaiting | int64 | toString)
+  "WEBHOOKS_INGEST_MAX_BATCH_BYTES" ($c.ingestMaxBatchBytes | int64 | toString)
+  "WEBHOOKS_INGEST_PRODUCE_TIMEOUT" $c.ingestProduceTimeout
+  "WEBHOOKS_INGEST_KAFKA_INTAKE" ($c.ingestKafkaIntake | toString)
+  "WEBHOOKS_SINK_BATCH_SIZE" ($c.sinkBatchSize | int64 | toString)
+  "WEBHOOKS_SINK_BATCH_WAIT" ($c.sinkBatchWait | toString)
 -}}
 {{- with .Values.kafka.sasl.mechanism }}
 {{- $_ := set $data "WEBHOOKS_KAFKA_SASL_MECHANISM" . }}
@@ -144,6 +150,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
 {{- $pairs = append $pairs (printf "%s:%s" .key .tenant) }}
 {{- end -}}
 api-keys: {{ join "," $pairs | quote }}
+cursor-secret: {{ include "webhooks.cursorSecret" . | quote }}
 {{- if not (include "webhooks.embedded" .) }}
 clickhouse-url: {{ .Values.clickhouse.url | quote }}
 {{- end }}
@@ -154,17 +161,42 @@ kafka-sasl-password: {{ .Values.kafka.sasl.password | quote }}
 {{- end }}
 
 {{/*
+MAC key of the eventlog's page cursors. Every eventlog replica must use the same one, and it
+must survive upgrades, or outstanding cursors stop working (clients get 400). So: the value
+of secrets.cursorSecret; else the one already in the release's Secret (`lookup`, which sees
+the cluster on install/upgrade but not under `helm template`); else a new random one.
+Computed once per render and memoised in .Values (shared by every template of the chart),
+so the Secret, its hook copy and the checksum annotations all see the same value.
+*/}}
+{{- define "webhooks.cursorSecret" -}}
+{{- $memo := .Values.secrets }}
+{{- if not (hasKey $memo "_cursorSecret") }}
+{{- $value := .Values.secrets.cursorSecret }}
+{{- if not $value }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "webhooks.fullname" .) }}
+{{- $value = get ($existing.data | default dict) "cursor-secret" | b64dec }}
+{{- end }}
+{{- $_ := set $memo "_cursorSecret" (default (randAlphaNum 48) $value) }}
+{{- end }}
+{{- get $memo "_cursorSecret" }}
+{{- end }}
+
+{{/*
 Environment entries read from the Secret, one per key a component needs (least privilege:
 fanout never sees the ClickHouse URL). Call with (dict "root" $ "secretName" name "keys" list).
 */}}
 {{- define "webhooks.secretEnv" -}}
-{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" }}
+{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "cursor-secret" "WEBHOOKS_CURSOR_SECRET" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" }}
 {{- range .keys }}
 - name: {{ get $envByKey . }}
   valueFrom:
     secretKeyRef:
       name: {{ $.secretName }}
       key: {{ . }}
+      {{- if eq . "cursor-secret" }}
+      # Optional in secrets.existingSecret: without it the key derives from api-keys.
+      optional: true
+      {{- end }}
 {{- end }}
 {{- end }}
 

@@ -44,7 +44,10 @@ spec:
       annotations:
         # Roll the pods when their configuration changes.
         checksum/config: {{ include "webhooks.configData" $root | sha256sum }}
+        {{- if not $root.Values.secrets.existingSecret }}
+        # Not for secrets.existingSecret: the chart cannot see its content.
         checksum/secret: {{ include "webhooks.secretData" $root | sha256sum }}
+        {{- end }}
         {{- with $root.Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
