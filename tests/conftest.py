@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.backends import docker_available, with_database
+from tests.support.receiver import Receiver
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
@@ -87,3 +88,11 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     module_settings = make_settings()
     ensure_topics(module_settings)
     return module_settings
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on loopback that records every webhook it gets."""
+    server = Receiver().start()
+    yield server
+    server.stop()

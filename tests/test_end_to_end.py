@@ -57,13 +57,6 @@ def services(platform_settings: Settings, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def eventlog(services: dict[str, ServiceProcess]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=services["eventlog"].url, timeout=30.0) as client:
         yield client

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.services.fanout.harness import Platform
-from tests.support.receiver import Receiver
 from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 
@@ -19,13 +18,6 @@ def worker_log(settings: Settings, name: str = "worker") -> Path:
     folder = Path(tempfile.gettempdir()) / "fanout-test-logs"
     folder.mkdir(exist_ok=True)
     return folder / f"{settings.topic_prefix}-{name}.log"
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
