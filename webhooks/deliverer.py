@@ -30,7 +30,7 @@ from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import utcnow
 from webhooks.signing import signature_header
-from webhooks.targets import TargetPolicy, TargetRefused
+from webhooks.targets import IPAddress, TargetPolicy, TargetRefused
 
 USER_AGENT = "kafka-webhooks/0.1 (+https://www.standardwebhooks.com/)"
 MAX_RESPONSE_BODY = 1024
@@ -137,13 +137,13 @@ class Deliverer:
         await asyncio.gather(*(client.aclose() for client in clients), *self._closing,
                              return_exceptions=True)
 
-    async def check_target(self, url: str) -> None:
-        """Refuse a URL that resolves to a non-allowed address (raises TargetRefused).
+    async def resolve_target(self, url: str) -> list[IPAddress]:
+        """The checked addresses ``url`` resolves to now (raises TargetRefused).
 
         Resolved at send time, every time, so a DNS change after the endpoint was
         created cannot smuggle a private address in.
         """
-        await asyncio.to_thread(self._policy.resolve, url)
+        return await asyncio.to_thread(self._policy.resolve, url)
 
     async def deliver(self, task: DeliveryTask, endpoint: Endpoint) -> DeliveryResult:
         """POST the task's envelope to the endpoint and classify the answer."""
@@ -153,7 +153,7 @@ class Deliverer:
             return round((time.perf_counter() - started) * 1000, 3)
 
         try:
-            await self.check_target(endpoint.url)
+            addresses = await self.resolve_target(endpoint.url)
         except TargetRefused as exc:
             return DeliveryResult(False, elapsed(), error="refused_target",
                                   response_body=str(exc)[:MAX_RESPONSE_BODY])
@@ -162,9 +162,8 @@ class Deliverer:
         client = self._client(endpoint.id)
         self._busy[endpoint.id] += 1
         try:
-            async with client.stream("POST", endpoint.url, content=body,
-                                     headers=headers) as response:
-                excerpt = await _read_capped(response)
+            response, excerpt = await _post_pinned(client, httpx.URL(endpoint.url), addresses,
+                                                   body, headers)
         except httpx.TimeoutException:
             return DeliveryResult(False, elapsed(), error="timeout")
         except httpx.ConnectError as exc:
@@ -186,6 +185,33 @@ class Deliverer:
             error="redirect" if 300 <= status < 400 else "http_status",
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
+
+
+async def _post_pinned(client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress],
+                       body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, str]:
+    """POST to the addresses that were checked, never to a fresh lookup of the name.
+
+    Letting httpx resolve the host again would reopen the DNS-rebinding window: a
+    name can answer a public address to the check and a private one to the connect.
+    So the request goes to the checked IP, with the original ``Host`` header and the
+    original name as TLS server name (SNI and certificate check). Addresses are
+    tried in resolver order while the connection is refused, as a dual-stack client would.
+    """
+    pinned_headers = {**headers, "host": url.netloc.decode("ascii")}
+    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+
+    async def post_to(address: IPAddress) -> tuple[httpx.Response, str]:
+        async with client.stream("POST", url.copy_with(host=str(address)), content=body,
+                                 headers=pinned_headers, extensions=extensions) as response:
+            return response, await _read_capped(response)
+
+    *fallbacks, last = dict.fromkeys(addresses)
+    for address in fallbacks:
+        try:
+            return await post_to(address)
+        except httpx.ConnectError:
+            continue
+    return await post_to(last)
 
 
 async def _read_capped(response: httpx.Response) -> str:

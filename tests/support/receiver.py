@@ -4,6 +4,7 @@ answers each path the way a test tells it to (status, headers, delay)."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,9 @@ class Receiver:
     """A threaded HTTP server on loopback recording every request, per path behaviour."""
 
     host: str = "127.0.0.1"
+    port: int = 0
+    tls: ssl.SSLContext | None = None
+    """Server-side TLS context; the receiver speaks https when set."""
     requests: list[Received] = field(default_factory=list)
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
@@ -74,8 +78,10 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -85,7 +91,8 @@ class Receiver:
         self._server.server_close()
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}{path}"
 
     def on(self, path: str, behaviour: Behaviour) -> str:
         """Set the behaviour of ``path``; returns its URL."""

@@ -1,16 +1,29 @@
-"""The deliverer's decisions, over httpx.MockTransport (real receivers are in the
-fanout service tests)."""
+"""The deliverer's decisions, over httpx.MockTransport; where the network itself is the
+point (DNS pinning, TLS with the original name), over real receivers on loopback."""
 
 from __future__ import annotations
 
+import socket
+import ssl
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
+import trustme
 from standardwebhooks.webhooks import Webhook
 
-from webhooks.deliverer import MAX_RESPONSE_BODY, Deliverer, build_headers, parse_retry_after
+from tests.support.receiver import Receiver
+from webhooks.deliverer import (
+    MAX_RESPONSE_BODY,
+    Deliverer,
+    DeliveryResult,
+    build_headers,
+    parse_retry_after,
+)
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, format_timestamp, utcnow
@@ -37,7 +50,7 @@ def make_task(endpoint: Endpoint, attempt: int = 1) -> DeliveryTask:
     return DeliveryTask.create(event, endpoint.id).model_copy(update={"attempt": attempt})
 
 
-async def deliver_with(handler: httpx.MockTransport | None, endpoint: Endpoint,
+async def deliver_with(handler: httpx.AsyncBaseTransport | None, endpoint: Endpoint,
                        task: DeliveryTask, policy: TargetPolicy = LOOPBACK):
     deliverer = Deliverer(policy, timeout=2.0, transport=handler)
     try:
@@ -163,3 +176,110 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-5") is None
+
+
+# --- Real sockets: the connection goes to the address that was checked -------------
+
+@dataclass
+class FakeDNS:
+    """Answers ``*.test`` names from a table, one answer per lookup (the last repeats)."""
+
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    lookups: Counter[str] = field(default_factory=Counter)
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+    """Patches ``socket.getaddrinfo`` (which httpx/anyio use too) for ``*.test`` names."""
+    dns = FakeDNS()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        name = host.decode() if isinstance(host, bytes) else host
+        if not (isinstance(name, str) and name.endswith(".test")):
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        dns.lookups[name] += 1
+        answers = dns.answers[name]
+        address = answers[min(dns.lookups[name], len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                 (address, int(port or 0)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return dns
+
+
+async def test_a_rebinding_name_cannot_redirect_the_connection(fake_dns: FakeDNS) -> None:
+    # The name answers the allow-listed receiver to the first lookup and a private
+    # "victim" on the same port after that. A second lookup by httpx at connect time
+    # would reach the victim; the deliverer must connect to what it checked.
+    allowed = Receiver(host="127.0.0.1").start()
+    victim = Receiver(host="127.0.0.2", port=allowed.port).start()
+    try:
+        fake_dns.answers["rebind.test"] = ["127.0.0.1", "127.0.0.2"]
+        endpoint = make_endpoint(url=f"http://rebind.test:{allowed.port}/hook")
+        policy = TargetPolicy.create(("127.0.0.1/32",), production=False)
+
+        result = await deliver_with(None, endpoint, make_task(endpoint), policy=policy)
+        assert result.succeeded, result
+        assert fake_dns.lookups["rebind.test"] == 1
+        [request] = allowed.requests
+        assert request.headers["host"] == f"rebind.test:{allowed.port}"
+
+        # The next delivery's own check sees the new answer and refuses it.
+        result = await deliver_with(None, endpoint, make_task(endpoint), policy=policy)
+        assert result.error == "refused_target" and "127.0.0.2" in (result.response_body or "")
+        assert victim.requests == []
+    finally:
+        allowed.stop()
+        victim.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate_authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def https_receiver(ca: trustme.CA, certified_name: str) -> Receiver:
+    """An https receiver on 127.0.0.1 whose certificate names ``certified_name``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(certified_name).configure_cert(context)
+    return Receiver(host="127.0.0.1", tls=context).start()
+
+
+async def https_delivery(ca: trustme.CA, url: str) -> tuple[DeliveryResult, Endpoint]:
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    endpoint = make_endpoint(url=url)
+    transport = httpx.AsyncHTTPTransport(verify=client_context)
+    result = await deliver_with(transport, endpoint, make_task(endpoint), policy=LOOPBACK)
+    return result, endpoint
+
+
+async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(
+        fake_dns: FakeDNS, certificate_authority: trustme.CA) -> None:
+    receiver = https_receiver(certificate_authority, "hooks.example.test")
+    try:
+        fake_dns.answers["hooks.example.test"] = ["127.0.0.1"]
+        result, endpoint = await https_delivery(
+            certificate_authority, f"https://hooks.example.test:{receiver.port}/hook")
+        assert result.succeeded, result
+        [request] = receiver.requests
+        assert request.headers["host"] == f"hooks.example.test:{receiver.port}"
+        verified = Webhook(endpoint.secrets[0].secret).verify(request.body, request.headers)
+        assert verified["type"] == "order.shipped"
+    finally:
+        receiver.stop()
+
+
+async def test_https_refuses_a_certificate_for_another_name(
+        fake_dns: FakeDNS, certificate_authority: trustme.CA) -> None:
+    receiver = https_receiver(certificate_authority, "someone-else.test")
+    try:
+        fake_dns.answers["hooks.example.test"] = ["127.0.0.1"]
+        result, _ = await https_delivery(
+            certificate_authority, f"https://hooks.example.test:{receiver.port}/hook")
+        assert result.error == "connect"
+        assert "CERTIFICATE_VERIFY_FAILED" in (result.response_body or "")
+        assert receiver.requests == []
+    finally:
+        receiver.stop()
