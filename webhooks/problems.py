@@ -8,9 +8,31 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDocument(BaseModel):
+    """An RFC 9457 problem document, as published in the OpenAPI documents."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str | None = Field(default=None, description="A machine-readable reason, where "
+                                                       "the service gives one.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Validation errors (422): location and message of each.")
+
+
+def problem_responses(*described: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each a problem document."""
+    return {status: {"description": description, "content": {PROBLEM_JSON: {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for status, description in described}
 
 
 class Problem(Exception):
@@ -43,8 +65,20 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{location or 'body'}: {error.get('msg', 'invalid')}"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes. Starlette's own 405 names only the first route's,
+    though one path may have several routes (``GET`` and ``POST /v1/endpoints``)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Turn Problem, HTTP errors and request validation errors into problem documents."""
+    """Turn Problem, HTTP errors and request validation errors into problem documents,
+    and publish the ``Problem`` schema that :func:`problem_responses` refers to."""
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -53,7 +87,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return problem_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,3 +101,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             "; ".join(_describe(e) for e in errors),
             errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors],
         )
+
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build_openapi()  # also caches it on app.openapi_schema
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = ProblemDocument.model_json_schema()
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

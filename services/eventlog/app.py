@@ -10,18 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from services.eventlog.context import EventlogContext
 from services.eventlog.endpoints_api import endpoints_router
 from services.eventlog.events_api import events_router
-from services.eventlog.models import Problem as ProblemModel
 from webhooks.clickhouse import (
     ClickHouseTarget,
     apply_migrations,
@@ -80,7 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.context = context
         app.include_router(events_router(context))
         app.include_router(endpoints_router(context))
-    _publish_problem_schema(app)
     return app
 
 
@@ -99,17 +95,3 @@ def _answer_backend_failures(app: FastAPI) -> None:
         return problem_response(503, "the event log store is unavailable; retry the request",
                                 headers={"Retry-After": "5"})
 
-
-def _publish_problem_schema(app: FastAPI) -> None:
-    """Add the Problem schema that the documented error responses refer to."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components["Problem"] = ProblemModel.model_json_schema()
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

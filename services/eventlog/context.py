@@ -16,25 +16,22 @@ from webhooks.auth import ApiKeys, Principal
 from webhooks.cursor import Cursor, CursorError, cursor_key, request_binding
 from webhooks.endpointstore import EndpointStore
 from webhooks.eventstore import EventStore, Page
-from webhooks.problems import Problem
+from webhooks.problems import Problem, problem_responses
 from webhooks.redelivery import DeliveryQueue
 from webhooks.settings import Settings
 from webhooks.targets import TargetPolicy
 from webhooks.topics import Topics
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description,
-             "content": {"application/problem+json": {
-                 "schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for status, description in (
-        (400, "Bad request (malformed JSON, invalid or mismatched cursor, bad tenant)"),
-        (401, "Missing or invalid API key"),
-        (404, "Not found (or another tenant's)"),
-        (409, "Conflicts with the endpoint's state (disabled, not subscribed)"),
-        (503, "Kafka or ClickHouse unavailable: retry later"),
-        (422, "Request validation failed"),
-    )
-}
+PROBLEM_RESPONSES = problem_responses(
+    (400, "Bad request (malformed JSON, invalid or mismatched cursor, admin key without "
+          "?tenant=)"),
+    (401, "Missing or invalid API key"),
+    (403, "A tenant key asked to act for another tenant"),
+    (404, "Not found (or another tenant's)"),
+    (409, "Conflicts with the endpoint's state (disabled, not subscribed)"),
+    (422, "Request validation failed"),
+    (503, "Kafka or ClickHouse unavailable: retry later"),
+)
 
 
 @dataclass
@@ -103,7 +100,7 @@ def tenant_dependency(settings: Settings) -> Callable[..., str]:
                 raise Problem(400, "admin keys must name a tenant with ?tenant=")
             return tenant
         if tenant is not None and tenant != principal.tenant:
-            raise Problem(400, "tenant may only be chosen with an admin key")
+            raise Problem(403, "only admin keys may act for another tenant")
         return principal.tenant
 
     return tenant

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope
-from webhooks.matching import is_valid_filter
+from webhooks.matching import FILTER_PATTERN, is_valid_filter
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000
+
+# Checked by _check_filters (for a clearer message than a regex mismatch); the pattern is
+# published so that clients and API fuzzers know the shape.
+EventFilter = Annotated[str, WithJsonSchema({
+    "type": "string", "pattern": FILTER_PATTERN, "examples": ["*", "order.*", "order.shipped"]})]
 
 
 def _check_filters(patterns: list[str] | None) -> list[str] | None:
@@ -32,17 +37,6 @@ def _check_secret(secret: str | None) -> str | None:
             raise ValueError("secret must be whsec_ followed by the base64 of 24-64 bytes"
                              ) from exc
     return secret
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document (``application/problem+json``)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    errors: list[dict[str, Any]] | None = Field(
-        default=None, description="Validation errors (422): location and message of each.")
 
 
 class EventPage(BaseModel):
@@ -109,8 +103,8 @@ class EndpointCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2048)
-    events: list[str] = Field(min_length=1, max_length=100)
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[EventFilter] = Field(min_length=1, max_length=100)
     description: str = Field(default="", max_length=512)
     secret: str | None = Field(default=None, description="whsec_…; generated when omitted.")
     rate_limit: int | None = Field(default=None, ge=1, description="Deliveries per second.")
@@ -124,8 +118,8 @@ class EndpointUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, max_length=2048)
-    events: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    events: list[EventFilter] | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=512)
     rate_limit: int | None = Field(default=None, ge=1)
     disabled: bool | None = Field(default=None, description="false re-enables an endpoint.")

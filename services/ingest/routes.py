@@ -21,10 +21,21 @@ from webhooks.event_intake import (
     too_large,
 )
 from webhooks.ingest_pipeline import AcceptResult
-from webhooks.problems import Problem
+from webhooks.problems import Problem, problem_responses
 from webhooks.schemas import SchemaError, load_schema, validate
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+ERROR_RESPONSES = problem_responses(
+    (400, "Malformed JSON or not UTF-8"),
+    (401, "Missing or invalid API key"),
+    (403, "A tenant key named another tenant"),
+    (409, "The same id or Idempotency-Key is being appended right now: retry"),
+    (413, "Body larger than the limit"),
+    (422, "Schema violation, unknown field, bad Idempotency-Key, or an admin key "
+          "without tenant"),
+    (503, "Kafka unavailable or ingest starting: retry later"),
+)
 
 
 def _inline_refs(node: Any) -> Any:
@@ -100,7 +111,8 @@ def build_router(runtime: IngestRuntime, api_keys: ApiKeys) -> APIRouter:
 
     @router.post("", status_code=202, openapi_extra=_request_body("event_create.v1"),
                  responses={200: {"description": "A repeat: the original envelope"},
-                            202: {"description": "Appended: the envelope"}})
+                            202: {"description": "Appended: the envelope"},
+                            **ERROR_RESPONSES})
     async def create_event(request: Request,
                            caller: Principal = Depends(counted_auth)) -> JSONResponse:
         """Validate one event, append it to the events topic, answer with its envelope."""
@@ -118,7 +130,9 @@ def build_router(runtime: IngestRuntime, api_keys: ApiKeys) -> APIRouter:
         return JSONResponse(result.envelope.model_dump(), status_code=result.status,
                             headers={REPLAYED_HEADER: "true"} if result.replayed else None)
 
-    @router.post("/batch", openapi_extra=_request_body("event_batch.v1"))
+    @router.post("/batch", openapi_extra=_request_body("event_batch.v1"),
+                 # A conflict on one event is answered in that event's result.
+                 responses={k: v for k, v in ERROR_RESPONSES.items() if k != 409})
     async def create_events(request: Request,
                             caller: Principal = Depends(counted_auth)) -> JSONResponse:
         """Up to 1000 events; ``data`` holds one result per event, in order.
