@@ -19,9 +19,26 @@ def new_event_id() -> str:
     return f"evt_{ULID()}"
 
 
+EARLIEST_CREATED = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_CREATED = datetime(2299, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""The range of ClickHouse's ``DateTime64``: an event's ``created`` must lie in it."""
+
+
+def to_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive taken as UTC); an offset that would carry it past year 1
+    or 9999 saturates there instead of overflowing."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
 def format_timestamp(moment: datetime) -> str:
     """UTC with microseconds and a ``Z``: ``2026-11-22T10:30:00.123456Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime("%Y"): strftime does not pad years before 1000.
+    return to_utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

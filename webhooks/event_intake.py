@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from webhooks.envelope import Envelope, parse_timestamp
+from webhooks.envelope import EARLIEST_CREATED, LATEST_CREATED, Envelope, parse_timestamp, to_utc
 from webhooks.schemas import SchemaError, validate
 
 EVENT_CREATE_SCHEMA = "event_create.v1"
@@ -125,9 +125,12 @@ def build_event(document: Any, *, caller_tenant: str | None, default_api_version
     created = document.get("created")
     if created is not None:
         try:
-            parse_timestamp(created)
+            moment = to_utc(parse_timestamp(created))
         except ValueError as exc:
             raise IntakeError(422, "schema", f"created: {_FIELD_HINTS['created']} ({exc})") from exc
+        if not EARLIEST_CREATED <= moment <= LATEST_CREATED:
+            raise IntakeError(422, "schema", "created: must lie between 1900-01-01 and "
+                                             "2299-12-31 (UTC)")
     key = check_idempotency_key(idempotency_key)
     supplied_id = document.get("id")
     envelope = Envelope.create(

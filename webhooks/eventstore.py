@@ -21,18 +21,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from webhooks.cursor import Cursor
+from webhooks.envelope import EARLIEST_CREATED, LATEST_CREATED, format_timestamp, to_utc
 from webhooks.topics import Topics
 
 
 def clickhouse_time(moment: datetime) -> str:
-    """A DateTime64(6) literal for a query parameter, in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """A DateTime64(6) literal for a query parameter, in UTC; a bound outside the range
+    that ClickHouse stores is moved to its edge (no stored event lies beyond it)."""
+    moment = min(max(to_utc(moment), EARLIEST_CREATED), LATEST_CREATED)
+    return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -241,11 +244,5 @@ def _attempt_document(columns: Sequence[str], values: Sequence[Any]) -> dict[str
     document = dict(zip(columns, values, strict=True))
     for name in ("timestamp", "next_attempt_at"):
         if isinstance(document.get(name), datetime):
-            document[name] = _iso(document[name])
+            document[name] = format_timestamp(document[name])
     return document
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

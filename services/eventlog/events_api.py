@@ -4,7 +4,7 @@
 # which use names local to the router factories.
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
@@ -16,7 +16,7 @@ from services.eventlog.context import (
     tenant_dependency,
 )
 from services.eventlog.models import EventDetail, EventPage, Queued, RedeliverRequest
-from webhooks.envelope import Envelope, format_timestamp
+from webhooks.envelope import Envelope, format_timestamp, to_utc
 from webhooks.eventstore import EventFilters
 from webhooks.matching import is_valid_filter
 from webhooks.problems import Problem
@@ -24,15 +24,9 @@ from webhooks.problems import Problem
 EVENT_ID = Path(description="Event id (evt_…).", max_length=80)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return format_timestamp(value if value.tzinfo else value.replace(tzinfo=UTC))
+        return format_timestamp(value)
     return value
 
 
@@ -65,8 +59,8 @@ def events_router(ctx: EventlogContext) -> APIRouter:
         if type is not None and not is_valid_filter(type):
             raise Problem(422, f"type {type!r} is not an event type or a prefix like order.*")
         filters = EventFilters(types=(type,) if type else (),
-                               created_after=_utc(created_after),
-                               created_before=_utc(created_before))
+                               created_after=created_after and to_utc(created_after),
+                               created_before=created_before and to_utc(created_before))
         if (filters.created_after and filters.created_before
                 and filters.created_after >= filters.created_before):
             raise Problem(422, "created_after must be before created_before")

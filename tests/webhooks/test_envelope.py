@@ -1,8 +1,9 @@
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from webhooks.envelope import Envelope, new_event_id
+from webhooks.envelope import Envelope, format_timestamp, new_event_id
 from webhooks.schemas import SchemaError
 
 
@@ -46,3 +47,15 @@ def test_unknown_fields_are_refused() -> None:
     document["extra"] = 1
     with pytest.raises(SchemaError, match="extra"):
         Envelope.from_dict(document)
+
+
+def test_timestamps_are_fixed_width_utc_for_every_year() -> None:
+    # strftime("%Y") writes year 373 as "373", which the schema and ClickHouse refuse.
+    assert format_timestamp(datetime(373, 8, 26, 7, 10, tzinfo=UTC)) == \
+        "0373-08-26T07:10:00.000000Z"
+    assert format_timestamp(datetime(2026, 11, 22, 12, 30, tzinfo=timezone(timedelta(hours=2)))) \
+        == "2026-11-22T10:30:00.000000Z"
+    assert format_timestamp(datetime(2026, 11, 22, 10, 30)) == "2026-11-22T10:30:00.000000Z"
+    # An offset past the end of the calendar saturates instead of raising OverflowError.
+    assert format_timestamp(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == \
+        "0001-01-01T00:00:00.000000Z"
