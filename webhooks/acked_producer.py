@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from webhooks.kafka import create_producer
+from webhooks.kafka import close_producer, create_producer
 from webhooks.settings import Settings
 
 Headers = list[tuple[str, bytes]]
@@ -95,5 +95,5 @@ class AckedProducer:
         """Deliver what is queued (bounded), then stop the poll thread."""
         self._closing.set()
         self._poller.join(timeout)
-        self._producer.flush(timeout)
+        close_producer(self._producer, timeout)
 

@@ -133,11 +133,15 @@ def build_event(document: Any, *, caller_tenant: str | None, default_api_version
                                              "2299-12-31 (UTC)")
     key = check_idempotency_key(idempotency_key)
     supplied_id = document.get("id")
-    envelope = Envelope.create(
-        type=document["type"], data=document["data"], tenant=tenant,
-        api_version=document.get("api_version") or default_api_version,
-        id=supplied_id or event_id, created=created,
-    )
+    try:
+        envelope = Envelope.create(
+            type=document["type"], data=document["data"], tenant=tenant,
+            api_version=document.get("api_version") or default_api_version,
+            id=supplied_id or event_id, created=created,
+        )
+    except SchemaError as exc:
+        # The request schema should already have caught it; never a 500 or a stuck intake.
+        raise IntakeError(422, "schema", _describe_schema_errors(exc.errors)) from exc
     aliases = []
     if supplied_id or event_id:
         aliases.append(f"id:{envelope.id}")

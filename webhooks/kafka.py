@@ -57,6 +57,19 @@ def kafka_reachable(settings: Settings, timeout: float = 3.0) -> bool:
         return False
 
 
+def close_producer(producer: Producer, timeout: float = 10.0) -> None:
+    """Deliver what is queued (bounded by ``timeout``), drop the rest, release the client.
+
+    Anything still queued after the timeout was never acknowledged to a caller, so
+    dropping it loses nothing acknowledged. Without ``close`` the client's threads keep
+    reconnecting to the broker until the object happens to be garbage-collected.
+    """
+    producer.flush(timeout)
+    producer.purge()
+    producer.poll(0)  # serve the purged messages' delivery callbacks
+    producer.close()
+
+
 def produce_sync(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
                  headers: list[tuple[str, bytes]] | None = None, timeout: float = 30.0) -> None:
     """Produce one message and block until the broker acknowledged it (or raise)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from webhooks.envelope import Envelope, format_timestamp, parse_timestamp
 from webhooks.event_intake import IntakeError, build_event
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.kafka import close_producer, create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -85,5 +85,5 @@ class EventPublisher:
                      timeout=self._timeout)
 
     def close(self) -> None:
-        """Deliver anything still queued (bounded by the timeout)."""
-        self._producer.flush(self._timeout)
+        """Deliver anything still queued (bounded by the timeout), release the client."""
+        close_producer(self._producer, self._timeout)

@@ -25,7 +25,7 @@ from webhooks.clickhouse import (
     clickhouse_reachable,
     create_clickhouse_client,
 )
-from webhooks.kafka import create_producer, kafka_reachable
+from webhooks.kafka import close_producer, create_producer, kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.settings import Settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if sink is not None:
                 sink.stop()
-            producer.flush(10)
+            close_producer(producer)
 
     app = FastAPI(title="webhooks eventlog", version="1", lifespan=lifespan,
                   description="Event log replay, endpoint management, delivery attempts "
