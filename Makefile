@@ -8,6 +8,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 HELM_VERSION := v3.16.4
 HELM := .cache/bin/helm
+# What helm's own release build stamps in: its version, and the Kubernetes version of the
+# client modules it is built with (v0.31 for helm 3.16), which `helm template`/`lint` assume.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach pkg,pkg/lint/rules pkg/chartutil,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/$(pkg).k8sVersionMinor=31)
 
 .PHONY: up down test lint bench deps jars helm clean
 
@@ -26,7 +31,7 @@ jars: $(INSTALLED)
 helm:
 	@if [ ! -x $(HELM) ] && command -v go >/dev/null; then \
 		echo "building helm $(HELM_VERSION) from its Go module (once)"; \
-		GOBIN=$(abspath .cache/bin) GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+		GOBIN=$(abspath .cache/bin) GOFLAGS=-mod=mod go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
 	fi
 
 up: deps

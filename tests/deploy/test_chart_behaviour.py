@@ -8,21 +8,25 @@ configuration exists, a setting the application does not know.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy.chart import (
     ALL_ENABLED_VALUES,
     CHART_DIR,
     EMBEDDED_VALUES,
+    KUBE_VERSION,
     Manifests,
     container_environment,
     env_of,
     name,
     pod_spec,
+    run_helm,
     write_values,
 )
 from webhooks.settings import Settings
@@ -457,3 +461,39 @@ def test_an_existing_secret_may_omit_the_cursor_secret(embedded: Manifests) -> N
         if entry is not None:
             assert entry["valueFrom"]["secretKeyRef"] == {
                 "name": "webhooks-credentials", "key": "cursor-secret", "optional": True}
+
+
+# --- documentation and less common values ---------------------------------------------------
+
+
+def readme_helm_install() -> list[str]:
+    """The arguments of the README's ``helm install`` command, as a shell would split them."""
+    readme = (CHART_DIR.parents[2] / "README.md").read_text()
+    joined = readme.replace("\\\n", " ")
+    [line] = [line for line in joined.splitlines() if line.startswith("helm install ")]
+    return shlex.split(line)[1:]
+
+
+def test_the_readme_install_command_renders(tmp_path: Path) -> None:
+    args = readme_helm_install()
+    assert args[0] == "install"
+    release, chart = args[1], CHART_DIR.parents[2] / args[2]
+    result = run_helm("template", release, str(chart), *args[3:], "--kube-version", KUBE_VERSION)
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    [config] = [doc for doc in docs if doc["kind"] == "ConfigMap"
+                and "helm.sh/hook" not in doc["metadata"].get("annotations", {})]
+    assert config["data"]["WEBHOOKS_KAFKA_BOOTSTRAP"] == "kafka-0.kafka:9093,kafka-1.kafka:9093"
+    assert config["data"]["WEBHOOKS_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert not [doc for doc in docs if doc["kind"] == "Secret"]  # the existing one is used
+
+
+def test_an_existing_service_account_is_used_by_every_pod(tmp_path: Path) -> None:
+    manifests = Manifests.render(write_values(tmp_path, {
+        "serviceAccount": {"create": False, "name": "platform-runner"}}))
+    assert not manifests.of_kind("ServiceAccount")
+    workloads = list(manifests.workloads())
+    assert {workload["kind"] for workload in workloads} == {"Deployment", "Job"}
+    for workload in workloads:
+        assert pod_spec(workload)["serviceAccountName"] == "platform-runner", \
+            workload["metadata"]["name"]

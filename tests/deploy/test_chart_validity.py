@@ -31,8 +31,9 @@ VALUES_FILES = {
     "all-enabled": (ALL_ENABLED_VALUES,),
     "embedded": (EMBEDDED_VALUES,),
 }
-# Oldest and newest minor the chart is checked against, and one between.
-KUBERNETES_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
+# The oldest minor the chart supports (Chart.yaml kubeVersion), the newest the validator
+# knows, and two between.
+KUBERNETES_VERSIONS = ("1.25.0", "1.29.0", "1.33.0", "1.37.0")
 # Custom resources have no schema in the Kubernetes distribution; these are skipped by name,
 # every other kind must have a schema and pass it.
 CUSTOM_RESOURCE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -129,6 +130,23 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     # Cross-field rules: SASL needs a SASL protocol; the chart's Secret needs a ClickHouse URL.
     ({"kafka": {"sasl": {"mechanism": "PLAIN"}}}, "kafka.securityProtocol"),
     ({"clickhouse": {"url": ""}}, "clickhouse.url"),
+    ({"kafka": {"securityProtocol": "SASL_SSL"}}, "kafka.sasl.mechanism"),
+    ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}}},
+     "kafka.sasl.username"),
+    ({"kafka": {"sasl": {"mechanism": "OAUTHBEARER"}}}, "kafka.sasl.mechanism"),
+    # config.extra may not contradict what the chart sets itself, nor carry credentials.
+    ({"config": {"extra": {"WEBHOOKS_INGEST_PORT": "9999"}}}, "config.extra"),
+    ({"config": {"extra": {"WEBHOOKS_API_KEYS": "k:acme"}}}, "config.extra"),
+    # The hardening of every pod cannot be switched off.
+    ({"podSecurityContext": {"runAsNonRoot": False}}, "podSecurityContext.runAsNonRoot"),
+    ({"podSecurityContext": {"runAsUser": 0}}, "podSecurityContext.runAsUser"),
+    ({"securityContext": {"privileged": True}}, "securityContext.privileged"),
+    ({"securityContext": {"readOnlyRootFilesystem": False}},
+     "securityContext.readOnlyRootFilesystem"),
+    ({"securityContext": {"capabilities": {"drop": [], "add": ["NET_ADMIN"]}}},
+     "securityContext.capabilities"),
+    ({"ingest": {"resources": {"requests": {"cpu": "lots"}}}}, "ingest.resources.requests.cpu"),
+    ({"fanout": {"extraEnv": [{"name": "X", "vaule": "1"}]}}, "fanout.extraEnv"),
 ]
 
 
@@ -147,6 +165,26 @@ def test_cross_field_rules_accept_consistent_values(tmp_path: Path) -> None:
         "kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}},
         "clickhouse": {"url": ""}, "secrets": {"existingSecret": "webhooks-credentials"}})
     result = template(consistent)
+    assert result.returncode == 0, result.stderr
+
+
+def test_autoscaling_refuses_a_minimum_above_the_maximum(tmp_path: Path) -> None:
+    overrides = write_values(tmp_path, {"ingest": {"autoscaling": {
+        "enabled": True, "minReplicas": 5, "maxReplicas": 2}}})
+    result = template(overrides)
+    assert result.returncode != 0
+    assert "ingest.autoscaling: minReplicas (5) is above maxReplicas (2)" in result.stderr
+
+
+def test_hardening_values_may_be_extended(tmp_path: Path) -> None:
+    """The security schema pins the hardening, not the whole object."""
+    extended = write_values(tmp_path, {
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 2000,
+                               "supplementalGroups": [3000]},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                            "seLinuxOptions": {"level": "s0:c123,c456"}}})
+    result = template(extended)
     assert result.returncode == 0, result.stderr
 
 

@@ -200,6 +200,9 @@ spec:
 {{- define "webhooks.hpa" -}}
 {{- $selector := dict "root" .root "component" .component -}}
 {{- $name := printf "%s-%s" (include "webhooks.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- if gt (.autoscaling.minReplicas | int64) (.autoscaling.maxReplicas | int64) }}
+{{- fail (printf "%s.autoscaling: minReplicas (%d) is above maxReplicas (%d)" .component (.autoscaling.minReplicas | int64) (.autoscaling.maxReplicas | int64)) }}
+{{- end }}
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
