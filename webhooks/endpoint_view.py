@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -44,6 +45,7 @@ class EndpointView(BackgroundWorker):
         self._by_tenant: dict[str, dict[str, Endpoint]] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._positions: dict[int, int] = {}  # last offset applied, per partition
 
     # -- reading -------------------------------------------------------------------
 
@@ -70,6 +72,32 @@ class EndpointView(BackgroundWorker):
                 raise RuntimeError("endpoints view failed") from self.failure
             return False
         return True
+
+    def catch_up(self, timeout: float) -> bool:
+        """Block until the view has applied every record written to the topic before this
+        call; False on timeout. A writer that derives a record from the view calls this
+        first, so that it does not overwrite a change (or a delete) it has not seen."""
+        deadline = time.monotonic() + timeout
+        try:
+            targets = self._end_offsets_now(timeout)
+        except KafkaException:
+            return False
+        while not all(target == 0 or self._positions.get(p, -1) >= target - 1
+                      for p, target in targets.items()):
+            if time.monotonic() >= deadline or self.failure is not None:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _end_offsets_now(self, timeout: float) -> dict[int, int]:
+        consumer = Consumer({**self._settings.kafka_client_config(),
+                             "group.id": f"{self._settings.topic_prefix}.endpoint-view-check"})
+        try:
+            return {p: consumer.get_watermark_offsets(TopicPartition(self._topic, p),
+                                                      timeout=timeout)[1]
+                    for p in self._partitions(consumer)}
+        finally:
+            consumer.close()
 
     # -- writing -------------------------------------------------------------------
 
@@ -113,13 +141,13 @@ class EndpointView(BackgroundWorker):
         try:
             partitions, targets = self._start_position(consumer)
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
-            positions = dict.fromkeys(partitions, -1)
+            positions = self._positions
+            positions.update(dict.fromkeys(partitions, -1))
             self._check_ready(targets, positions)
             while not self._stopping.is_set():
                 message = consumer.poll(0.5)
                 if message is None:
-                    if not self._ready.is_set():
-                        self._check_positions(consumer, targets, positions)
+                    self._check_positions(consumer, targets, positions)
                     continue
                 if message.error():
                     log.warning("endpoints topic: %s", message.error())
@@ -161,12 +189,13 @@ class EndpointView(BackgroundWorker):
 
     def _check_positions(self, consumer: Consumer, targets: dict[int, int],
                          positions: dict[int, int]) -> None:
-        # A partition may end in a control record (transaction marker) that poll() never
-        # returns; the consumer's position then tells that it is past it.
+        # When idle, the consumer's position tells how far each partition was read, also
+        # past a final control record (transaction marker) that poll() never returns.
         for tp in consumer.position([TopicPartition(self._topic, p) for p in targets]):
             if tp.offset >= 0:
                 positions[tp.partition] = max(positions[tp.partition], tp.offset - 1)
-        self._check_ready(targets, positions)
+        if not self._ready.is_set():
+            self._check_ready(targets, positions)
 
     def _check_ready(self, targets: dict[int, int], positions: dict[int, int]) -> None:
         # Compaction leaves holes, so "caught up" means the last offset read is at or past

@@ -33,6 +33,9 @@ Publish = Callable[[str, bytes, bytes | None], Awaitable[None]]
 
 ENDPOINT_DISABLED_EVENT = "endpoint.disabled"
 
+VIEW_CATCH_UP_TIMEOUT = 10.0
+"""How long a disable waits for the endpoints view to read the topic's latest records."""
+
 
 class FanoutWorker:
     """Matching and delivery for one worker process."""
@@ -160,7 +163,33 @@ class FanoutWorker:
         self.health.forget(endpoint.id)
         return disabled
 
-    async def _announce_disabled(self, disabled: Endpoint, reason: str) -> None:
+    async def _confirm_disabled(self, disabled: Endpoint) -> Endpoint | None:
+        """The record to write back, based on the latest one in the topic; None when the
+        endpoint was deleted, re-pointed or disabled meanwhile, or the view is stuck.
+
+        The worker decided on the record its view held, which may lag behind the API's
+        writes; writing that copy back could bring back a deleted endpoint or undo a
+        secret rotation, so the view first catches up with the topic.
+        """
+        if not await asyncio.to_thread(self.view.catch_up, VIEW_CATCH_UP_TIMEOUT):
+            log.warning("endpoint %s not disabled: the endpoints view did not catch up",
+                        disabled.id)
+            return None
+        current = self.view.get(disabled.id)
+        if current is disabled:
+            return disabled  # nothing was written to the topic since the decision
+        if current is None or current.disabled or current.url != disabled.url:
+            return None
+        rebased = current.model_copy(update={"disabled": True,
+                                             "disabled_reason": disabled.disabled_reason,
+                                             "updated": disabled.updated})
+        self.view.put(rebased)
+        return rebased
+
+    async def _announce_disabled(self, decided: Endpoint, reason: str) -> None:
+        disabled = await self._confirm_disabled(decided)
+        if disabled is None:
+            return
         notice = Envelope.create(
             type=ENDPOINT_DISABLED_EVENT, tenant=disabled.tenant,
             api_version=self.settings.api_version,
