@@ -73,6 +73,17 @@ def disabled_notices(settings: Settings, endpoint_id: str) -> list[Envelope]:
             if e.type == "endpoint.disabled" and e.data["object"]["id"] == endpoint_id]
 
 
+async def seen_endpoint(settings: Settings, view: LaggingView) -> tuple[Endpoint, Endpoint]:
+    """A new endpoint on the topic, and the copy the view applied (which a disable starts from)."""
+    record = endpoint("acme", ["*"])
+    produce_sync(create_producer(settings), Topics.from_settings(settings).endpoints,
+                 record.to_json(), key=record.id.encode())
+    assert await asyncio.to_thread(view.catch_up, 20)
+    decided_on = view.get(record.id)
+    assert decided_on is not None
+    return record, decided_on
+
+
 async def write_unseen(settings: Settings, view: LaggingView, record: Endpoint,
                        value: bytes | None) -> None:
     """Write ``record``'s id to the topic while the view is held back (so it lags)."""
@@ -94,12 +105,7 @@ async def disable_while_lagging(worker: FanoutWorker, view: LaggingView,
 
 async def test_a_disable_does_not_bring_back_a_deleted_endpoint(
         settings: Settings, view: LaggingView) -> None:
-    record = endpoint("acme", ["*"])
-    produce_sync(create_producer(settings), Topics.from_settings(settings).endpoints,
-                 record.to_json(), key=record.id.encode())
-    await asyncio.to_thread(view.catch_up, 20)
-    decided_on = view.get(record.id)
-    assert decided_on is not None
+    record, decided_on = await seen_endpoint(settings, view)
 
     await write_unseen(settings, view, record, None)  # deleted through the API
     await disable_while_lagging(make_worker(settings, view), view, decided_on)
@@ -111,12 +117,7 @@ async def test_a_disable_does_not_bring_back_a_deleted_endpoint(
 
 async def test_a_disable_keeps_a_secret_rotated_meanwhile(
         settings: Settings, view: LaggingView) -> None:
-    record = endpoint("acme", ["*"])
-    produce_sync(create_producer(settings), Topics.from_settings(settings).endpoints,
-                 record.to_json(), key=record.id.encode())
-    await asyncio.to_thread(view.catch_up, 20)
-    decided_on = view.get(record.id)
-    assert decided_on is not None
+    record, decided_on = await seen_endpoint(settings, view)
 
     rotated = record.model_copy(update={
         "secrets": [EndpointSecret(secret=generate_secret()), *record.secrets]})
