@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +14,10 @@ from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
 from tests.support.kafka import read_topic
 from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.endpoint_view import EndpointView
 from webhooks.endpoints import Endpoint
 from webhooks.endpointstore import produce_acknowledged
-from webhooks.envelope import parse_timestamp
+from webhooks.envelope import Envelope, parse_timestamp
 from webhooks.kafka import create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
@@ -95,6 +97,60 @@ def test_endpoint_crud_round_trips_through_kafka(api: TestClient, eventlog_setti
     assert (second.url, second.events, second.created) == (URL + "/v2", ["order.shipped"],
                                                            first.created)
     assert records[2].value() is None
+
+
+@pytest.fixture(scope="module")
+def fanout_view(eventlog_settings: Settings) -> Iterator[EndpointView]:
+    """The endpoints view exactly as each fanout worker keeps it, from the same topic."""
+    view = EndpointView(eventlog_settings, Topics.from_settings(eventlog_settings).endpoints)
+    view.start()
+    try:
+        assert view.wait_ready(30)
+        yield view
+    finally:
+        view.stop()
+
+
+def test_api_changes_reach_the_fanouts_view_within_seconds(
+        api: TestClient, fanout_view: EndpointView) -> None:
+    """Create, change the filter, disable, re-enable and delete through the API: the
+    fanout's view follows each change, and so does what it would deliver."""
+    tenant = Tenant(api)
+    shipped = Envelope.create(type="order.shipped", tenant=tenant.name, data={"object": {}},
+                              api_version="2026-11-01")
+
+    def view_shows(endpoint_id: str, **expected: Any) -> Endpoint:
+        def matches() -> Endpoint | None:
+            seen = fanout_view.get(endpoint_id)
+            if seen is None or any(getattr(seen, k) != v for k, v in expected.items()):
+                return None
+            return seen
+        return eventually(matches, timeout=5)
+
+    created = tenant.endpoint(["order.*"])
+    endpoint_id = created["id"]
+    seen = view_shows(endpoint_id, url=URL, events=["order.*"], tenant=tenant.name)
+    assert seen.signing_secrets() == [created["secret"]]
+    assert [e.id for e in fanout_view.matching(shipped)] == [endpoint_id]
+
+    path = f"/v1/endpoints/{endpoint_id}"
+    assert tenant.call("PATCH", path, json={"events": ["invoice.*"]}).status_code == 200
+    view_shows(endpoint_id, events=["invoice.*"])
+    assert fanout_view.matching(shipped) == []
+
+    assert tenant.call("PATCH", path, json={"events": ["order.shipped"],
+                                            "disabled": True}).status_code == 200
+    view_shows(endpoint_id, events=["order.shipped"], disabled=True,
+               disabled_reason="disabled through the API")
+    assert fanout_view.matching(shipped) == []  # subscribed, but disabled
+
+    assert tenant.call("PATCH", path, json={"disabled": False}).status_code == 200
+    view_shows(endpoint_id, disabled=False)
+    assert [e.id for e in fanout_view.matching(shipped)] == [endpoint_id]
+
+    assert tenant.call("DELETE", path).status_code == 204
+    eventually(lambda: fanout_view.get(endpoint_id) is None, timeout=5)
+    assert fanout_view.matching(shipped) == []
 
 
 def test_updates_from_other_writers_are_read(api: TestClient, eventlog_settings: Settings
