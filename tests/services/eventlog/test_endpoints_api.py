@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from services.eventlog.app import create_app
 from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
 from tests.support.kafka import read_topic
@@ -237,6 +238,28 @@ def test_rotate_secret_keeps_the_old_one_for_the_overlap(api: TestClient,
     record = Endpoint.from_json(endpoint_records(eventlog_settings, created["id"], 3)[2].value())
     assert record.signing_secrets() == [third_secret, second_secret, first_secret]
     assert record.signing_secrets(first_expiry + timedelta(seconds=1)) == [third_secret]
+
+
+def test_the_rotation_overlap_follows_the_setting(api: TestClient,
+                                                  eventlog_settings: Settings) -> None:
+    """With WEBHOOKS_SECRET_ROTATION_OVERLAP=60s the old secret expires a minute after the
+    rotation; unset, it is 24 hours."""
+    assert Settings.model_fields["secret_rotation_overlap"].default == 24 * 3600
+    # The `api` fixture's sink (same process, same database) serves this app's reads.
+    short = eventlog_settings.model_copy(update={"secret_rotation_overlap": 60.0,
+                                                 "eventlog_role": "api"})
+    with TestClient(create_app(short)) as short_api:
+        tenant = Tenant(short_api)
+        created = tenant.endpoint(["*"])
+        path = f"/v1/endpoints/{created['id']}"
+        started = datetime.now(UTC)
+        rotated = tenant.call("POST", f"{path}/rotate-secret")
+        finished = datetime.now(UTC)
+        assert rotated.status_code == 200, rotated.text
+        secrets = tenant.call("GET", f"{path}/secret").json()["secrets"]
+    assert [s["secret"] for s in secrets] == [rotated.json()["secret"], created["secret"]]
+    expiry = parse_timestamp(secrets[1]["expires"])
+    assert started + timedelta(seconds=60) <= expiry <= finished + timedelta(seconds=60)
 
 
 def test_endpoints_are_invisible_to_other_tenants(api: TestClient) -> None:
