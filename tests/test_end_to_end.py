@@ -3,7 +3,7 @@ against the real broker and the real ClickHouse engine, with a real HTTP receive
 
 A client manages endpoints through the eventlog API, publishes through ingest, receives
 signed webhooks (verified with the published ``standardwebhooks`` library), reads the
-event log and the delivery log, and asks for a redelivery.
+event log and the delivery log, and asks for a redelivery and a recovery.
 """
 
 from __future__ import annotations
@@ -103,6 +103,18 @@ def publish(ingest: httpx.Client, type: str, headers: dict[str, str] = ACME,
 
 def deliveries_of(received: list[Received], event_id: str) -> list[Received]:
     return [r for r in received if json.loads(r.body)["id"] == event_id]
+
+
+def attempt_triggers(eventlog: httpx.Client, endpoint_id: str, event_id: str, count: int
+                     ) -> list[tuple[str, str]] | None:
+    """(trigger, status) of the attempts for ``event_id`` in the endpoint's attempt log,
+    once there are ``count`` of them (None before)."""
+    page = eventlog.get(f"/v1/endpoints/{endpoint_id}/attempts", headers=ACME,
+                        params={"limit": 1000})
+    assert page.status_code == 200, page.text
+    attempts = [(a["trigger"], a["status"]) for a in page.json()["data"]
+                if a["event_id"] == event_id]
+    return attempts if len(attempts) == count else None
 
 
 def test_an_event_goes_from_ingest_to_the_receiver_and_into_the_logs(
@@ -219,3 +231,36 @@ def test_redelivery_and_resuming_the_event_log_from_a_cursor(
     original, redelivered = deliveries_of(receiver.at("/replay"), refund["id"])
     assert redelivered.headers["webhook-id"] == original.headers["webhook-id"] == refund["id"]
     assert verified(redelivered, replay["secret"]) == refund
+    assert eventually(lambda: attempt_triggers(eventlog, replay["id"], refund["id"], 2)) == [
+        ("event", "succeeded"), ("redeliver", "succeeded")]
+
+
+def test_recover_replays_events_since_a_time_to_the_receiver(
+        eventlog: httpx.Client, ingest: httpx.Client, receiver: Receiver) -> None:
+    recovering = create_endpoint(eventlog, receiver, "/recover", ["shipment.*"])
+    before = publish(ingest, "shipment.created", created="2026-11-20T10:00:00Z")
+    since = "2026-11-21T00:00:00Z"
+    lost = [publish(ingest, "shipment.created", created="2026-11-21T08:00:00Z"),
+            publish(ingest, "shipment.delivered", created="2026-11-22T09:00:00Z")]
+    publish(ingest, "order.created", created="2026-11-22T09:00:00Z")  # not subscribed
+    for event in (before, *lost):
+        eventually(lambda event=event: deliveries_of(receiver.at("/recover"), event["id"]))
+        # recover reads the event log: wait until the sink made the events visible there.
+        eventually(lambda event=event: eventlog.get(
+            f"/v1/events/{event['id']}", headers=ACME).status_code == 200)
+
+    queued = eventlog.post(f"/v1/endpoints/{recovering['id']}/recover", headers=ACME,
+                           json={"since": since})
+    assert queued.status_code == 202, queued.text
+    assert [t["event_id"] for t in queued.json()["tasks"]] == [e["id"] for e in lost]
+
+    for event in lost:
+        eventually(lambda event=event: len(deliveries_of(receiver.at("/recover"),
+                                                         event["id"])) == 2)
+        original, recovered = deliveries_of(receiver.at("/recover"), event["id"])
+        assert recovered.headers["webhook-id"] == original.headers["webhook-id"] == event["id"]
+        assert verified(recovered, recovering["secret"]) == event
+        assert eventually(lambda event=event: attempt_triggers(
+            eventlog, recovering["id"], event["id"], 2)) == [
+            ("event", "succeeded"), ("recover", "succeeded")]
+    assert len(deliveries_of(receiver.at("/recover"), before["id"])) == 1  # before `since`

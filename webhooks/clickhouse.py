@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DATABASE = "webhooks"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Tables whose rows expire after WEBHOOKS_RETENTION_DAYS (TTL on `inserted`, see 0001).
+RETENTION_TABLES = ("events", "attempts")
+# How ClickHouse shows that TTL in system.tables.engine_full once it is stored.
+_RETENTION_TTL = re.compile(r"\bTTL toDateTime\(inserted\) \+ toIntervalDay\((\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,9 @@ def _statements(sql: str) -> list[str]:
 
 
 def apply_migrations(client: Client, retention_days: int = 30) -> list[int]:
-    """Apply every migration in ``webhooks/migrations`` not yet recorded; return their versions.
+    """Apply every migration in ``webhooks/migrations`` not yet recorded, then bring the
+    retention TTLs to ``retention_days`` (:func:`apply_retention`); return the versions
+    applied.
 
     Statements must be idempotent (``IF NOT EXISTS``): two processes starting at once
     may both apply a version, and ClickHouse has no transactional DDL.
@@ -143,4 +149,41 @@ def apply_migrations(client: Client, retention_days: int = 30) -> list[int]:
         client.insert("schema_migrations", [[version, path.name]], column_names=["version", "name"])
         log.info("applied ClickHouse migration %s", path.name)
         applied.append(version)
+    apply_retention(client, retention_days)
     return applied
+
+
+def retention_days_of(client: Client) -> dict[str, int | None]:
+    """Per table of :data:`RETENTION_TABLES`, the retention its TTL has now (None: no TTL
+    of the expected form)."""
+    rows = client.query(
+        "SELECT name, engine_full FROM system.tables "
+        "WHERE database = currentDatabase() AND name IN {tables:Array(String)}",
+        parameters={"tables": list(RETENTION_TABLES)}).result_rows
+    engines = dict(rows)
+    days: dict[str, int | None] = {}
+    for name in RETENTION_TABLES:  # in this order, whatever order system.tables uses
+        if name in engines:
+            match = _RETENTION_TTL.search(engines[name])
+            days[name] = int(match.group(1)) if match else None
+    return days
+
+
+def apply_retention(client: Client, retention_days: int) -> list[str]:
+    """Change the TTL of every table whose retention differs from ``retention_days``;
+    return the tables changed (none when they already match, so it is safe to repeat).
+
+    Migration 0001 writes the retention only when it creates the tables, so without this
+    a changed ``WEBHOOKS_RETENTION_DAYS`` would never reach them. ClickHouse then
+    re-evaluates the TTL of existing rows in a background mutation.
+    """
+    days = int(retention_days)
+    changed = []
+    for table, current in retention_days_of(client).items():
+        if current == days:
+            continue
+        client.command(
+            f"ALTER TABLE {table} MODIFY TTL toDateTime(inserted) + INTERVAL {days} DAY")
+        log.info("ClickHouse table %s: retention %s -> %d days", table, current, days)
+        changed.append(table)
+    return changed

@@ -183,17 +183,25 @@ class EventStore:
                 return
             cursor = page.cursor
 
+    @staticmethod
+    def event_query(tenant: str, event_id: str) -> Query:
+        """The SQL and parameters of one event by id. The sorting key narrows it to the
+        tenant, the ``id`` bloom filter index to a few granules of that tenant."""
+        return ("SELECT envelope FROM events WHERE tenant = {tenant:String} AND id = {id:String} "
+                "ORDER BY kafka_partition, kafka_offset LIMIT 1",
+                {"tenant": tenant, "id": event_id})
+
     def get_event(self, tenant: str, event_id: str) -> str | None:
         """The envelope (raw JSON) of one of ``tenant``'s events, or None."""
-        rows = self.client.query(
-            "SELECT envelope FROM events WHERE tenant = {tenant:String} AND id = {id:String} "
-            "ORDER BY kafka_partition, kafka_offset LIMIT 1",
-            parameters={"tenant": tenant, "id": event_id}).result_rows
+        sql, params = self.event_query(tenant, event_id)
+        rows = self.client.query(sql, parameters=params).result_rows
         return rows[0][0] if rows else None
 
-    def delivery_status(self, tenant: str, event_id: str) -> list[dict[str, Any]]:
-        """Per endpoint: attempts so far and the latest attempt's result, for one event."""
-        result = self.client.query(
+    @staticmethod
+    def delivery_status_query(tenant: str, event_id: str) -> Query:
+        """The SQL and parameters of :meth:`delivery_status`: the tenant by sorting key,
+        the event by the ``event_id`` bloom filter index."""
+        return (
             "SELECT endpoint_id, count() AS attempts, "
             "countIf(status = 'succeeded') > 0 AS delivered, "
             "argMax(status, (timestamp, attempt)) AS last_status, "
@@ -205,7 +213,12 @@ class EventStore:
             "FROM (SELECT * FROM attempts WHERE tenant = {tenant:String} "
             "      AND event_id = {event:String} LIMIT 1 BY id) "
             "GROUP BY endpoint_id ORDER BY endpoint_id",
-            parameters={"tenant": tenant, "event": event_id})
+            {"tenant": tenant, "event": event_id})
+
+    def delivery_status(self, tenant: str, event_id: str) -> list[dict[str, Any]]:
+        """Per endpoint: attempts so far and the latest attempt's result, for one event."""
+        sql, params = self.delivery_status_query(tenant, event_id)
+        result = self.client.query(sql, parameters=params)
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
     def attempts_query(self, tenant: str, endpoint_id: str, status: str | None, cursor: Cursor,

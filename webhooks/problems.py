@@ -1,4 +1,8 @@
-"""RFC 9457 ``application/problem+json`` errors for every FastAPI service."""
+"""RFC 9457 ``application/problem+json`` errors for every FastAPI service.
+
+Request validation errors answer 400 when the JSON is malformed or only parameters
+(query, path, header, cookie) are wrong, and 422 when body fields are invalid.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ class ProblemDocument(BaseModel):
     code: str | None = Field(default=None, description="A machine-readable reason, where "
                                                        "the service gives one.")
     errors: list[dict[str, Any]] | None = Field(
-        default=None, description="Validation errors (422): location and message of each.")
+        default=None, description="Validation errors (400 for parameters, 422 for body "
+                                  "fields): location and message of each.")
 
 
 def problem_responses(*described: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -60,9 +65,30 @@ def problem_response(status: int, detail: str, *, title: str | None = None,
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+PARAMETER_LOCATIONS = ("query", "path", "header", "cookie")
+
+
 def _describe(error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
     return f"{location or 'body'}: {error.get('msg', 'invalid')}"
+
+
+def _describe_parameter(error: dict[str, Any]) -> str:
+    """``limit (query parameter): Input should be …``."""
+    where, *name = error.get("loc", ()) or ("parameter",)
+    named = ".".join(str(part) for part in name) or "?"
+    return f"{named} ({where} parameter): {error.get('msg', 'invalid')}"
+
+
+def _validation_problem(errors: list[dict[str, Any]]) -> JSONResponse:
+    """400 for malformed JSON or bad parameters only, 422 for invalid body fields."""
+    listed = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(400, "; ".join(_describe(e) for e in errors), errors=listed)
+    if errors and all((e.get("loc") or ("",))[0] in PARAMETER_LOCATIONS for e in errors):
+        return problem_response(400, "; ".join(_describe_parameter(e) for e in errors),
+                                code="invalid_parameter", errors=listed)
+    return problem_response(422, "; ".join(_describe(e) for e in errors), errors=listed)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -74,6 +100,15 @@ def _allowed_methods(request: Request) -> str:
         if match is not Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
+
+
+def _document_422_only_with_a_body(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 on every operation with parameters, but bad parameters
+    answer 400 here: only an operation that takes a body can answer 422."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" not in operation:
+                operation.get("responses", {}).pop("422", None)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -94,13 +129,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
-        return problem_response(
-            status,
-            "; ".join(_describe(e) for e in errors),
-            errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors],
-        )
+        return _validation_problem(list(exc.errors()))
 
     build_openapi = app.openapi
 
@@ -109,6 +138,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             schema = build_openapi()  # also caches it on app.openapi_schema
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["Problem"] = ProblemDocument.model_json_schema()
+            _document_422_only_with_a_body(schema)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -23,13 +23,13 @@ from webhooks.targets import TargetPolicy
 from webhooks.topics import Topics
 
 PROBLEM_RESPONSES = problem_responses(
-    (400, "Bad request (malformed JSON, invalid or mismatched cursor, admin key without "
-          "?tenant=)"),
+    (400, "Bad request: malformed JSON, an invalid query or path parameter (code "
+          "invalid_parameter), an invalid or mismatched cursor, an admin key without ?tenant="),
     (401, "Missing or invalid API key"),
     (403, "A tenant key asked to act for another tenant"),
     (404, "Not found (or another tenant's)"),
     (409, "Conflicts with the endpoint's state (disabled, not subscribed)"),
-    (422, "Request validation failed"),
+    (422, "Invalid fields in the JSON body"),
     (503, "Kafka or ClickHouse unavailable: retry later"),
 )
 

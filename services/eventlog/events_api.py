@@ -57,13 +57,15 @@ def events_router(ctx: EventlogContext) -> APIRouter:
         get exactly the events that arrived since.
         """
         if type is not None and not is_valid_filter(type):
-            raise Problem(422, f"type {type!r} is not an event type or a prefix like order.*")
+            raise Problem(400, f"type (query parameter): {type!r} is not an event type or a "
+                               "prefix like order.*", code="invalid_parameter")
         filters = EventFilters(types=(type,) if type else (),
                                created_after=created_after and to_utc(created_after),
                                created_before=created_before and to_utc(created_before))
         if (filters.created_after and filters.created_before
                 and filters.created_after >= filters.created_before):
-            raise Problem(422, "created_after must be before created_before")
+            raise Problem(400, "created_after (query parameter): must be before created_before",
+                          code="invalid_parameter")
         position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe())
         page = ctx.events.page_events(tenant, filters, position, limit)
         return page_response(page, binding, ctx.cursor_key)

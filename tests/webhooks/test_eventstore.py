@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -140,42 +142,112 @@ def test_type_and_time_filters(client: Client, store: EventStore) -> None:
     assert window == [f"evt_filtered_0_{o}" for o in expected] and 0 < len(expected) < 40
 
 
-def _granules(plan: str) -> tuple[int, int]:
-    """Selected and total granules of the PrimaryKey step of an EXPLAIN indexes=1 plan."""
-    section = plan[plan.index("PrimaryKey"):]
-    selected, total = re.search(r"Granules: (\d+)/(\d+)", section).groups()  # type: ignore
-    return int(selected), int(total)
+ROWS = 1_200_000
+SMALL_TENANTS = 61
+# Per table, partition of each small tenant (the topics are keyed by tenant / endpoint id).
+PARTITIONS = 6
 
 
-def test_queries_use_the_primary_index(client: Client, store: EventStore) -> None:
-    """The page query selects a few granules by primary key, not the whole table."""
+def _fill_for_explain(client: Client, store: EventStore) -> None:
+    """1.2M events and 1.2M attempts in the layout the sink writes, ~150 granules each.
+
+    Half of the rows belong to the tenant `big`, spread over partitions 1 and 4 (as a
+    tenant is when the partition count changes); the other half to 61 small tenants, one
+    partition each. Offsets rise per partition; `created` is out of order. Each event of
+    `big` has three attempts, at three of its ten endpoints.
+    """
     client.command(
         "INSERT INTO events (tenant, kafka_partition, kafka_offset, id, type, api_version, "
-        "created, envelope) SELECT ['big-a', 'big-b', 'big-c'][number % 3 + 1], 0, number, "
-        "concat('evt_', toString(number)), 'order.created', '2026-11-01', "
-        "toDateTime64('2026-11-01 00:00:00', 6, 'UTC') + number, '{}' FROM numbers(300000)")
+        "created, envelope) "
+        f"SELECT if(number % 2 = 0, 'big', concat('small', toString(number % {SMALL_TENANTS}))) "
+        f"AS t, if(t = 'big', if(number % 4 = 0, 1, 4), cityHash64(t) % {PARTITIONS}), number, "
+        "concat('evt_', leftPad(toString(number), 26, '0')), "
+        "['order.created', 'order.shipped', 'customer.created', 'invoice.paid'][number % 4 + 1], "
+        "'2026-11-01', toDateTime64('2026-11-01 00:00:00', 6, 'UTC') + (number * 7919) % 2592000, "
+        f"'{{}}' FROM numbers({ROWS})")
     client.command(
         "INSERT INTO attempts (tenant, endpoint_id, kafka_partition, kafka_offset, id, task_id, "
         "event_id, event_type, attempt, trigger, url, status, latency_ms, timestamp) "
-        "SELECT ['big-a', 'big-b'][number % 2 + 1], concat('ep_', toString(number % 5)), 0, "
-        "number, concat('att_', toString(number)), 'dlv_1', 'evt_1', 'order.created', 1, "
-        "'event', 'https://example.com', 'failed', 1.0, now64(6) FROM numbers(200000)")
-    client.insert("sink_positions", [[store.topics.events, 0, 300000],
-                                     [store.topics.attempts, 0, 200000]],
-                  column_names=POSITION_COLUMNS)
-    cases = [
-        store.events_query("big-b", EventFilters(), Cursor(), 100),
-        store.events_query("big-b", EventFilters(types=("order.*",)), Cursor({0: 150001}), 100),
-        store.events_query("big-c", EventFilters(created_after=BASE), Cursor({0: 5}), 1000),
-        store.attempts_query("big-b", "ep_1", "failed", Cursor({0: 10}), 100),
-    ]
-    for sql, params in cases:
-        plan = "\n".join(row[0] for row in
-                         client.query("EXPLAIN indexes = 1 " + sql, parameters=params).result_rows)
-        assert "Condition: true" not in plan.split("PrimaryKey", 1)[1].split("Granules")[0]
-        selected, total = _granules(plan)
-        assert selected < total, plan
-    sql, params = cases[1]
-    plan = "\n".join(row[0] for row in
-                     client.query("EXPLAIN indexes = 1 " + sql, parameters=params).result_rows)
-    assert _granules(plan)[0] <= 15  # one tenant, from the cursor on: a few granules of ~37
+        f"SELECT if(number % 2 = 0, 'big', concat('small', toString(number % {SMALL_TENANTS}))) "
+        "AS t, concat('ep_', toString(number % 10)) AS e, "
+        f"cityHash64(t, e) % {PARTITIONS}, number, concat('att_', toString(number)), 'dlv_1', "
+        "concat('evt_', leftPad(toString(intDiv(number, 6)), 26, '0')), 'order.created', 1, "
+        "'event', 'https://example.com', ['failed', 'succeeded'][number % 3 % 2 + 1], 1.0, "
+        f"now64(6) FROM numbers({ROWS})")
+    # One part per table, so the granule counts below do not depend on merge timing.
+    client.command("OPTIMIZE TABLE events FINAL")
+    client.command("OPTIMIZE TABLE attempts FINAL")
+    for topic, table in ((store.topics.events, "events"), (store.topics.attempts, "attempts")):
+        client.command(
+            "INSERT INTO sink_positions (topic, kafka_partition, next_offset) "
+            f"SELECT {{topic:String}}, kafka_partition, max(kafka_offset) + 1 FROM {table} "
+            "GROUP BY kafka_partition", parameters={"topic": topic})
+
+
+@dataclass
+class Plan:
+    """What EXPLAIN indexes = 1 says about a query's one read of a MergeTree table."""
+
+    text: str
+    total: int  # granules of the table
+    by_primary_key: int  # granules left after the primary key
+    read: int  # granules left after the skip indexes too: what is read
+    in_order: bool  # read in sorting key order, so a LIMIT stops the read early
+
+    @classmethod
+    def of(cls, client: Client, sql: str, params: dict[str, Any]) -> Plan:
+        text = "\n".join(row[0] for row in client.query("EXPLAIN indexes = 1 " + sql,
+                                                        parameters=params).result_rows)
+        primary = text[text.index("PrimaryKey"):]
+        assert "Condition: true" not in primary.split("Granules")[0], text
+        by_key, total = re.search(r"Granules: (\d+)/(\d+)", primary).groups()  # type: ignore
+        read = re.search(r"Parts: \d+ \| Granules: (\d+)", text).group(1)  # type: ignore
+        return cls(text, int(total), int(by_key), int(read), "Read type: InOrder" in text)
+
+
+def test_every_query_shape_reads_a_few_granules(client: Client, store: EventStore) -> None:
+    """EXPLAIN indexes = 1 of each query the API runs, on ~150 granules per table: each
+    reads a few granules, far fewer than its tenant holds (the tenant key alone would
+    select half of the table for `big`)."""
+    _fill_for_explain(client, store)
+    events = store.watermarks(store.topics.events)
+    attempts = store.watermarks(store.topics.attempts)
+    near_end = Cursor({1: events[1] - 20_000, 4: events[4] - 20_000})  # ~5k rows each
+    # An event of `big` (in partition 1) with attempts at three of its endpoints.
+    event_id = f"evt_{150_000:026d}"
+    endpoint = "ep_4"
+    endpoint_partition = client.query(
+        f"SELECT cityHash64('big', '{endpoint}') % {PARTITIONS}").result_rows[0][0]
+    pages = {
+        "first page": store.events_query("small7", EventFilters(), Cursor(), 101),
+        "resumed page": store.events_query("big", EventFilters(), near_end, 101),
+        "resumed page, type prefix": store.events_query(
+            "big", EventFilters(types=("order.*",)), near_end, 101),
+        "resumed page, created range": store.events_query(
+            "big", EventFilters(created_after=BASE + timedelta(days=3),
+                                created_before=BASE + timedelta(days=9)), near_end, 101),
+        "attempts page": store.attempts_query(
+            "big", endpoint, "failed",
+            Cursor({endpoint_partition: attempts[endpoint_partition] - 20_000}), 101),
+    }
+    for name, (sql, params) in pages.items():
+        plan = Plan.of(client, sql, params)
+        assert plan.total >= 140, plan.text  # the layout really has many granules
+        assert plan.read <= 4 and plan.in_order, (name, plan.text)
+
+    # The first page of a tenant as big as half the table: its granules are all selected
+    # (nothing bounds the offsets from below), but read in order, so LIMIT ends the read
+    # after the first rows.
+    first_big = Plan.of(client, *store.events_query("big", EventFilters(), Cursor(), 101))
+    assert first_big.in_order and first_big.read <= first_big.total // 2 + 2
+
+    # By id: the sorting key narrows to the tenant only (ids are not in it); the bloom
+    # filter index on id then leaves one index granule (4 granules).
+    by_id = Plan.of(client, *store.event_query("big", event_id))
+    assert by_id.by_primary_key >= by_id.total // 2 - 2
+    assert by_id.read <= 4, by_id.text
+    assert store.get_event("big", event_id) is not None
+    # Delivery status: one bloom granule (4 granules) per endpoint with attempts (3).
+    status = Plan.of(client, *store.delivery_status_query("big", event_id))
+    assert 0 < status.read <= 3 * 4, status.text
+    assert len(store.delivery_status("big", event_id)) == 3

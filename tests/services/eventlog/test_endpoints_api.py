@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from services.eventlog.app import create_app
 from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
 from tests.support.kafka import read_topic
 from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.endpoint_view import EndpointView
 from webhooks.endpoints import Endpoint
 from webhooks.endpointstore import produce_acknowledged
-from webhooks.envelope import parse_timestamp
+from webhooks.envelope import Envelope, parse_timestamp
 from webhooks.kafka import create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
@@ -95,6 +98,60 @@ def test_endpoint_crud_round_trips_through_kafka(api: TestClient, eventlog_setti
     assert (second.url, second.events, second.created) == (URL + "/v2", ["order.shipped"],
                                                            first.created)
     assert records[2].value() is None
+
+
+@pytest.fixture(scope="module")
+def fanout_view(eventlog_settings: Settings) -> Iterator[EndpointView]:
+    """The endpoints view exactly as each fanout worker keeps it, from the same topic."""
+    view = EndpointView(eventlog_settings, Topics.from_settings(eventlog_settings).endpoints)
+    view.start()
+    try:
+        assert view.wait_ready(30)
+        yield view
+    finally:
+        view.stop()
+
+
+def test_api_changes_reach_the_fanouts_view_within_seconds(
+        api: TestClient, fanout_view: EndpointView) -> None:
+    """Create, change the filter, disable, re-enable and delete through the API: the
+    fanout's view follows each change, and so does what it would deliver."""
+    tenant = Tenant(api)
+    shipped = Envelope.create(type="order.shipped", tenant=tenant.name, data={"object": {}},
+                              api_version="2026-11-01")
+
+    def view_shows(endpoint_id: str, **expected: Any) -> Endpoint:
+        def matches() -> Endpoint | None:
+            seen = fanout_view.get(endpoint_id)
+            if seen is None or any(getattr(seen, k) != v for k, v in expected.items()):
+                return None
+            return seen
+        return eventually(matches, timeout=5)
+
+    created = tenant.endpoint(["order.*"])
+    endpoint_id = created["id"]
+    seen = view_shows(endpoint_id, url=URL, events=["order.*"], tenant=tenant.name)
+    assert seen.signing_secrets() == [created["secret"]]
+    assert [e.id for e in fanout_view.matching(shipped)] == [endpoint_id]
+
+    path = f"/v1/endpoints/{endpoint_id}"
+    assert tenant.call("PATCH", path, json={"events": ["invoice.*"]}).status_code == 200
+    view_shows(endpoint_id, events=["invoice.*"])
+    assert fanout_view.matching(shipped) == []
+
+    assert tenant.call("PATCH", path, json={"events": ["order.shipped"],
+                                            "disabled": True}).status_code == 200
+    view_shows(endpoint_id, events=["order.shipped"], disabled=True,
+               disabled_reason="disabled through the API")
+    assert fanout_view.matching(shipped) == []  # subscribed, but disabled
+
+    assert tenant.call("PATCH", path, json={"disabled": False}).status_code == 200
+    view_shows(endpoint_id, disabled=False)
+    assert [e.id for e in fanout_view.matching(shipped)] == [endpoint_id]
+
+    assert tenant.call("DELETE", path).status_code == 204
+    eventually(lambda: fanout_view.get(endpoint_id) is None, timeout=5)
+    assert fanout_view.matching(shipped) == []
 
 
 def test_updates_from_other_writers_are_read(api: TestClient, eventlog_settings: Settings
@@ -181,6 +238,28 @@ def test_rotate_secret_keeps_the_old_one_for_the_overlap(api: TestClient,
     record = Endpoint.from_json(endpoint_records(eventlog_settings, created["id"], 3)[2].value())
     assert record.signing_secrets() == [third_secret, second_secret, first_secret]
     assert record.signing_secrets(first_expiry + timedelta(seconds=1)) == [third_secret]
+
+
+def test_the_rotation_overlap_follows_the_setting(api: TestClient,
+                                                  eventlog_settings: Settings) -> None:
+    """With WEBHOOKS_SECRET_ROTATION_OVERLAP=60s the old secret expires a minute after the
+    rotation; unset, it is 24 hours."""
+    assert Settings.model_fields["secret_rotation_overlap"].default == 24 * 3600
+    # The `api` fixture's sink (same process, same database) serves this app's reads.
+    short = eventlog_settings.model_copy(update={"secret_rotation_overlap": 60.0,
+                                                 "eventlog_role": "api"})
+    with TestClient(create_app(short)) as short_api:
+        tenant = Tenant(short_api)
+        created = tenant.endpoint(["*"])
+        path = f"/v1/endpoints/{created['id']}"
+        started = datetime.now(UTC)
+        rotated = tenant.call("POST", f"{path}/rotate-secret")
+        finished = datetime.now(UTC)
+        assert rotated.status_code == 200, rotated.text
+        secrets = tenant.call("GET", f"{path}/secret").json()["secrets"]
+    assert [s["secret"] for s in secrets] == [rotated.json()["secret"], created["secret"]]
+    expiry = parse_timestamp(secrets[1]["expires"])
+    assert started + timedelta(seconds=60) <= expiry <= finished + timedelta(seconds=60)
 
 
 def test_endpoints_are_invisible_to_other_tenants(api: TestClient) -> None:
@@ -308,4 +387,4 @@ def test_attempt_log_pages_by_status(api: TestClient, eventlog_settings: Setting
                              params={"status": "succeeded", "cursor": cursor})
     assert mismatched.status_code == 400
     assert tenant.call("GET", f"/v1/endpoints/{endpoint}/attempts",
-                       params={"status": "lost"}).status_code == 422
+                       params={"status": "lost"}).status_code == 400

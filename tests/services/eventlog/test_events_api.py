@@ -121,18 +121,30 @@ def test_filters_and_limits(api: TestClient, eventlog_settings: Settings) -> Non
         e.id for e in events if e.type.startswith("customer.") and e.created_at > after]
 
 
-@pytest.mark.parametrize("params, status", [
-    ({"limit": 0}, 422), ({"limit": 1001}, 422), ({"limit": "many"}, 422),
-    ({"type": "Order Shipped"}, 422), ({"type": "order.*.x"}, 422),
-    ({"created_after": "yesterday"}, 422),
-    ({"created_after": "2026-11-02T00:00:00Z", "created_before": "2026-11-01T00:00:00Z"}, 422),
-    ({"cursor": "garbage"}, 400), ({"cursor": "e30.AAAA"}, 400), ({"cursor": "%%%.???"}, 400),
+@pytest.mark.parametrize("params, named", [
+    ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": "many"}, "limit"),
+    ({"type": "Order Shipped"}, "type"), ({"type": "order.*.x"}, "type"),
+    ({"type": "x" * 129}, "type"), ({"created_after": "yesterday"}, "created_after"),
+    ({"created_after": "2026-11-02T00:00:00Z", "created_before": "2026-11-01T00:00:00Z"},
+     "created_after"),
+    ({"tenant": "no such tenant!"}, "tenant"),
+    ({"cursor": "garbage"}, "cursor"), ({"cursor": "e30.AAAA"}, "cursor"),
+    ({"cursor": "%%%.???"}, "cursor"),
 ])
-def test_bad_parameters_get_problem_answers(api: TestClient, params: dict, status: int) -> None:
+def test_bad_parameters_get_400_problem_answers(api: TestClient, params: dict, named: str
+                                                ) -> None:
     response = api.get("/v1/events", params=params, headers=ACME)
-    assert response.status_code == status, response.text
+    assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["status"] == status
+    problem = response.json()
+    assert problem["status"] == 400 and problem["detail"].startswith(f"{named}")
+    assert problem.get("code") == (None if named == "cursor" else "invalid_parameter")
+
+
+def test_a_bad_path_parameter_gets_400(api: TestClient) -> None:
+    response = api.get(f"/v1/events/evt_{'x' * 100}", headers=ACME)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("event_id (path parameter): ")
 
 
 def test_cursors_are_bound_to_their_request(api: TestClient, eventlog_settings: Settings
@@ -226,6 +238,8 @@ def test_openapi_documents_the_api(api: TestClient, eventlog_settings: Settings)
     assert listing["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/EventPage"}
     assert listing["responses"]["400"]["content"]["application/problem+json"]
+    assert "422" not in listing["responses"]  # parameters answer 400; no body here
+    assert "422" in schema["paths"]["/v1/endpoints"]["post"]["responses"]
     assert "Problem" in schema["components"]["schemas"]
     assert {p["name"] for p in listing["parameters"]} >= {
         "type", "created_after", "created_before", "limit", "cursor", "tenant"}

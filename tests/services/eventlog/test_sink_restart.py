@@ -89,4 +89,4 @@ def test_store_failures_answer_503_problems(make_settings: Callable[..., Setting
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "5"
         assert api.get("/v1/events", params={"tenant": "../etc"},
-                       headers=ACME).status_code == 422
+                       headers=ACME).status_code == 400
