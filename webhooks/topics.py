@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from webhooks.retry import RetrySchedule
 from webhooks.settings import Settings
@@ -99,11 +106,13 @@ class Topics:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic (idempotent); return the names that were created."""
+    """Create any missing topic and bring the retention of existing ones in line with the
+    settings (idempotent); return the names that were created."""
     admin = AdminClient(settings.kafka_client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
-    topics = Topics.from_settings(settings)
-    wanted = [spec for spec in topics.specs(settings.retention_days) if spec.name not in existing]
+    specs = Topics.from_settings(settings).specs(settings.retention_days)
+    _update_retention(admin, [spec for spec in specs if spec.name in existing], timeout)
+    wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
     futures = admin.create_topics(
@@ -127,3 +136,24 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def _update_retention(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """Set ``retention.ms`` where an existing topic's differs from its spec (a changed
+    WEBHOOKS_RETENTION_DAYS); other configuration of existing topics is left alone."""
+    specs = [spec for spec in specs if "retention.ms" in spec.config]
+    if not specs:
+        return
+    described = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, spec.name) for spec in specs],
+        request_timeout=timeout)
+    current = {resource.name: future.result(timeout)["retention.ms"].value
+               for resource, future in described.items()}
+    changes = [
+        ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=[ConfigEntry(
+            "retention.ms", spec.config["retention.ms"],
+            incremental_operation=AlterConfigOpType.SET)])
+        for spec in specs if current[spec.name] != spec.config["retention.ms"]]
+    if changes:
+        for future in admin.incremental_alter_configs(changes, request_timeout=timeout).values():
+            future.result(timeout)

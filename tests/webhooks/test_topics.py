@@ -2,7 +2,7 @@ from confluent_kafka.admin import ConfigResource
 
 from webhooks.kafka import create_admin
 from webhooks.settings import Settings
-from webhooks.topics import Topics, ensure_topics
+from webhooks.topics import DAY_MS, Topics, ensure_topics
 
 
 def test_every_topic_exists_with_its_config(settings: Settings) -> None:
@@ -22,3 +22,23 @@ def test_every_topic_exists_with_its_config(settings: Settings) -> None:
 
 def test_ensure_topics_is_idempotent(settings: Settings) -> None:
     assert ensure_topics(settings) == []
+
+
+def test_a_changed_retention_reaches_existing_topics(
+        settings: Settings, make_settings) -> None:  # type: ignore[no-untyped-def]
+    shorter = make_settings(topic_prefix=settings.topic_prefix, retention_days=7)
+    topics = Topics.from_settings(shorter)
+    admin = create_admin(shorter)
+
+    def retention_days(topic: str) -> float:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        return int(admin.describe_configs([resource])[resource].result()["retention.ms"].value) \
+            / DAY_MS
+
+    assert retention_days(topics.events) == settings.retention_days == 30
+    assert ensure_topics(shorter) == []  # nothing created, only reconfigured
+    assert retention_days(topics.events) == 7
+    assert retention_days(topics.retry(topics.retry_tiers[0])) == 7
+    assert retention_days(topics.dlq) == 30  # dead letters are kept at least 30 days
+    assert ensure_topics(shorter) == []  # idempotent
+    assert retention_days(topics.events) == 7
