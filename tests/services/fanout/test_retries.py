@@ -14,12 +14,15 @@ from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint
-from webhooks.envelope import Envelope
+from webhooks.envelope import Envelope, parse_timestamp
 from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
 TOLERANCE = 3.0  # seconds a retry may come late on a busy machine
+TIERS = (1.0, 2.0, 3.0)  # the test schedule, "1s,2s,3s"
+EARLY = 0.1  # seconds a retry may come before its due time (timer and clock granularity)
+LATE = 0.9  # seconds a retry may come after it: the worker's lag, on a loaded machine
 MAX_WAITING = 3
 
 
@@ -57,9 +60,14 @@ def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
     requests = receiver.wait_for("/failing", 4, timeout=60)
     assert [r.headers["webhook-attempt"] for r in requests] == ["1", "2", "3", "4"]
     assert {r.headers["webhook-id"] for r in requests} == {event.id}
+    # Jitter is 0 in tests, so each gap is its tier's delay plus the worker's own lag; the
+    # bounds are narrow enough that one flat wait for every tier (or a tier off by one
+    # second) would fail.
     gaps = [later.at - earlier.at for earlier, later in zip(requests, requests[1:], strict=False)]
-    for gap, tier in zip(gaps, (1.0, 2.0, 3.0), strict=True):
-        assert tier * 0.9 <= gap <= tier + TOLERANCE, gaps
+    assert (settings.retry_schedule, settings.retry_jitter) == ("1s,2s,3s", 0.0)
+    for gap, tier in zip(gaps, TIERS, strict=True):
+        assert tier - EARLY <= gap <= tier + LATE, gaps
+    assert all(shorter < longer for shorter, longer in zip(gaps, gaps[1:], strict=False)), gaps
 
     [dead] = dlq_tasks(settings, platform, endpoint.id, expect=1)
     assert dead.event.id == event.id
@@ -78,6 +86,13 @@ def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
     assert all(a.error == "http_status" and a.response_body == '{"received":true}'
                for a in ours)
     assert all(a.next_attempt_at for a in ours[:3]) and ours[3].next_attempt_at is None
+
+    # Each retry arrived when the previous attempt record said it would (receipts are
+    # monotonic; the records are wall-clock, from the same machine's clock).
+    to_wall = time.time() - time.monotonic()
+    for record, retry in zip(ours[:3], requests[1:], strict=True):
+        due = parse_timestamp(record.next_attempt_at or "").timestamp()
+        assert due - EARLY <= retry.at + to_wall <= due + LATE, (record, retry.at + to_wall)
 
 
 def test_a_receiver_recovering_mid_schedule_gets_the_event_and_nothing_is_dead_lettered(
