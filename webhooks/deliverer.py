@@ -11,6 +11,8 @@ class, latency, ``Retry-After``). Error classes, as recorded on attempt records:
     network          the connection broke during the exchange
     redirect         a 3xx answer; redirects are never followed
     http_status      any other non-2xx answer
+    endpoint_misconfigured
+                     a signing secret of the endpoint is unusable; nothing was sent
 
 One :class:`Deliverer` per worker holds long-lived ``httpx.AsyncClient`` pools, one per
 endpoint (keep-alive, explicit timeouts and limits, redirects off).
@@ -32,7 +34,7 @@ import httpx
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import utcnow
-from webhooks.signing import signature_header
+from webhooks.signing import InvalidSecret, signature_header
 from webhooks.targets import IPAddress, TargetPolicy, TargetRefused
 
 USER_AGENT = "kafka-webhooks/0.1 (+https://www.standardwebhooks.com/)"
@@ -186,7 +188,13 @@ class Deliverer:
             return DeliveryResult(False, elapsed(), error="refused_target",
                                   response_body=str(exc)[:MAX_RESPONSE_BODY])
         body = task.event.to_json()
-        headers = build_headers(task, endpoint, body)
+        try:
+            headers = build_headers(task, endpoint, body)
+        except InvalidSecret as exc:
+            # The schema lets through secrets that are not base64 of 24-64 bytes. An
+            # ordinary failure moves the task on, and a fixed secret is used next attempt.
+            return DeliveryResult(False, elapsed(), error="endpoint_misconfigured",
+                                  response_body=f"cannot sign the request: {exc}")
         client = self._client(endpoint.id)
         self._busy[endpoint.id] += 1
         try:

@@ -144,6 +144,22 @@ async def test_only_the_first_kibibyte_of_the_response_is_kept() -> None:
     assert result.response_body == "x" * MAX_RESPONSE_BODY
 
 
+@pytest.mark.parametrize("secret", ["whsec_AAAA", "whsec_AAAAA", "whsec_" + "A" * 200])
+async def test_an_unusable_secret_fails_the_attempt_without_a_request(secret: str) -> None:
+    # Each matches the schema's pattern, but is not base64 of 24-64 bytes.
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200)
+
+    endpoint = make_endpoint(secrets=[secret])
+    result = await deliver_with(httpx.MockTransport(handler), endpoint, make_task(endpoint))
+    assert not result.succeeded and result.error == "endpoint_misconfigured", result
+    assert "cannot sign" in (result.response_body or "")
+    assert secret not in (result.response_body or "") and calls == []
+
+
 @pytest.mark.parametrize("url", ["http://10.0.0.7/hook", "http://169.254.169.254/latest",
                                  "http://[::1]:8080/", "ftp://example.com/"])
 async def test_private_targets_are_refused_before_any_request(url: str) -> None:

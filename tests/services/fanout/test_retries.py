@@ -13,7 +13,7 @@ from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
-from webhooks.endpoints import Endpoint
+from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope, parse_timestamp
 from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
@@ -110,6 +110,32 @@ def test_a_receiver_recovering_mid_schedule_gets_the_event_and_nothing_is_dead_l
     time.sleep(4)  # longer than the last tier: a wrongful further attempt would show
     assert len(receiver.at("/recovering")) == 3
     assert dlq_tasks(settings, platform, endpoint.id) == []
+
+
+def test_an_unusable_secret_fails_each_attempt_then_dead_letters_and_the_worker_moves_on(
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
+    # Passes the endpoint schema's pattern, but is 3 bytes where 24-64 are required.
+    broken = platform.endpoint(receiver.url("/misconfigured"), ["*"], tenant="badsecret",
+                               secrets=[EndpointSecret(secret="whsec_AAAA")])
+    platform.endpoint(receiver.url("/fine"), ["*"], tenant="badsecret")
+    time.sleep(2)
+    first = platform.event("order.created", tenant="badsecret", id="m1")
+
+    [dead] = dlq_tasks(settings, platform, broken.id, expect=1)
+    assert dead.event.id == first.id and [h.attempt for h in dead.history] == [1, 2, 3, 4]
+    assert all(h.error == "endpoint_misconfigured" for h in dead.history)
+    attempts = [AttemptRecord.from_json(m.value()) for m in read_topic(
+        settings, platform.topics.attempts,
+        until=lambda ms: sum(json.loads(m.value())["endpoint_id"] == broken.id
+                             for m in ms) >= 4)]
+    ours = sorted((a for a in attempts if a.endpoint_id == broken.id), key=lambda a: a.attempt)
+    assert [a.outcome for a in ours] == ["retrying", "retrying", "retrying", "dead_lettered"]
+    assert all("cannot sign" in (a.response_body or "") for a in ours)
+    # Nothing unsigned went out, and the other endpoint got its event and keeps getting them.
+    later = platform.event("order.created", tenant="badsecret", id="m2")
+    assert [r.event_id for r in receiver.wait_for("/fine", 2)] == [first.id, later.id]
+    assert receiver.at("/misconfigured") == []
 
 
 def test_retry_after_lengthens_the_wait_up_to_the_next_tier(
