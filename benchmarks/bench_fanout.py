@@ -11,6 +11,9 @@ latency without a burst's queueing.
 
 Beside it, the ceiling: the same ``Deliverer`` (same httpx client settings) posting to
 the same receiver with the same concurrency, no Kafka in between.
+
+A scenario that delivers fewer than it should says so (``missing``), and the run then
+fails: throughput of a run that lost deliveries means nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +52,8 @@ class BenchReceiver:
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []
         self.count = 0
+        self.distinct: set[tuple[str, int]] = set()
+        """(path, event number) pairs received: redeliveries count once."""
         self.port = free_port()
         self._ready = threading.Event()
 
@@ -64,6 +70,7 @@ class BenchReceiver:
             if sent is not None:
                 self.samples.append((sent, received))
             self.count += 1
+            self.distinct.add((request.path, body["data"]["object"]["n"]))
             return web.Response(text="ok")
 
         async def serve() -> None:
@@ -80,6 +87,7 @@ class BenchReceiver:
     def reset(self) -> None:
         self.samples = []
         self.count = 0
+        self.distinct = set()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -112,22 +120,24 @@ def _scenario(settings: Settings, receiver: BenchReceiver, endpoints: int,
     producer.flush(30)
     expected = endpoints * events
     deadline = time.monotonic() + 180
-    while receiver.count < expected and time.monotonic() < deadline:
+    while len(receiver.distinct) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
     samples = list(receiver.samples)
     finished = max((received for _, received in samples), default=time.time())
     return {"endpoints": endpoints, "events": events, "deliveries": len(samples),
             "publish_rate": f"{rate} events/s" if rate else "one burst",
-            "expected": expected,
+            "expected": expected, "missing": expected - len(receiver.distinct),
             "deliveries_per_s": round(len(samples) / max(finished - started, 1e-9), 1),
             "latency": percentiles([received - sent for sent, received in samples])}
 
 
 async def _ceiling(receiver: BenchReceiver, endpoints: int, per_endpoint: int,
-                   timeout: float) -> dict[str, Any]:
-    """``endpoints x per_endpoint`` senders posting back to back through one Deliverer."""
+                   concurrency: int, timeout: float) -> dict[str, Any]:
+    """``endpoints x per_endpoint`` senders posting back to back through one Deliverer,
+    at most ``concurrency`` at a time overall (the worker's global limit)."""
     deliverer = Deliverer(TargetPolicy.create(("127.0.0.0/8",), production=False),
                           timeout=timeout, connections_per_endpoint=per_endpoint)
+    in_flight = asyncio.Semaphore(concurrency)
     now = format_timestamp(utcnow())
     targets = [Endpoint(id=new_endpoint_id(), tenant="ceiling", url=receiver.url(f"/c{n}"),
                         events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
@@ -137,13 +147,20 @@ async def _ceiling(receiver: BenchReceiver, endpoints: int, per_endpoint: int,
         queue.put_nowait(n)
     receiver.reset()
 
+    failures: Counter[str] = Counter()
+
     async def sender(endpoint: Endpoint) -> None:
         while not queue.empty():
             n = queue.get_nowait()
-            envelope = Envelope.create(type="bench.event", tenant="ceiling",
-                                       data={"object": {"n": n, "sent_at": time.time()}},
-                                       api_version="2026-11-01")
-            await deliverer.deliver(DeliveryTask.create(envelope, endpoint.id), endpoint)
+            async with in_flight:
+                # Stamped once in flight: the ceiling measures requests, not the queue.
+                envelope = Envelope.create(type="bench.event", tenant="ceiling",
+                                           data={"object": {"n": n, "sent_at": time.time()}},
+                                           api_version="2026-11-01")
+                result = await deliverer.deliver(DeliveryTask.create(envelope, endpoint.id),
+                                                 endpoint)
+            if not result.succeeded:
+                failures[result.error or "unknown"] += 1
 
     started = time.time()
     await asyncio.gather(*(sender(endpoint) for endpoint in targets
@@ -152,7 +169,8 @@ async def _ceiling(receiver: BenchReceiver, endpoints: int, per_endpoint: int,
     await deliverer.aclose()
     samples = list(receiver.samples)
     return {"requests": len(samples), "endpoints": endpoints,
-            "concurrency": endpoints * per_endpoint,
+            "missing": CEILING_REQUESTS - len(receiver.distinct), "failed": dict(failures),
+            "concurrency": min(endpoints * per_endpoint, concurrency),
             "requests_per_s": round(len(samples) / elapsed, 1),
             "latency": percentiles([received - sent for sent, received in samples])}
 
@@ -161,8 +179,8 @@ def run(context: BenchContext) -> dict[str, Any]:
     """Ceiling first, then the three fanout scenarios against one worker process."""
     settings = context.settings(delivery_timeout=15.0, log_level="warning")
     receiver = BenchReceiver().start()
-    # The ceiling runs with the worker's per-endpoint limit for 1, 10 and 20 endpoints
-    # (20 x 10 = the global delivery_concurrency of 200), so the comparison is like for like.
+    # The ceiling runs with the worker's per-endpoint and global limits, for the endpoint
+    # counts of the Kafka scenarios, so the comparison is like for like.
     result: dict[str, Any] = {
         "setup": (f"1 fanout worker process, {settings.topic_partitions} partitions, "
                   f"delivery_concurrency={settings.delivery_concurrency}, "
@@ -171,8 +189,8 @@ def run(context: BenchContext) -> dict[str, Any]:
                   "burst per scenario"),
         "ceiling_same_client_no_kafka": [
             asyncio.run(_ceiling(receiver, endpoints, settings.endpoint_max_in_flight,
-                                 settings.delivery_timeout))
-            for endpoints in (1, 10, 20)],
+                                 settings.delivery_concurrency, settings.delivery_timeout))
+            for endpoints, _ in SCENARIOS],
     }
     log = context.work_dir / "fanout-worker.log"
     worker = ServiceProcess("fanout", settings, log).start(timeout=120)
@@ -184,4 +202,15 @@ def run(context: BenchContext) -> dict[str, Any]:
                                                                events, rate)
     finally:
         worker.stop()
+    _fail_if_incomplete(result)
     return result
+
+
+def _fail_if_incomplete(result: dict[str, Any]) -> None:
+    """Raise when any part of the run got fewer deliveries than it sent."""
+    parts = [(f"endpoints_{part['endpoints']} ceiling", part)
+             for part in result["ceiling_same_client_no_kafka"]]
+    parts += [(name, part) for name, part in result.items() if name.startswith("endpoints_")]
+    incomplete = [f"{name}: {part['missing']} missing" for name, part in parts if part["missing"]]
+    if incomplete:
+        raise RuntimeError("deliveries missing, numbers not valid: " + "; ".join(incomplete))

@@ -5,11 +5,14 @@ The deliverer decides nothing about retries; it reports what happened as a
 class, latency, ``Retry-After``). Error classes, as recorded on attempt records::
 
     refused_target   the URL or an address it resolves to is not allowed (SSRF guard)
-    timeout          connect, write or read took longer than the delivery timeout
+    timeout          the whole attempt (DNS lookup, connect, request, response) took
+                     longer than the delivery timeout
     connect          the connection could not be opened (refused, DNS failure, TLS)
     network          the connection broke during the exchange
     redirect         a 3xx answer; redirects are never followed
     http_status      any other non-2xx answer
+    endpoint_misconfigured
+                     a signing secret of the endpoint is unusable; nothing was sent
 
 One :class:`Deliverer` per worker holds long-lived ``httpx.AsyncClient`` pools, one per
 endpoint (keep-alive, explicit timeouts and limits, redirects off).
@@ -20,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -29,11 +34,14 @@ import httpx
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import utcnow
-from webhooks.signing import signature_header
+from webhooks.signing import InvalidSecret, signature_header
 from webhooks.targets import IPAddress, TargetPolicy, TargetRefused
 
 USER_AGENT = "kafka-webhooks/0.1 (+https://www.standardwebhooks.com/)"
 MAX_RESPONSE_BODY = 1024
+RESOLVER_THREADS = 8
+"""Concurrent DNS lookups per worker. They run in their own threads so that lookups
+hanging on a slow resolver never starve the default executor the rest of the worker uses."""
 
 HEADER_ID = "webhook-id"
 HEADER_TIMESTAMP = "webhook-timestamp"
@@ -100,7 +108,11 @@ class Deliverer:
                  max_idle_clients: int = 1000,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._policy = policy
+        # httpx's timeouts apply per phase (a receiver sending one byte per second never
+        # trips the read timeout), so deliver() also bounds the whole attempt.
         self._timeout = httpx.Timeout(timeout)
+        self._timeout_seconds = timeout
+        self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolve")
         self._limits = httpx.Limits(max_connections=connections_per_endpoint,
                                     max_keepalive_connections=connections_per_endpoint,
                                     keepalive_expiry=30.0)
@@ -132,10 +144,12 @@ class Deliverer:
         return client
 
     async def aclose(self) -> None:
+        """Close every pool; lookups still hanging in the resolver are abandoned."""
         clients = list(self._clients.values())
         self._clients.clear()
         await asyncio.gather(*(client.aclose() for client in clients), *self._closing,
                              return_exceptions=True)
+        self._resolver.shutdown(wait=False, cancel_futures=True)
 
     async def resolve_target(self, url: str) -> list[IPAddress]:
         """The checked addresses ``url`` resolves to now (raises TargetRefused).
@@ -143,22 +157,44 @@ class Deliverer:
         Resolved at send time, every time, so a DNS change after the endpoint was
         created cannot smuggle a private address in.
         """
-        return await asyncio.to_thread(self._policy.resolve, url)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._resolver, self._policy.resolve, url)
 
     async def deliver(self, task: DeliveryTask, endpoint: Endpoint) -> DeliveryResult:
-        """POST the task's envelope to the endpoint and classify the answer."""
+        """POST the task's envelope to the endpoint and classify the answer.
+
+        The delivery timeout bounds the whole attempt: DNS lookup, connect, request and
+        reading the (capped) response.
+        """
         started = time.perf_counter()
 
         def elapsed() -> float:
             return round((time.perf_counter() - started) * 1000, 3)
 
         try:
+            async with asyncio.timeout(self._timeout_seconds):
+                return await self._attempt(task, endpoint, elapsed)
+        except TimeoutError:
+            return DeliveryResult(False, elapsed(), error="timeout", response_body=(
+                f"the attempt took longer than the delivery timeout of "
+                f"{self._timeout_seconds:g}s"))
+
+    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint,
+                       elapsed: Callable[[], float]) -> DeliveryResult:
+        """One attempt, not bounded as a whole: :meth:`deliver` does that."""
+        try:
             addresses = await self.resolve_target(endpoint.url)
         except TargetRefused as exc:
             return DeliveryResult(False, elapsed(), error="refused_target",
                                   response_body=str(exc)[:MAX_RESPONSE_BODY])
         body = task.event.to_json()
-        headers = build_headers(task, endpoint, body)
+        try:
+            headers = build_headers(task, endpoint, body)
+        except InvalidSecret as exc:
+            # The schema lets through secrets that are not base64 of 24-64 bytes. An
+            # ordinary failure moves the task on, and a fixed secret is used next attempt.
+            return DeliveryResult(False, elapsed(), error="endpoint_misconfigured",
+                                  response_body=f"cannot sign the request: {exc}")
         client = self._client(endpoint.id)
         self._busy[endpoint.id] += 1
         try:

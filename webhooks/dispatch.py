@@ -97,11 +97,16 @@ class RateLimiter:
         self._next = 0.0
 
     async def acquire(self) -> None:
+        """Wait for the next free slot and take it."""
         now = time.monotonic()
         slot = max(now, self._next)
         self._next = slot + 1.0 / self.rate
         if slot > now:
             await asyncio.sleep(slot - now)
+
+    def busy_for(self) -> float:
+        """Seconds until the next call may start; after that a fresh limiter acts the same."""
+        return max(0.0, self._next - time.monotonic())
 
 
 class EndpointDispatcher:
@@ -118,6 +123,8 @@ class EndpointDispatcher:
         self._queues: dict[str, deque[Job]] = {}
         self._active: dict[str, int] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        """Kept while an endpoint is busy and for one interval after, so that jobs arriving
+        one by one are spaced too; dropped once idle, when a fresh one would allow the same."""
         self._runners: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self.in_flight = 0
@@ -170,6 +177,7 @@ class EndpointDispatcher:
             await asyncio.gather(*self._runners, return_exceptions=True)
         self._queues.clear()
         self._active.clear()
+        self._limiters.clear()
 
     def _set_rate_limit(self, endpoint_id: str, rate_limit: int | None) -> None:
         if rate_limit is None:
@@ -199,7 +207,25 @@ class EndpointDispatcher:
                 del self._active[endpoint_id]
                 if not queue:
                     self._queues.pop(endpoint_id, None)
-                    self._limiters.pop(endpoint_id, None)
+                    self._forget_limiter_when_idle(endpoint_id)
+
+    def _forget_limiter_when_idle(self, endpoint_id: str) -> None:
+        """Drop the idle endpoint's limiter once its last spacing has run out."""
+        limiter = self._limiters.get(endpoint_id)
+        if limiter is None:
+            return
+
+        def forget() -> None:
+            self._timers.discard(handle)
+            if endpoint_id in self._active or self._limiters.get(endpoint_id) is not limiter:
+                return  # busy again (its drain will call us when idle) or replaced
+            if limiter.busy_for() > 0:
+                self._forget_limiter_when_idle(endpoint_id)  # the timer fired a hair early
+            else:
+                del self._limiters[endpoint_id]
+
+        handle = asyncio.get_running_loop().call_later(limiter.busy_for(), forget)
+        self._timers.add(handle)
 
     @staticmethod
     async def _run_until_durable(step: Callable[[], Awaitable[Any]]) -> Any:

@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from webhooks.background import BackgroundWorker
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
+from webhooks.schemas import SchemaError
 from webhooks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,17 @@ class EndpointView(BackgroundWorker):
         if value is None:
             self._remove(endpoint_id)
             return
+        # A bad record must not stop the view; it is logged and skipped. The log names
+        # the fields but never the error messages: they quote values, signing secrets too.
         try:
             endpoint = Endpoint.from_json(value)
-        except Exception:  # a bad record must not stop the view; it is logged and skipped
-            log.exception("skipping invalid endpoint record %s", endpoint_id)
+        except SchemaError as exc:
+            log.error("skipping invalid endpoint record %s: invalid %s", endpoint_id,
+                      ", ".join(exc.fields))
+            return
+        except Exception as exc:
+            log.error("skipping unreadable endpoint record %s: %s", endpoint_id,
+                      type(exc).__name__)
             return
         self.put(endpoint)
 

@@ -15,12 +15,17 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 class SchemaError(ValueError):
-    """A document does not conform to its schema; ``errors`` says where and why."""
+    """A document does not conform to its schema; ``errors`` says where and why.
 
-    def __init__(self, schema: str, errors: list[str]) -> None:
+    The messages quote offending values; ``fields`` names only where they are, for logs
+    that must not repeat what a document holds (signing secrets).
+    """
+
+    def __init__(self, schema: str, errors: list[str], fields: list[str] | None = None) -> None:
         super().__init__(f"{schema}: " + "; ".join(errors))
         self.schema = schema
         self.errors = errors
+        self.fields = fields or []
 
 
 @cache
@@ -44,14 +49,19 @@ def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(name), registry=_registry())
 
 
+def field_path(error: ValidationError) -> str:
+    """Where the error is, e.g. ``secrets.0.secret`` (``(root)`` for the document itself)."""
+    return ".".join(str(part) for part in error.absolute_path) or "(root)"
+
+
 def describe_error(error: ValidationError) -> str:
     """One line naming the field and the reason, e.g. ``data.type: 'X' does not match …``."""
-    where = ".".join(str(part) for part in error.absolute_path) or "(root)"
-    return f"{where}: {error.message}"
+    return f"{field_path(error)}: {error.message}"
 
 
 def validate(name: str, document: Any) -> None:
     """Raise :class:`SchemaError` listing every violation of schema ``name``."""
     errors = sorted(_validator(name).iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
-        raise SchemaError(name, [describe_error(e) for e in errors])
+        raise SchemaError(name, [describe_error(e) for e in errors],
+                          [field_path(e) for e in errors])

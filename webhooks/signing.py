@@ -8,6 +8,7 @@ space-separated, and a receiver accepts the message if any one matches.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -24,13 +25,20 @@ def generate_secret(num_bytes: int = 32) -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(num_bytes)).decode()
 
 
+class InvalidSecret(ValueError):
+    """A secret is not ``whsec_`` + base64 of 24–64 bytes; the message never quotes it."""
+
+
 def secret_key(secret: str) -> bytes:
-    """The raw HMAC key of a ``whsec_`` secret."""
+    """The raw HMAC key of a ``whsec_`` secret (raises :class:`InvalidSecret`)."""
     if not secret.startswith(SECRET_PREFIX):
-        raise ValueError("secret must start with whsec_")
-    key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        raise InvalidSecret("secret must start with whsec_")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+    except binascii.Error as exc:
+        raise InvalidSecret(f"secret is not valid base64 ({exc})") from exc
     if not 24 <= len(key) <= 64:
-        raise ValueError("secret must carry 24 to 64 bytes")
+        raise InvalidSecret("secret must carry 24 to 64 bytes")
     return key
 
 

@@ -3,8 +3,10 @@ point (DNS pinning, TLS with the original name), over real receivers on loopback
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,6 +142,22 @@ async def test_only_the_first_kibibyte_of_the_response_is_kept() -> None:
     endpoint = make_endpoint()
     result = await deliver_with(httpx.MockTransport(handler), endpoint, make_task(endpoint))
     assert result.response_body == "x" * MAX_RESPONSE_BODY
+
+
+@pytest.mark.parametrize("secret", ["whsec_AAAA", "whsec_AAAAA", "whsec_" + "A" * 200])
+async def test_an_unusable_secret_fails_the_attempt_without_a_request(secret: str) -> None:
+    # Each matches the schema's pattern, but is not base64 of 24-64 bytes.
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200)
+
+    endpoint = make_endpoint(secrets=[secret])
+    result = await deliver_with(httpx.MockTransport(handler), endpoint, make_task(endpoint))
+    assert not result.succeeded and result.error == "endpoint_misconfigured", result
+    assert "cannot sign" in (result.response_body or "")
+    assert secret not in (result.response_body or "") and calls == []
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.7/hook", "http://169.254.169.254/latest",
@@ -283,3 +301,52 @@ async def test_https_refuses_a_certificate_for_another_name(
         assert receiver.requests == []
     finally:
         receiver.stop()
+
+
+# --- The delivery timeout bounds the whole attempt -----------------------------------
+
+async def test_a_receiver_trickling_its_answer_is_cut_off_at_the_delivery_timeout() -> None:
+    # 1 byte every 0.3 s never trips httpx's per-read timeout; only a bound on the whole
+    # attempt ends it. Without one, this attempt would last 6 s and succeed.
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n\r\n")
+        try:
+            for _ in range(20):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.3)
+        except ConnectionError:
+            pass  # the deliverer gave up: that is the point
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    endpoint = make_endpoint(url=f"http://127.0.0.1:{port}/slow")
+    deliverer = Deliverer(LOOPBACK, timeout=1.0)
+    try:
+        started = time.monotonic()
+        result = await deliverer.deliver(make_task(endpoint), endpoint)
+        took = time.monotonic() - started
+    finally:
+        await deliverer.aclose()
+        server.close()
+    assert not result.succeeded and result.error == "timeout", result
+    assert 1.0 <= took < 1.5 and 1000 <= result.latency_ms < 1500, (took, result)
+
+
+async def test_a_hanging_dns_lookup_is_cut_off_at_the_delivery_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host == "hanging.test":
+            time.sleep(3)  # a resolver that does not answer
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    endpoint = make_endpoint(url="http://hanging.test/hook")
+    started = time.monotonic()
+    result = await deliver_with(None, endpoint, make_task(endpoint))  # timeout 2 s
+    assert result.error == "timeout" and 2.0 <= time.monotonic() - started < 2.5, result

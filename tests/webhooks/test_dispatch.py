@@ -132,6 +132,31 @@ async def test_rate_limited_endpoint_jobs_are_spaced_out() -> None:
     await dispatcher.close()
 
 
+async def test_rate_limit_spaces_jobs_that_arrive_one_by_one() -> None:
+    # Light traffic: each job arrives after the previous one finished, so the endpoint's
+    # queue is empty in between; the limit must hold all the same.
+    dispatcher = EndpointDispatcher(concurrency=10, per_endpoint=10)
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def job() -> None:
+        starts.append(loop.time())
+
+    for n in range(4):
+        dispatcher.submit("ep", job, rate_limit=4)  # 4 per second: >= 250 ms apart
+        while len(starts) <= n:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # arrivals 50 ms apart would otherwise be sent so
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= 0.24 for gap in gaps), gaps
+
+    # Idle for longer than one interval, the limiter is dropped (bounded memory): a fresh
+    # one would allow the next job at once, as the old one would by then.
+    await asyncio.sleep(0.3)
+    assert dispatcher._limiters == {}
+    await dispatcher.close()
+
+
 async def test_finish_steps_run_outside_the_endpoint_slot() -> None:
     dispatcher = EndpointDispatcher(concurrency=1, per_endpoint=1)
     kafka_ack = asyncio.Event()

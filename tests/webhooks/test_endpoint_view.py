@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+
+import pytest
 
 from webhooks.endpoint_view import EndpointView
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
@@ -83,3 +87,22 @@ def test_an_empty_topic_is_ready_at_once(make_settings) -> None:  # type: ignore
         assert view.wait_ready(30) and len(view) == 0
     finally:
         view.stop()
+
+
+def test_an_invalid_record_is_skipped_and_logged_without_its_values(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    view = EndpointView(settings, Topics.from_settings(settings).endpoints)  # apply() only
+    record = endpoint("acme", ["*"]).model_dump()
+    record["secrets"] = [{"secret": "whsec_l3aked-secret!"}]  # fails the schema's pattern
+
+    with caplog.at_level(logging.DEBUG, logger="webhooks.endpoint_view"):
+        view.apply(record["id"], json.dumps(record).encode())
+        view.apply("ep_garbled", b'{"secrets": [{"secret": "whsec_l3aked')
+
+    assert view.get(record["id"]) is None and len(view) == 0
+    invalid, garbled = (r.getMessage() for r in caplog.records)
+    assert record["id"] in invalid and "secrets.0.secret" in invalid
+    assert "ep_garbled" in garbled
+    # Neither the message nor a traceback repeats what the record held.
+    assert "l3aked" not in caplog.text
+    assert all(r.exc_info is None for r in caplog.records)

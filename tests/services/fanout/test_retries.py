@@ -1,4 +1,4 @@
-"""Retry tiers, DLQ, isolation and 410 against real receivers (schedule 1s,2s,3s)."""
+"""Retry tiers, DLQ, isolation, rate limits and 410 against real receivers (schedule 1s,2s,3s)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
-from webhooks.endpoints import Endpoint
-from webhooks.envelope import Envelope
+from webhooks.endpoints import Endpoint, EndpointSecret
+from webhooks.envelope import Envelope, parse_timestamp
 from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
 TOLERANCE = 3.0  # seconds a retry may come late on a busy machine
+TIERS = (1.0, 2.0, 3.0)  # the test schedule, "1s,2s,3s"
+EARLY = 0.1  # seconds a retry may come before its due time (timer and clock granularity)
+LATE = 0.9  # seconds a retry may come after it: the worker's lag, on a loaded machine
 MAX_WAITING = 3
 
 
@@ -57,9 +60,14 @@ def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
     requests = receiver.wait_for("/failing", 4, timeout=60)
     assert [r.headers["webhook-attempt"] for r in requests] == ["1", "2", "3", "4"]
     assert {r.headers["webhook-id"] for r in requests} == {event.id}
+    # Jitter is 0 in tests, so each gap is its tier's delay plus the worker's own lag; the
+    # bounds are narrow enough that one flat wait for every tier (or a tier off by one
+    # second) would fail.
     gaps = [later.at - earlier.at for earlier, later in zip(requests, requests[1:], strict=False)]
-    for gap, tier in zip(gaps, (1.0, 2.0, 3.0), strict=True):
-        assert tier * 0.9 <= gap <= tier + TOLERANCE, gaps
+    assert (settings.retry_schedule, settings.retry_jitter) == ("1s,2s,3s", 0.0)
+    for gap, tier in zip(gaps, TIERS, strict=True):
+        assert tier - EARLY <= gap <= tier + LATE, gaps
+    assert all(shorter < longer for shorter, longer in zip(gaps, gaps[1:], strict=False)), gaps
 
     [dead] = dlq_tasks(settings, platform, endpoint.id, expect=1)
     assert dead.event.id == event.id
@@ -79,6 +87,13 @@ def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
                for a in ours)
     assert all(a.next_attempt_at for a in ours[:3]) and ours[3].next_attempt_at is None
 
+    # Each retry arrived when the previous attempt record said it would (receipts are
+    # monotonic; the records are wall-clock, from the same machine's clock).
+    to_wall = time.time() - time.monotonic()
+    for record, retry in zip(ours[:3], requests[1:], strict=True):
+        due = parse_timestamp(record.next_attempt_at or "").timestamp()
+        assert due - EARLY <= retry.at + to_wall <= due + LATE, (record, retry.at + to_wall)
+
 
 def test_a_receiver_recovering_mid_schedule_gets_the_event_and_nothing_is_dead_lettered(
         worker: ServiceProcess, platform: Platform, receiver: Receiver,
@@ -95,6 +110,32 @@ def test_a_receiver_recovering_mid_schedule_gets_the_event_and_nothing_is_dead_l
     time.sleep(4)  # longer than the last tier: a wrongful further attempt would show
     assert len(receiver.at("/recovering")) == 3
     assert dlq_tasks(settings, platform, endpoint.id) == []
+
+
+def test_an_unusable_secret_fails_each_attempt_then_dead_letters_and_the_worker_moves_on(
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
+    # Passes the endpoint schema's pattern, but is 3 bytes where 24-64 are required.
+    broken = platform.endpoint(receiver.url("/misconfigured"), ["*"], tenant="badsecret",
+                               secrets=[EndpointSecret(secret="whsec_AAAA")])
+    platform.endpoint(receiver.url("/fine"), ["*"], tenant="badsecret")
+    time.sleep(2)
+    first = platform.event("order.created", tenant="badsecret", id="m1")
+
+    [dead] = dlq_tasks(settings, platform, broken.id, expect=1)
+    assert dead.event.id == first.id and [h.attempt for h in dead.history] == [1, 2, 3, 4]
+    assert all(h.error == "endpoint_misconfigured" for h in dead.history)
+    attempts = [AttemptRecord.from_json(m.value()) for m in read_topic(
+        settings, platform.topics.attempts,
+        until=lambda ms: sum(json.loads(m.value())["endpoint_id"] == broken.id
+                             for m in ms) >= 4)]
+    ours = sorted((a for a in attempts if a.endpoint_id == broken.id), key=lambda a: a.attempt)
+    assert [a.outcome for a in ours] == ["retrying", "retrying", "retrying", "dead_lettered"]
+    assert all("cannot sign" in (a.response_body or "") for a in ours)
+    # Nothing unsigned went out, and the other endpoint got its event and keeps getting them.
+    later = platform.event("order.created", tenant="badsecret", id="m2")
+    assert [r.event_id for r in receiver.wait_for("/fine", 2)] == [first.id, later.id]
+    assert receiver.at("/misconfigured") == []
 
 
 def test_retry_after_lengthens_the_wait_up_to_the_next_tier(
@@ -138,6 +179,23 @@ def test_a_hanging_receiver_does_not_delay_a_healthy_one_on_the_same_partition(
         hanging_requests[0].at + settings.delivery_timeout
     # The per-endpoint in-flight limit caps what the hanging endpoint occupies.
     assert len(receiver.at("/hanging")) <= settings.endpoint_max_in_flight
+
+
+def test_rate_limit_holds_when_events_arrive_one_by_one(
+        worker: ServiceProcess, platform: Platform, receiver: Receiver) -> None:
+    platform.endpoint(receiver.url("/limited"), ["*"], tenant="limitedco", rate_limit=1)
+    time.sleep(2)
+    # Events 0.3 s apart, each delivered before the next arrives: the endpoint's queue is
+    # empty in between, and the limit (1 per second) must hold across that.
+    for n in range(4):
+        platform.event("order.created", tenant="limitedco", n=n)
+        time.sleep(0.3)
+
+    requests = receiver.wait_for("/limited", 4, timeout=30)
+    gaps = [later.at - earlier.at for earlier, later in zip(requests, requests[1:], strict=False)]
+    # The limiter spaces attempt *starts* 1 s apart; arrivals vary by each request's own
+    # latency (the first also opens the connection), hence the slack.
+    assert all(gap >= 0.7 for gap in gaps), gaps
 
 
 def test_410_gone_disables_the_endpoint_and_stops_deliveries(

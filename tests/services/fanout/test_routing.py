@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
-from tests.services.fanout.harness import Platform
+from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
@@ -69,14 +69,15 @@ def test_filters_route_each_event_to_exactly_the_matching_endpoints(
 
 
 def test_both_signatures_verify_during_a_secret_rotation(
-        worker: ServiceProcess, platform: Platform, receiver: Receiver) -> None:
+        worker: ServiceProcess, platform: Platform, receiver: Receiver,
+        settings: Settings) -> None:
     old, new = generate_secret(), generate_secret()
     expires = format_timestamp(utcnow() + timedelta(hours=1))
     endpoint = platform.endpoint(
         receiver.url("/rotating"), ["*"],
         secrets=[EndpointSecret(secret=new), EndpointSecret(secret=old, expires=expires)])
     expired = generate_secret()
-    platform.endpoint(receiver.url("/rotated-long-ago"), ["*"], secrets=[
+    rotated = platform.endpoint(receiver.url("/rotated-long-ago"), ["*"], secrets=[
         EndpointSecret(secret=new),
         EndpointSecret(secret=expired, expires=format_timestamp(utcnow() - timedelta(hours=1)))])
     time.sleep(2)
@@ -87,11 +88,24 @@ def test_both_signatures_verify_during_a_secret_rotation(
     # A receiver still on the old secret and one already on the new one both accept it.
     assert Webhook(old).verify(request.body, request.headers)["id"] == event.id
     assert Webhook(new).verify(request.body, request.headers)["id"] == event.id
-    assert endpoint.id
 
     late = receiver.wait_for("/rotated-long-ago", 1)[0]
     assert len(late.headers["webhook-signature"].split()) == 1
     assert Webhook(new).verify(late.body, late.headers)["id"] == event.id
+
+    # Each task is keyed by its endpoint id, so an endpoint's tasks share a partition.
+    ours = (endpoint.id, rotated.id)
+
+    def tasks(messages: list) -> list[tuple[DeliveryTask, Message]]:  # type: ignore[type-arg]
+        decoded = ((DeliveryTask.from_json(m.value()), m) for m in messages)
+        return [(t, m) for t, m in decoded if t.event.id == event.id and t.endpoint_id in ours]
+
+    keyed = tasks(read_topic(settings, platform.topics.deliveries,
+                             until=lambda ms: len(tasks(ms)) == 2))
+    assert sorted(t.endpoint_id for t, _ in keyed) == sorted(ours)
+    for task, message in keyed:
+        assert message.key() == task.endpoint_id.encode()
+        assert message.partition() == partition_of(task.endpoint_id, settings.topic_partitions)
 
 
 def test_endpoint_changes_reach_matching_within_seconds(
