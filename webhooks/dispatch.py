@@ -117,9 +117,11 @@ class EndpointDispatcher:
     failures that escape are the ones where an outcome could not be made durable.
     """
 
-    def __init__(self, concurrency: int, per_endpoint: int) -> None:
+    def __init__(self, concurrency: int, per_endpoint: int,
+                 max_queued: int | None = None) -> None:
         self._global = asyncio.Semaphore(concurrency)
         self._per_endpoint = per_endpoint
+        self._max_queued = max_queued
         self._queues: dict[str, deque[Job]] = {}
         self._active: dict[str, int] = {}
         self._limiters: dict[str, RateLimiter] = {}
@@ -131,8 +133,19 @@ class EndpointDispatcher:
         self.waiting = 0
         """Jobs held until their due time."""
 
-    def submit(self, endpoint_id: str, job: Job, rate_limit: int | None = None) -> None:
-        """Queue ``job`` for ``endpoint_id``; it starts as soon as limits allow."""
+    def submit(self, endpoint_id: str, job: Job, rate_limit: int | None = None,
+               overflow: Finish | None = None) -> None:
+        """Queue ``job`` for ``endpoint_id``; it starts as soon as limits allow.
+
+        If ``max_queued`` jobs already wait for this endpoint (a slow or dead one), the
+        ``overflow`` step runs instead, when given: memory holds a bounded backlog per
+        endpoint and the rest waits elsewhere (in Kafka).
+        """
+        queue = self._queues.get(endpoint_id)
+        if (overflow is not None and self._max_queued is not None and queue is not None
+                and len(queue) >= self._max_queued):
+            self._start(self._run_until_durable(overflow))
+            return
         self._set_rate_limit(endpoint_id, rate_limit)
         self._queues.setdefault(endpoint_id, deque()).append(job)
         if self._active.get(endpoint_id, 0) < self._per_endpoint:
@@ -145,10 +158,10 @@ class EndpointDispatcher:
         runner.add_done_callback(self._runners.discard)
 
     def submit_at(self, delay: float, endpoint_id: str, job: Job,
-                  rate_limit: int | None = None) -> None:
-        """Queue ``job`` after ``delay`` seconds without blocking the caller."""
+                  rate_limit: int | None = None, overflow: Finish | None = None) -> None:
+        """:meth:`submit` after ``delay`` seconds without blocking the caller."""
         if delay <= 0:
-            self.submit(endpoint_id, job, rate_limit)
+            self.submit(endpoint_id, job, rate_limit, overflow)
             return
         self.waiting += 1
         handle: asyncio.TimerHandle
@@ -156,7 +169,7 @@ class EndpointDispatcher:
         def wake() -> None:
             self.waiting -= 1
             self._timers.discard(handle)
-            self.submit(endpoint_id, job, rate_limit)
+            self.submit(endpoint_id, job, rate_limit, overflow)
 
         handle = asyncio.get_running_loop().call_later(delay, wake)
         self._timers.add(handle)

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     delivery_timeout: Annotated[float, NoDecode] = 15.0
     delivery_concurrency: int = Field(default=200, ge=1)
     endpoint_max_in_flight: int = Field(default=10, ge=1)
+    # Due deliveries queued in memory per endpoint; more are deferred to a retry tier topic.
+    endpoint_max_queued: int = Field(default=1000, ge=1)
     secret_rotation_overlap: Annotated[float, NoDecode] = 24 * 3600.0
     disable_after: Annotated[float, NoDecode] = 5 * 24 * 3600.0
     disable_after_failures: int = Field(default=0, ge=0)

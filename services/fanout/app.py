@@ -73,7 +73,8 @@ def create_app(settings: Settings) -> faust.App:
 
     view = EndpointView(settings, topics.endpoints)
     dispatcher = EndpointDispatcher(settings.delivery_concurrency,
-                                    settings.endpoint_max_in_flight)
+                                    settings.endpoint_max_in_flight,
+                                    settings.endpoint_max_queued)
     acks = OrderedAcks()
     metrics = FanoutMetrics(in_flight=lambda: dispatcher.in_flight,
                             waiting=lambda: dispatcher.waiting,

@@ -30,6 +30,10 @@ class FanoutMetrics:
             registry=self.registry)
         self.retries = Counter(
             "webhooks_retries", "Tasks moved to a retry tier.", ["tier"], registry=self.registry)
+        self.deferred = Counter(
+            "webhooks_deliveries_deferred",
+            "Due tasks parked in a retry tier, without an attempt, as their endpoint's "
+            "queue was full.", registry=self.registry)
         self.dead_lettered = Counter(
             "webhooks_dead_lettered", "Tasks moved to the DLQ.", registry=self.registry)
         self.tasks_created = Counter(

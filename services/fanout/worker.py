@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.fanout.metrics import FanoutMetrics
 from webhooks.deliverer import Deliverer, DeliveryResult
@@ -89,8 +89,26 @@ class FanoutWorker:
 
             return durable
 
+        async def defer() -> None:
+            if cancelled():
+                return
+            await self._defer(task)
+            on_durable()
+
         self.dispatcher.submit_at(delay, task.endpoint_id, job,
-                                  endpoint.rate_limit if endpoint else None)
+                                  endpoint.rate_limit if endpoint else None,
+                                  overflow=defer if self.schedule.tier_names else None)
+
+    async def _defer(self, task: DeliveryTask) -> None:
+        """Park a due task whose endpoint already has a full queue (a slow or dead one) in
+        a retry tier topic, without an attempt: the first tier for a fresh task, its own
+        tier for a retry. It comes back when that tier's delay has passed."""
+        tier = max(task.attempt - 2, 0)
+        due = utcnow() + timedelta(seconds=self.schedule.delay_before(tier + 2))
+        parked = task.model_copy(update={"not_before": format_timestamp(due)})
+        await self.publish(self.topics.retry(self.schedule.tier_names[tier]), parked.key,
+                           parked.to_json())
+        self.metrics.deferred.inc()
 
     async def attempt(self, task: DeliveryTask) -> Outcome:
         """Make one attempt and make its outcome durable; returns the outcome."""

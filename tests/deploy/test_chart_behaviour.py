@@ -389,7 +389,8 @@ def test_tuning_values_reach_the_pods_that_use_them(all_enabled: Manifests,
     assert (ingest.ingest_max_batch_bytes, ingest.ingest_produce_timeout,
             ingest.ingest_kafka_intake) == (10485760, 10.0, False)
     assert ingest.max_body_bytes == 524288, "ingest.extraEnv overrides the ConfigMap"
-    assert pods["webhooks-fanout"].fanout_max_waiting == 50000
+    assert (pods["webhooks-fanout"].fanout_max_waiting,
+            pods["webhooks-fanout"].endpoint_max_queued) == (50000, 500)
     sink = pods["webhooks-eventlog-sink"]
     assert (sink.eventlog_role, sink.sink_batch_size, sink.sink_batch_wait) == ("sink", 2000, 1.0)
     assert pods["webhooks-eventlog"].cursor_secret == "cursor-secret-0123456789abcdef"

@@ -190,3 +190,37 @@ def test_forgetting_a_partition_cancels_its_slots() -> None:
     kept, revoked = acks.track("a", lambda: None), acks.track("b", lambda: None)
     acks.forget({"b"})
     assert revoked.cancelled and not kept.cancelled
+
+
+async def test_jobs_beyond_an_endpoints_queue_bound_overflow() -> None:
+    dispatcher = EndpointDispatcher(concurrency=10, per_endpoint=1, max_queued=2)
+    release = asyncio.Event()
+    ran: list[str] = []
+    overflowed: list[str] = []
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            await release.wait()
+            ran.append(name)
+        return run
+
+    def overflow(name: str):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            overflowed.append(name)
+        return run
+
+    for n in range(6):
+        dispatcher.submit("slow", job(f"slow{n}"), overflow=overflow(f"slow{n}"))
+    dispatcher.submit("other", job("other0"), overflow=overflow("other0"))
+    dispatcher.submit("slow", job("no-overflow-step"))  # without one, it queues anyway
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # A job counts as queued until a runner picks it up: submitted back to back, two wait
+    # and the rest overflow. Another endpoint is unaffected.
+    assert overflowed == ["slow2", "slow3", "slow4", "slow5"]
+    assert dispatcher.in_flight == 2  # "slow0" and "other0", waiting for the release
+    release.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert sorted(ran) == ["no-overflow-step", "other0", "slow0", "slow1"]
+    await dispatcher.close()

@@ -120,6 +120,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_DELIVERY_TIMEOUT" $c.deliveryTimeout
   "WEBHOOKS_DELIVERY_CONCURRENCY" ($c.deliveryConcurrency | int64 | toString)
   "WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT" ($c.endpointMaxInFlight | int64 | toString)
+  "WEBHOOKS_ENDPOINT_MAX_QUEUED" ($c.endpointMaxQueued | int64 | toString)
   "WEBHOOKS_SECRET_ROTATION_OVERLAP" $c.secretRotationOverlap
   "WEBHOOKS_DISABLE_AFTER" $c.disableAfter
   "WEBHOOKS_DISABLE_AFTER_FAILURES" ($c.disableAfterFailures | int64 | toString)
