@@ -8,6 +8,7 @@ The event keeps its id, so the receiver sees the same ``webhook-id`` again.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -18,6 +19,14 @@ from webhooks.envelope import Envelope
 from webhooks.topics import Topics
 
 
+@dataclass
+class QueuedTasks:
+    """What :meth:`DeliveryQueue.enqueue` produced: how many tasks, and the first few."""
+
+    count: int = 0
+    first: list[DeliveryTask] = field(default_factory=list)
+
+
 class DeliveryQueue:
     """Produces delivery tasks and returns only once Kafka acknowledged every one."""
 
@@ -26,9 +35,14 @@ class DeliveryQueue:
         self.topics = topics
 
     def enqueue(self, pairs: Iterable[tuple[Envelope, Endpoint]], trigger: Trigger,
-                timeout: float = 30.0) -> list[DeliveryTask]:
-        """One task per (event, endpoint) pair; raises if any is not acknowledged."""
-        tasks: list[DeliveryTask] = []
+                timeout: float = 30.0, keep: int = 1000) -> QueuedTasks:
+        """One task per (event, endpoint) pair; raises if any is not acknowledged.
+
+        ``pairs`` may be a long stream (a recovery of weeks of events): tasks are produced
+        as they come and only the first ``keep`` are kept for the answer, so memory stays
+        bounded; ``timeout`` applies to the final flush.
+        """
+        queued = QueuedTasks()
         errors: list[Any] = []
         acknowledged = 0
 
@@ -41,13 +55,20 @@ class DeliveryQueue:
 
         for event, endpoint in pairs:
             task = DeliveryTask.create(event, endpoint.id, trigger)
-            self.producer.produce(self.topics.deliveries, key=task.key, value=task.to_json(),
-                                  on_delivery=on_delivery)
-            self.producer.poll(0)  # serve callbacks so the local queue never fills up
-            tasks.append(task)
+            while True:
+                try:
+                    self.producer.produce(self.topics.deliveries, key=task.key,
+                                          value=task.to_json(), on_delivery=on_delivery)
+                    break
+                except BufferError:  # the local queue is full: let the broker catch up
+                    self.producer.poll(0.1)
+            self.producer.poll(0)  # serve delivery callbacks as we go
+            queued.count += 1
+            if len(queued.first) < keep:
+                queued.first.append(task)
         self.producer.flush(timeout)
         if errors:
             raise KafkaException(errors[0])
-        if acknowledged != len(tasks):
-            raise KafkaException(f"{len(tasks) - acknowledged} delivery tasks not acknowledged")
-        return tasks
+        if acknowledged != queued.count:
+            raise KafkaException(f"{queued.count - acknowledged} delivery tasks not acknowledged")
+        return queued

@@ -15,6 +15,7 @@ from services.eventlog.context import (
     tenant_dependency,
 )
 from services.eventlog.models import (
+    MAX_LISTED_TASKS,
     AttemptPage,
     EndpointCreate,
     EndpointCreated,
@@ -168,8 +169,8 @@ def endpoints_router(ctx: EventlogContext) -> APIRouter:
                                created_after=request.since - timedelta(microseconds=1),
                                created_before=request.until)
         events = (Envelope.from_json(raw) for raw in ctx.events.iter_events(tenant, filters))
-        tasks = ctx.queue.enqueue(((event, endpoint) for event in events), "recover")
-        return Queued.of(tasks)
+        return Queued.of(ctx.queue.enqueue(((event, endpoint) for event in events), "recover",
+                                           keep=MAX_LISTED_TASKS))
 
     return router
 

@@ -15,7 +15,13 @@ from services.eventlog.context import (
     page_response,
     tenant_dependency,
 )
-from services.eventlog.models import EventDetail, EventPage, Queued, RedeliverRequest
+from services.eventlog.models import (
+    MAX_LISTED_TASKS,
+    EventDetail,
+    EventPage,
+    Queued,
+    RedeliverRequest,
+)
 from webhooks.envelope import Envelope, format_timestamp, to_utc
 from webhooks.eventstore import EventFilters
 from webhooks.matching import is_valid_filter
@@ -103,7 +109,7 @@ def events_router(ctx: EventlogContext) -> APIRouter:
             targets = [endpoint]
         else:
             targets = [e for e in ctx.endpoints.list(tenant) if e.wants(event)]
-        tasks = ctx.queue.enqueue(((event, endpoint) for endpoint in targets), "redeliver")
-        return Queued.of(tasks)
+        return Queued.of(ctx.queue.enqueue(((event, endpoint) for endpoint in targets),
+                                           "redeliver", keep=MAX_LISTED_TASKS))
 
     return router

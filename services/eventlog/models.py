@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
+from webhooks.redelivery import QueuedTasks
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000
@@ -203,7 +204,7 @@ class Queued(BaseModel):
     tasks: list[QueuedTask] = Field(description=f"The first {MAX_LISTED_TASKS} tasks.")
 
     @classmethod
-    def of(cls, tasks: list[Any]) -> Queued:
-        return cls(queued=len(tasks), tasks=[
+    def of(cls, queued: QueuedTasks) -> Queued:
+        return cls(queued=queued.count, tasks=[
             QueuedTask(task_id=t.task_id, endpoint_id=t.endpoint_id, event_id=t.event.id)
-            for t in tasks[:MAX_LISTED_TASKS]])
+            for t in queued.first[:MAX_LISTED_TASKS]])
