@@ -11,17 +11,23 @@ sink's watermark for the record's partition has passed the record's offset, so t
 caller's next GET sees its own write. If the sink lags beyond the bound, the write
 still stands (Kafka acknowledged it) and the caller is answered from the produced
 record; a GET right after may then briefly show the previous version.
+
+Read-before-change: a change derived from the current record (PATCH, secret rotation)
+starts from :meth:`EndpointStore.latest`, which first waits (bounded) until the sink has
+stored every record on the topic, so that it does not undo a write the table has not
+caught up with yet (the fanout disabling the endpoint, another replica's change).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from webhooks.endpoints import Endpoint
 from webhooks.eventstore import EventStore
@@ -55,12 +61,15 @@ class EndpointStore:
     """Tenant-scoped endpoint reads (ClickHouse) and writes (Kafka)."""
 
     def __init__(self, client: Client, producer: Producer, topics: Topics,
-                 visibility_timeout: float = 5.0) -> None:
+                 offsets: Consumer, visibility_timeout: float = 5.0) -> None:
+        """``offsets`` is a consumer used only to read the topic's end offsets."""
         self.client = client
         self.producer = producer
         self.topics = topics
         self.visibility_timeout = visibility_timeout
         self._positions = EventStore(client, topics)
+        self._offsets = offsets
+        self._offsets_lock = threading.Lock()  # requests run in a thread pool
 
     def list(self, tenant: str) -> list[Endpoint]:
         """Every live endpoint of ``tenant``, by id."""
@@ -76,22 +85,45 @@ class EndpointStore:
         rows = result.result_rows
         return Endpoint.from_json(rows[0][1]) if rows else None
 
+    def latest(self, tenant: str, endpoint_id: str) -> Endpoint | None:
+        """:meth:`get` once the table holds every record written to the topic so far (or
+        the bound passed): the record to derive a change from."""
+        try:
+            ends = self._end_offsets()
+        except KafkaException as exc:
+            log.warning("cannot read the endpoints topic's end offsets (%s)", exc)
+        else:
+            self.wait_sinked({p: end - 1 for p, end in ends.items() if end > 0})
+        return self.get(tenant, endpoint_id)
+
+    def _end_offsets(self) -> dict[int, int]:
+        with self._offsets_lock:
+            topic = self._offsets.list_topics(self.topics.endpoints, timeout=5).topics
+            partitions = sorted(topic[self.topics.endpoints].partitions)
+            return {p: self._offsets.get_watermark_offsets(
+                TopicPartition(self.topics.endpoints, p), timeout=5)[1] for p in partitions}
+
+    def close(self) -> None:
+        """Release the offsets consumer."""
+        with self._offsets_lock:
+            self._offsets.close()
+
     def save(self, endpoint: Endpoint) -> Endpoint:
         """Publish ``endpoint`` (validated against ``endpoint.v1``) and wait until readable."""
         checked = Endpoint.from_dict(endpoint.model_dump())
         position = produce_acknowledged(self.producer, self.topics.endpoints,
                                         checked.id.encode(), checked.to_json())
-        self.wait_visible(*position)
+        self.wait_sinked(dict([position]))
         return checked
 
     def delete(self, endpoint_id: str) -> None:
         """Publish a tombstone for ``endpoint_id`` and wait until readable."""
         position = produce_acknowledged(self.producer, self.topics.endpoints,
                                         endpoint_id.encode(), None)
-        self.wait_visible(*position)
+        self.wait_sinked(dict([position]))
 
-    def wait_visible(self, partition: int, offset: int) -> bool:
-        """Wait until the sink has written ``offset`` of ``partition``; False on timeout."""
+    def wait_sinked(self, offsets: dict[int, int]) -> bool:
+        """Wait until the sink has written each partition's given offset; False on timeout."""
         deadline = time.monotonic() + self.visibility_timeout
         delay = 0.02
         while True:
@@ -102,10 +134,10 @@ class EndpointStore:
                 # now would tell the caller it did not happen. Answer from the record instead.
                 log.warning("cannot read sink positions (%s); answering from the record", exc)
                 return False
-            if watermarks.get(partition, 0) > offset:
+            if all(watermarks.get(partition, 0) > offset for partition, offset in offsets.items()):
                 return True
             if time.monotonic() >= deadline:
-                log.warning("endpoints[%s]@%s not yet sinked after %.1fs", partition, offset,
+                log.warning("endpoints %s not yet sinked after %.1fs", offsets,
                             self.visibility_timeout)
                 return False
             time.sleep(delay)

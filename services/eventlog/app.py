@@ -49,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
         sink = EventLogSink(settings, create_clickhouse_client(settings.clickhouse_url,
                                                                create_database=False))
     producer = create_producer(settings)
+    context = (EventlogContext.create(settings, client, producer)
+               if settings.eventlog_role in ("all", "api") else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if sink is not None:
                 sink.stop()
+            if context is not None:
+                context.endpoints.close()
             close_producer(producer)
 
     app = FastAPI(title="webhooks eventlog", version="1", lifespan=lifespan,
@@ -72,8 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     if sink is not None:
         checks["sink"] = lambda: sink.alive
     app.include_router(health_router(checks))
-    if settings.eventlog_role in ("all", "api"):
-        context = EventlogContext.create(settings, client, producer)
+    if context is not None:
         app.state.context = context
         app.include_router(events_router(context))
         app.include_router(endpoints_router(context))

@@ -16,6 +16,7 @@ from webhooks.auth import ApiKeys, Principal
 from webhooks.cursor import Cursor, CursorError, cursor_key, request_binding
 from webhooks.endpointstore import EndpointStore
 from webhooks.eventstore import EventStore, Page
+from webhooks.kafka import create_consumer
 from webhooks.problems import Problem, problem_responses
 from webhooks.redelivery import DeliveryQueue
 from webhooks.settings import Settings
@@ -54,7 +55,8 @@ class EventlogContext:
         return cls(
             settings=settings, client=client, producer=producer, topics=topics,
             events=EventStore(client, topics),
-            endpoints=EndpointStore(client, producer, topics),
+            endpoints=EndpointStore(client, producer, topics,
+                                    offsets=create_consumer(settings, "endpoint-offsets")),
             queue=DeliveryQueue(producer, topics),
             targets=TargetPolicy.create(settings.allow_private_targets,
                                         production=settings.environment == "production"),

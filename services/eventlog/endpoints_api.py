@@ -48,8 +48,10 @@ def endpoints_router(ctx: EventlogContext) -> APIRouter:
         except TargetRefused as exc:
             raise Problem(422, f"url: {exc}") from exc
 
-    def load(tenant: str, endpoint_id: str) -> Endpoint:
-        endpoint = ctx.endpoints.get(tenant, endpoint_id)
+    def load(tenant: str, endpoint_id: str, to_change: bool = False) -> Endpoint:
+        """The endpoint, or 404; ``to_change``: the latest record, to derive a write from."""
+        store = ctx.endpoints
+        endpoint = (store.latest if to_change else store.get)(tenant, endpoint_id)
         if endpoint is None:
             raise Problem(404, f"no endpoint {endpoint_id}")
         return endpoint
@@ -85,7 +87,7 @@ def endpoints_router(ctx: EventlogContext) -> APIRouter:
     def update_endpoint(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID],
                         request: EndpointUpdate) -> EndpointOut:
         """Change the fields given; ``disabled: false`` re-enables a disabled endpoint."""
-        endpoint = load(tenant, endpoint_id)
+        endpoint = load(tenant, endpoint_id, to_change=True)
         changes = request.model_dump(exclude_unset=True)
         if changes.get("url") is not None:
             check_url(changes["url"])
@@ -112,7 +114,7 @@ def endpoints_router(ctx: EventlogContext) -> APIRouter:
                       ) -> EndpointCreated:
         """A new secret signs from now on; the previous ones keep signing alongside it
         until ``now + WEBHOOKS_SECRET_ROTATION_OVERLAP``, so receivers can switch over."""
-        endpoint = load(tenant, endpoint_id)
+        endpoint = load(tenant, endpoint_id, to_change=True)
         now = utcnow()
         expires_at = now + timedelta(seconds=ctx.settings.secret_rotation_overlap)
         kept = []

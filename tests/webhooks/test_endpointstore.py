@@ -7,7 +7,7 @@ from webhooks.clickhouse import create_clickhouse_client
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.endpointstore import EndpointStore
 from webhooks.envelope import format_timestamp, utcnow
-from webhooks.kafka import create_producer
+from webhooks.kafka import create_consumer, create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -19,7 +19,8 @@ def test_a_write_acknowledged_by_kafka_stands_when_clickhouse_cannot_be_read(
     # fails right after the write.
     client = create_clickhouse_client(settings.clickhouse_url)
     topics = Topics.from_settings(settings)
-    store = EndpointStore(client, create_producer(settings), topics, visibility_timeout=2.0)
+    store = EndpointStore(client, create_producer(settings), topics,
+                          offsets=create_consumer(settings, "offsets"), visibility_timeout=2.0)
     now = format_timestamp(utcnow())
     endpoint = Endpoint(id=new_endpoint_id(), tenant="acme", url="https://example.com/hook",
                         events=["*"], secrets=[EndpointSecret(secret=generate_secret())],

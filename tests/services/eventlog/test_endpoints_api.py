@@ -19,7 +19,7 @@ from webhooks.endpoint_view import EndpointView
 from webhooks.endpoints import Endpoint
 from webhooks.endpointstore import produce_acknowledged
 from webhooks.envelope import Envelope, parse_timestamp
-from webhooks.kafka import create_producer
+from webhooks.kafka import close_producer, create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -171,6 +171,36 @@ def test_updates_from_other_writers_are_read(api: TestClient, eventlog_settings:
     assert tenant.call("GET", path).json()["disabled_reason"] == "410 Gone"
     enabled = tenant.call("PATCH", path, json={"disabled": False}).json()
     assert enabled["disabled"] is False and enabled["disabled_reason"] is None
+
+
+def test_a_change_does_not_undo_a_write_the_table_has_not_caught_up_with(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    """The fanout disables an endpoint and, before the sink stored that, the tenant changes
+    the description (or rotates the secret): the change starts from the disabled record."""
+    tenant = Tenant(api)
+    producer = create_producer(eventlog_settings)
+    topic = Topics.from_settings(eventlog_settings).endpoints
+    for change in ({"description": "renamed"}, None):
+        created = tenant.endpoint(["*"])
+        path = f"/v1/endpoints/{created['id']}"
+        current = Endpoint.from_dict({
+            **{k: v for k, v in created.items() if k in Endpoint.model_fields},
+            "tenant": tenant.name,
+            "secrets": tenant.call("GET", f"{path}/secret").json()["secrets"]})
+        disabled = current.model_copy(update={"disabled": True, "disabled_reason": "410 Gone"})
+        produce_acknowledged(producer, topic, created["id"].encode(), disabled.to_json())
+        if change is not None:
+            answer = tenant.call("PATCH", path, json=change)
+        else:
+            answer = tenant.call("POST", f"{path}/rotate-secret")
+        assert answer.status_code == 200, answer.text
+        after = tenant.call("GET", path).json()
+        assert after["disabled"] is True and after["disabled_reason"] == "410 Gone", after
+        if change is not None:
+            assert after["description"] == "renamed"
+        else:
+            assert len(tenant.call("GET", f"{path}/secret").json()["secrets"]) == 2
+    close_producer(producer)
 
 
 @pytest.mark.parametrize("body, status", [
