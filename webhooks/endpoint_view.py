@@ -16,13 +16,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from webhooks.background import BackgroundWorker
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
+from webhooks.kafka import end_offsets
 from webhooks.schemas import SchemaError
 from webhooks.settings import Settings
 
@@ -83,8 +83,7 @@ class EndpointView(BackgroundWorker):
             targets = self._end_offsets_now(timeout)
         except KafkaException:
             return False
-        while not all(target == 0 or self._positions.get(p, -1) >= target - 1
-                      for p, target in targets.items()):
+        while not self._has_read_up_to(targets):
             if time.monotonic() >= deadline or self.failure is not None:
                 return False
             time.sleep(0.05)
@@ -94,9 +93,7 @@ class EndpointView(BackgroundWorker):
         consumer = Consumer({**self._settings.kafka_client_config(),
                              "group.id": f"{self._settings.topic_prefix}.endpoint-view-check"})
         try:
-            return {p: consumer.get_watermark_offsets(TopicPartition(self._topic, p),
-                                                      timeout=timeout)[1]
-                    for p in self._partitions(consumer)}
+            return end_offsets(consumer, self._topic, timeout)
         finally:
             consumer.close()
 
@@ -147,15 +144,14 @@ class EndpointView(BackgroundWorker):
             "enable.auto.offset.store": False,
         })
         try:
-            partitions, targets = self._start_position(consumer)
-            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
-            positions = self._positions
-            positions.update(dict.fromkeys(partitions, -1))
-            self._check_ready(targets, positions)
+            targets = self._start_position(consumer)
+            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in targets])
+            self._positions.update(dict.fromkeys(targets, -1))
+            self._check_ready(targets)
             while not self._stopping.is_set():
                 message = consumer.poll(0.5)
                 if message is None:
-                    self._check_positions(consumer, targets, positions)
+                    self._check_positions(consumer, targets)
                     continue
                 if message.error():
                     log.warning("endpoints topic: %s", message.error())
@@ -163,51 +159,43 @@ class EndpointView(BackgroundWorker):
                 key = message.key()
                 if key is not None:
                     self.apply(key.decode(), message.value())
-                positions[message.partition()] = message.offset()
+                self._positions[message.partition()] = message.offset()
                 if not self._ready.is_set():
-                    self._check_ready(targets, positions)
+                    self._check_ready(targets)
         finally:
             consumer.close()
 
-    def _start_position(self, consumer: Consumer) -> tuple[list[int], dict[int, int]]:
-        """Partitions and end offsets, retried while the topic is missing or leaderless
-        (right after creation, or while a broker fails over)."""
+    def _start_position(self, consumer: Consumer) -> dict[int, int]:
+        """The end offset of every partition (the view is ready once it has read up to
+        them), retried while the topic is missing or leaderless (right after creation,
+        or while a broker fails over)."""
         delay = 0.2
         while True:
             try:
-                partitions = self._partitions(consumer)
-                return partitions, self._end_offsets(consumer, partitions)
+                return end_offsets(consumer, self._topic)
             except KafkaException as exc:
                 if self._stopping.wait(delay):
                     raise
                 log.warning("endpoints view waiting for %s: %s", self._topic, exc)
                 delay = min(delay * 2, 5.0)
 
-    def _partitions(self, consumer: Consumer) -> list[int]:
-        metadata = consumer.list_topics(self._topic, timeout=30)
-        topic = metadata.topics.get(self._topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise KafkaException(f"endpoints topic {self._topic} is missing")
-        return sorted(topic.partitions)
-
-    def _end_offsets(self, consumer: Consumer, partitions: Iterable[int]) -> dict[int, int]:
-        """The high watermark of each partition now: the view is ready once it got there."""
-        return {p: consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=30)[1]
-                for p in partitions}
-
-    def _check_positions(self, consumer: Consumer, targets: dict[int, int],
-                         positions: dict[int, int]) -> None:
+    def _check_positions(self, consumer: Consumer, targets: dict[int, int]) -> None:
         # When idle, the consumer's position tells how far each partition was read, also
         # past a final control record (transaction marker) that poll() never returns.
         for tp in consumer.position([TopicPartition(self._topic, p) for p in targets]):
             if tp.offset >= 0:
-                positions[tp.partition] = max(positions[tp.partition], tp.offset - 1)
+                self._positions[tp.partition] = max(self._positions[tp.partition],
+                                                    tp.offset - 1)
         if not self._ready.is_set():
-            self._check_ready(targets, positions)
+            self._check_ready(targets)
 
-    def _check_ready(self, targets: dict[int, int], positions: dict[int, int]) -> None:
-        # Compaction leaves holes, so "caught up" means the last offset read is at or past
-        # the end offset minus one (the high watermark is the *next* offset).
-        if all(target == 0 or positions[p] >= target - 1 for p, target in targets.items()):
+    def _check_ready(self, targets: dict[int, int]) -> None:
+        if self._has_read_up_to(targets):
             self._ready.set()
             log.info("endpoints view ready with %d endpoints", len(self._endpoints))
+
+    def _has_read_up_to(self, end_offsets: dict[int, int]) -> bool:
+        # Compaction leaves holes, so "read up to" means the last offset applied is at or
+        # past the end offset minus one (the high watermark is the *next* offset).
+        return all(end == 0 or self._positions.get(p, -1) >= end - 1
+                   for p, end in end_offsets.items())

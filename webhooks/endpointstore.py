@@ -27,10 +27,11 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from webhooks.endpoints import Endpoint
 from webhooks.eventstore import EventStore
+from webhooks.kafka import end_offsets
 from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,7 @@ class EndpointStore:
 
     def _end_offsets(self) -> dict[int, int]:
         with self._offsets_lock:
-            topic = self._offsets.list_topics(self.topics.endpoints, timeout=5).topics
-            partitions = sorted(topic[self.topics.endpoints].partitions)
-            return {p: self._offsets.get_watermark_offsets(
-                TopicPartition(self.topics.endpoints, p), timeout=5)[1] for p in partitions}
+            return end_offsets(self._offsets, self.topics.endpoints, timeout=5)
 
     def close(self) -> None:
         """Release the offsets consumer."""
@@ -111,16 +109,16 @@ class EndpointStore:
     def save(self, endpoint: Endpoint) -> Endpoint:
         """Publish ``endpoint`` (validated against ``endpoint.v1``) and wait until readable."""
         checked = Endpoint.from_dict(endpoint.model_dump())
-        position = produce_acknowledged(self.producer, self.topics.endpoints,
-                                        checked.id.encode(), checked.to_json())
-        self.wait_sinked(dict([position]))
+        partition, offset = produce_acknowledged(self.producer, self.topics.endpoints,
+                                                 checked.id.encode(), checked.to_json())
+        self.wait_sinked({partition: offset})
         return checked
 
     def delete(self, endpoint_id: str) -> None:
         """Publish a tombstone for ``endpoint_id`` and wait until readable."""
-        position = produce_acknowledged(self.producer, self.topics.endpoints,
-                                        endpoint_id.encode(), None)
-        self.wait_sinked(dict([position]))
+        partition, offset = produce_acknowledged(self.producer, self.topics.endpoints,
+                                                 endpoint_id.encode(), None)
+        self.wait_sinked({partition: offset})
 
     def wait_sinked(self, offsets: dict[int, int]) -> bool:
         """Wait until the sink has written each partition's given offset; False on timeout."""

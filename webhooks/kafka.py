@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from webhooks.settings import Settings
@@ -42,6 +42,16 @@ def create_consumer(settings: Settings, group: str, **overrides: Any) -> Consume
     }
     config.update(overrides)
     return Consumer(config)
+
+
+def end_offsets(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """The high watermark (the next offset to be written) of every partition of ``topic``;
+    raises KafkaException while the topic is missing or has no partitions yet."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise KafkaException(f"topic {topic} is missing")
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in sorted(metadata.partitions)}
 
 
 def create_admin(settings: Settings) -> AdminClient:
