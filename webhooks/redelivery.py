@@ -34,8 +34,8 @@ class DeliveryQueue:
         self.producer = producer
         self.topics = topics
 
-    def enqueue(self, pairs: Iterable[tuple[Envelope, Endpoint]], trigger: Trigger,
-                timeout: float = 30.0, keep: int = 1000) -> QueuedTasks:
+    def enqueue(self, pairs: Iterable[tuple[Envelope, Endpoint]], trigger: Trigger, *,
+                keep: int, timeout: float = 30.0) -> QueuedTasks:
         """One task per (event, endpoint) pair; raises if any is not acknowledged.
 
         ``pairs`` may be a long stream (a recovery of weeks of events): tasks are produced

@@ -138,7 +138,7 @@ def endpoints_router(ctx: EventlogContext) -> APIRouter:
         event = Envelope.create(type=TEST_EVENT_TYPE, tenant=tenant,
                                 api_version=ctx.settings.api_version,
                                 data={"object": {"endpoint_id": endpoint.id, "test": True}})
-        return Queued.of(ctx.queue.enqueue([(event, endpoint)], "test"))
+        return Queued.of(ctx.queue.enqueue([(event, endpoint)], "test", keep=MAX_LISTED_TASKS))
 
     @router.get("/{endpoint_id}/attempts", response_model=AttemptPage,
                 summary="Delivery attempts of an endpoint")

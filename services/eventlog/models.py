@@ -205,6 +205,7 @@ class Queued(BaseModel):
 
     @classmethod
     def of(cls, queued: QueuedTasks) -> Queued:
+        """The answer for ``queued``, enqueued with ``keep=MAX_LISTED_TASKS``."""
         return cls(queued=queued.count, tasks=[
             QueuedTask(task_id=t.task_id, endpoint_id=t.endpoint_id, event_id=t.event.id)
-            for t in queued.first[:MAX_LISTED_TASKS]])
+            for t in queued.first])

@@ -50,6 +50,18 @@ def dlq_tasks(settings: Settings, platform: Platform, endpoint_id: str,
                            until=lambda ms: len(ours(ms)) >= expect, timeout=60))
 
 
+def attempt_records(settings: Settings, platform: Platform, endpoint_id: str,
+                    expect: int) -> list[AttemptRecord]:
+    """The endpoint's attempt records by attempt number, once ``expect`` arrived."""
+    def ours(messages: list) -> list[AttemptRecord]:  # type: ignore[type-arg]
+        records = [AttemptRecord.from_json(m.value()) for m in messages]
+        return [r for r in records if r.endpoint_id == endpoint_id]
+
+    records = ours(read_topic(settings, platform.topics.attempts,
+                              until=lambda ms: len(ours(ms)) >= expect))
+    return sorted(records, key=lambda r: r.attempt)
+
+
 def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
         worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
@@ -77,11 +89,7 @@ def test_a_failing_receiver_sees_every_tier_then_the_task_is_dead_lettered(
     time.sleep(2)
     assert len(receiver.at("/failing")) == 4  # nothing after the DLQ
 
-    attempts = [AttemptRecord.from_json(m.value()) for m in read_topic(
-        settings, platform.topics.attempts,
-        until=lambda ms: sum(json.loads(m.value())["endpoint_id"] == endpoint.id
-                             for m in ms) >= 4)]
-    ours = sorted((a for a in attempts if a.endpoint_id == endpoint.id), key=lambda a: a.attempt)
+    ours = attempt_records(settings, platform, endpoint.id, expect=4)
     assert [a.outcome for a in ours] == ["retrying", "retrying", "retrying", "dead_lettered"]
     assert all(a.error == "http_status" and a.response_body == '{"received":true}'
                for a in ours)
@@ -125,11 +133,7 @@ def test_an_unusable_secret_fails_each_attempt_then_dead_letters_and_the_worker_
     [dead] = dlq_tasks(settings, platform, broken.id, expect=1)
     assert dead.event.id == first.id and [h.attempt for h in dead.history] == [1, 2, 3, 4]
     assert all(h.error == "endpoint_misconfigured" for h in dead.history)
-    attempts = [AttemptRecord.from_json(m.value()) for m in read_topic(
-        settings, platform.topics.attempts,
-        until=lambda ms: sum(json.loads(m.value())["endpoint_id"] == broken.id
-                             for m in ms) >= 4)]
-    ours = sorted((a for a in attempts if a.endpoint_id == broken.id), key=lambda a: a.attempt)
+    ours = attempt_records(settings, platform, broken.id, expect=4)
     assert [a.outcome for a in ours] == ["retrying", "retrying", "retrying", "dead_lettered"]
     assert all("cannot sign" in (a.response_body or "") for a in ours)
     # Nothing unsigned went out, and the other endpoint got its event and keeps getting them.
