@@ -4,9 +4,9 @@
 #
 # Layout in the final image (tests/deploy/test_image.py checks it against this file):
 #   /opt/venv                  dependencies and the `webhooks` console script
-#   /app/webhooks, /app/services, /app/schemas
-#                              the source tree, on PYTHONPATH; webhooks/schemas.py finds the
-#                              JSON schemas at <package>/../schemas, so the three stay siblings
+#   /app/webhooks, /app/services
+#                              the source tree, on PYTHONPATH; the JSON schemas and SQL
+#                              migrations are package data inside it
 #   /var/lib/webhooks          the only writable directory besides /tmp (mount a volume here)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -30,11 +30,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-# The project itself, editable, so the code stays where it is in /app (next to schemas/)
+# The project itself, editable, so the code stays where it is in /app
 # and pip only adds the `webhooks` console script and the package metadata.
 COPY webhooks ./webhooks
 COPY services ./services
-COPY schemas ./schemas
 RUN pip install --no-deps -e . \
  && python -m compileall -q /app/webhooks /app/services
 

@@ -25,7 +25,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 jars: $(INSTALLED)
-	$(BIN)/python -c "from webhooks.localkafka import ensure_kafka_jars; ensure_kafka_jars()"
+	$(BIN)/python -c "from services.localdev.kafka_broker import ensure_kafka_jars; ensure_kafka_jars()"
 
 # helm is optional: the chart tests skip with a message where Go is absent.
 helm:

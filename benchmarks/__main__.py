@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.context import BenchContext, machine
-from webhooks.localkafka import LocalKafka, free_port
+from services.localdev.kafka_broker import LocalKafka, free_port
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

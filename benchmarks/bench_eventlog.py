@@ -22,12 +22,12 @@ from fastapi.testclient import TestClient
 
 from benchmarks.context import BenchContext, percentiles
 from services.eventlog.app import create_app
-from webhooks.clickhouse import apply_migrations, create_clickhouse_client
-from webhooks.cursor import Cursor, cursor_key, request_binding
-from webhooks.eventstore import EventFilters
+from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
+from services.eventlog.cursor import Cursor, cursor_key, request_binding
+from services.eventlog.event_store import EventFilters
+from services.eventlog.sink import EventLogSink
 from webhooks.kafka import create_producer
 from webhooks.settings import Settings
-from webhooks.sink import EventLogSink
 from webhooks.topics import Topics
 
 SINK_EVENTS = 200_000

@@ -27,16 +27,16 @@ from typing import Any
 from aiohttp import web
 
 from benchmarks.context import BenchContext, percentiles
-from webhooks.deliverer import Deliverer
+from services.fanout.deliverer import Deliverer
+from services.localdev.kafka_broker import free_port
+from services.localdev.service_process import ServiceProcess
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, format_timestamp, utcnow
 from webhooks.kafka import create_producer
-from webhooks.localkafka import free_port
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
-from webhooks.targets import TargetPolicy
+from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
 
 SCENARIOS = ((1, 2000), (10, 300), (100, 40))  # (endpoints, events): 2000-4000 deliveries

@@ -24,8 +24,8 @@ import httpx
 from confluent_kafka import Consumer
 
 from benchmarks.context import BenchContext, percentiles
+from services.localdev.service_process import ServiceProcess
 from webhooks.kafka import create_producer
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 

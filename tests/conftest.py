@@ -32,7 +32,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
     else:
-        from webhooks.localkafka import LocalKafka, free_port
+        from services.localdev.kafka_broker import LocalKafka, free_port
 
         broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port())
         broker.start()

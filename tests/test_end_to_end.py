@@ -17,10 +17,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from services.localdev.service_process import ServiceProcess
 from tests.support.backends import with_database
 from tests.support.eventlog import eventually
 from tests.support.receiver import Received, Receiver
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 

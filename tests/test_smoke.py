@@ -1,7 +1,7 @@
 """An envelope through the real broker and into the real ClickHouse engine, and back."""
 
+from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
 from tests.support.kafka import read_topic
-from webhooks.clickhouse import apply_migrations, create_clickhouse_client
 from webhooks.envelope import Envelope
 from webhooks.kafka import create_producer, produce_sync
 from webhooks.settings import Settings

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ulid import ULID
 
 from webhooks.envelope import Envelope, format_timestamp, utcnow
-from webhooks.schemas import validate
+from webhooks.json_schema import validate
 
 DELIVERY_TASK_SCHEMA = "delivery_task.v1"
 ATTEMPT_SCHEMA = "attempt.v1"

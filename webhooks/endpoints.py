@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from ulid import ULID
 
 from webhooks.envelope import Envelope, parse_timestamp, utcnow
+from webhooks.json_schema import validate
 from webhooks.matching import matches_any
-from webhooks.schemas import validate
 
 ENDPOINT_SCHEMA = "endpoint.v1"
 

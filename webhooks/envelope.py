@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from ulid import ULID
 
-from webhooks.schemas import validate
+from webhooks.json_schema import validate
 
 ENVELOPE_SCHEMA = "envelope.v1"
 
@@ -89,7 +89,7 @@ class Envelope(BaseModel):
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> Envelope:
-        """Validate a decoded envelope; raises :class:`webhooks.schemas.SchemaError`."""
+        """Validate a decoded envelope; raises :class:`webhooks.json_schema.SchemaError`."""
         validate(ENVELOPE_SCHEMA, document)
         return cls.model_validate(document)
 

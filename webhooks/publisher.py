@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from webhooks.envelope import Envelope, format_timestamp, parse_timestamp
-from webhooks.event_intake import IntakeError, build_event
+from webhooks.event_create import IntakeError, build_event
 from webhooks.kafka import close_producer, create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.topics import Topics

@@ -13,7 +13,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from webhooks.retry import RetrySchedule
+from webhooks.retry_schedule import RetrySchedule
 from webhooks.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000

@@ -16,20 +16,20 @@ from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.eventlog.context import EventlogContext
-from services.eventlog.endpoints_api import endpoints_router
-from services.eventlog.events_api import events_router
-from webhooks.clickhouse import (
+from services.eventlog.clickhouse import (
     ClickHouseTarget,
     apply_migrations,
     clickhouse_reachable,
     create_clickhouse_client,
 )
+from services.eventlog.context import EventlogContext
+from services.eventlog.endpoints_api import endpoints_router
+from services.eventlog.events_api import events_router
+from services.eventlog.sink import EventLogSink
 from webhooks.kafka import close_producer, create_producer, kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.settings import Settings
-from webhooks.sink import EventLogSink
 
 log = logging.getLogger(__name__)
 

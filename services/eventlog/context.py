@@ -12,15 +12,15 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 from fastapi import Depends, Query, Response
 
+from services.eventlog.cursor import Cursor, CursorError, cursor_key, request_binding
+from services.eventlog.endpoint_store import EndpointStore
+from services.eventlog.event_store import EventStore, Page
+from services.eventlog.redelivery import DeliveryQueue
 from webhooks.auth import ApiKeys, Principal
-from webhooks.cursor import Cursor, CursorError, cursor_key, request_binding
-from webhooks.endpointstore import EndpointStore
-from webhooks.eventstore import EventStore, Page
 from webhooks.kafka import create_consumer
 from webhooks.problems import Problem, problem_responses
-from webhooks.redelivery import DeliveryQueue
 from webhooks.settings import Settings
-from webhooks.targets import TargetPolicy
+from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
 
 PROBLEM_RESPONSES = problem_responses(

@@ -14,6 +14,7 @@ from services.eventlog.context import (
     page_response,
     tenant_dependency,
 )
+from services.eventlog.event_store import EventFilters
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
     AttemptPage,
@@ -28,10 +29,9 @@ from services.eventlog.models import (
 )
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, format_timestamp, parse_timestamp, utcnow
-from webhooks.eventstore import EventFilters
 from webhooks.problems import Problem
 from webhooks.signing import generate_secret
-from webhooks.targets import TargetRefused
+from webhooks.target_policy import TargetRefused
 
 ENDPOINT_ID = Path(description="Endpoint id (ep_…).", max_length=80)
 TEST_EVENT_TYPE = "webhook.test"

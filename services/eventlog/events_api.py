@@ -15,6 +15,7 @@ from services.eventlog.context import (
     page_response,
     tenant_dependency,
 )
+from services.eventlog.event_store import EventFilters
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
     EventDetail,
@@ -23,7 +24,6 @@ from services.eventlog.models import (
     RedeliverRequest,
 )
 from webhooks.envelope import Envelope, format_timestamp, to_utc
-from webhooks.eventstore import EventFilters
 from webhooks.matching import is_valid_filter
 from webhooks.problems import Problem
 

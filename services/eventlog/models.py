@@ -7,10 +7,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from services.eventlog.redelivery import QueuedTasks
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
-from webhooks.redelivery import QueuedTasks
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000

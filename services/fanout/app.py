@@ -26,16 +26,16 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from services.fanout.deliverer import Deliverer
+from services.fanout.dispatch import EndpointDispatcher, OrderedAcks
+from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
 from services.fanout.worker import FanoutWorker
-from webhooks.deliverer import Deliverer
 from webhooks.delivery import DeliveryTask
-from webhooks.dispatch import EndpointDispatcher, OrderedAcks
-from webhooks.endpoint_view import EndpointView
 from webhooks.envelope import Envelope
 from webhooks.kafka import kafka_reachable
 from webhooks.settings import Settings
-from webhooks.targets import TargetPolicy
+from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)

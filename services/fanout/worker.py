@@ -13,16 +13,16 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from services.fanout.deliverer import Deliverer, DeliveryResult
+from services.fanout.dispatch import EndpointDispatcher
+from services.fanout.endpoint_health import FailureTracker
+from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
-from webhooks.deliverer import Deliverer, DeliveryResult
+from services.fanout.retry_plan import plan_after_failure
 from webhooks.delivery import AttemptRecord, DeliveryTask, Outcome
-from webhooks.dispatch import EndpointDispatcher
-from webhooks.endpoint_health import FailureTracker
-from webhooks.endpoint_view import EndpointView
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope, format_timestamp, parse_timestamp, utcnow
-from webhooks.retry import RetrySchedule
-from webhooks.retry_plan import plan_after_failure
+from webhooks.retry_schedule import RetrySchedule
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.ingest.metrics import IngestMetrics
 from services.ingest.routes import build_router
 from services.ingest.runtime import LEDGER_STARTUP_WAIT, IngestRuntime
 from webhooks.auth import ApiKeys
-from webhooks.ingest_metrics import IngestMetrics
 from webhooks.kafka import kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers

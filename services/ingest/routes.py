@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from services.ingest.pipeline import AcceptResult
 from services.ingest.runtime import IngestRuntime
 from webhooks.auth import ApiKeys, Principal
-from webhooks.event_intake import (
+from webhooks.event_create import (
     EventRequest,
     IntakeError,
     build_event,
@@ -20,9 +21,8 @@ from webhooks.event_intake import (
     parse_event_json,
     too_large,
 )
-from webhooks.ingest_pipeline import AcceptResult
+from webhooks.json_schema import SchemaError, load_schema, validate
 from webhooks.problems import Problem, problem_responses
-from webhooks.schemas import SchemaError, load_schema, validate
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 

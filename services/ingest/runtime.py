@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from services.ingest.idempotency_view import IdempotencyView
+from services.ingest.kafka_intake import KafkaIntake
+from services.ingest.metrics import IngestMetrics
+from services.ingest.pipeline import IngestPipeline
 from webhooks.acked_producer import AckedProducer
-from webhooks.idempotency_view import IdempotencyView
-from webhooks.ingest_metrics import IngestMetrics
-from webhooks.ingest_pipeline import IngestPipeline
-from webhooks.kafka_intake import KafkaIntake
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services import cli
 from tests.deploy.chart import (
     ALL_ENABLED_VALUES,
     CHART_DIR,
@@ -28,7 +29,6 @@ from tests.deploy.chart import (
     pod_spec,
 )
 from tests.deploy.dockerfile import Dockerfile, DockerIgnore
-from webhooks import cli
 
 DOCKERFILE = Dockerfile.parse(REPO_ROOT / "Dockerfile")
 IGNORE = DockerIgnore((REPO_ROOT / ".dockerignore").read_text())
@@ -76,7 +76,8 @@ def test_image_layout_keeps_schemas_and_migrations_next_to_the_code(tmp_path: Pa
     workdir = image_root / DOCKERFILE.resolved(DOCKERFILE.final, "WORKDIR").lstrip("/")
     workdir.mkdir(parents=True, exist_ok=True)
     probe = (
-        "import json, webhooks, webhooks.cli, webhooks.schemas as s, webhooks.clickhouse as c\n"
+        "import json, webhooks, services.cli, webhooks.json_schema as s\n"
+        "import services.eventlog.clickhouse as c\n"
         "import services.ingest.main, services.eventlog.main, services.fanout.main\n"
         "schemas = sorted(p.stem for p in s.SCHEMAS_DIR.glob('*.json'))\n"
         "[s.load_schema(name) for name in schemas]\n"
@@ -94,18 +95,20 @@ def test_image_layout_keeps_schemas_and_migrations_next_to_the_code(tmp_path: Pa
     for module in found["modules"]:
         assert Path(module).is_relative_to(image_root), f"{module} came from outside the image"
     assert Path(found["schemas_dir"]).is_relative_to(image_root)
-    assert found["schemas"] == sorted(p.stem for p in (REPO_ROOT / "schemas").glob("*.json"))
+    schemas_dir = REPO_ROOT / "webhooks" / "schemas"
+    assert found["schemas"] == sorted(p.stem for p in schemas_dir.glob("*.json"))
     assert found["migrations"] == sorted(
-        p.name for p in (REPO_ROOT / "webhooks" / "migrations").glob("*.sql"))
+        p.name for p in (REPO_ROOT / "services" / "eventlog" / "migrations").glob("*.sql"))
     assert found["migrations"], "no migrations in the image"
 
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
-    for path in ("pyproject.toml", "README.md", "webhooks/cli.py", "webhooks/migrations/x.sql",
-                 "services/ingest/app.py", "schemas/envelope.v1.json"):
+    for path in ("pyproject.toml", "README.md", "services/cli.py",
+                 "services/eventlog/migrations/x.sql", "services/ingest/app.py",
+                 "webhooks/schemas/envelope.v1.json"):
         assert not IGNORE.excludes(path), path
     for path in (".venv/bin/python", ".cache/bin/helm", ".git/HEAD", ".data/clickhouse/x",
-                 "tests/conftest.py", "webhooks/__pycache__/cli.cpython-311.pyc",
+                 "tests/conftest.py", "services/__pycache__/cli.cpython-311.pyc",
                  "deploy/helm/webhooks/values.yaml", "bench-results/latest.json"):
         assert IGNORE.excludes(path), path
 
@@ -114,7 +117,7 @@ def test_entrypoint_is_the_webhooks_console_script() -> None:
     entrypoint = DOCKERFILE.exec_form(DOCKERFILE.final, "ENTRYPOINT")
     assert entrypoint == ["webhooks"]
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["webhooks"] == "webhooks.cli:main"
+    assert pyproject["project"]["scripts"]["webhooks"] == "services.cli:main"
     # The console script lands in the virtualenv the final stage puts first on PATH.
     path = DOCKERFILE.environment(DOCKERFILE.final)["PATH"].split(":")
     assert path[0] == "/opt/venv/bin"

@@ -37,7 +37,7 @@ def run_job(manifests: Manifests, job_name: str, secret_overrides: dict[str, str
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith("WEBHOOKS_")}
     environment.update(container_environment(manifests, job, secret_overrides))
-    return subprocess.run([sys.executable, "-m", "webhooks.cli", *container["args"]],
+    return subprocess.run([sys.executable, "-m", "services.cli", *container["args"]],
                           cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
                           timeout=120)
 

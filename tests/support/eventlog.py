@@ -11,11 +11,11 @@ from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from services.eventlog.sink import Batch, EventLogSink
 from webhooks.delivery import AttemptRecord
 from webhooks.envelope import Envelope
 from webhooks.kafka import create_producer
 from webhooks.settings import Settings
-from webhooks.sink import Batch, EventLogSink
 from webhooks.topics import Topics
 
 API_VERSION = "2026-11-01"

@@ -4,7 +4,7 @@ import pytest
 
 from webhooks.delivery import AttemptRecord, AttemptSummary, DeliveryTask
 from webhooks.envelope import Envelope
-from webhooks.schemas import SchemaError
+from webhooks.json_schema import SchemaError
 
 
 def event() -> Envelope:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from webhooks.envelope import Envelope, format_timestamp, new_event_id
-from webhooks.schemas import SchemaError
+from webhooks.json_schema import SchemaError
 
 
 def make(**overrides: object) -> Envelope:

@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.eventlog.app import create_app
+from services.eventlog.endpoint_store import produce_acknowledged
+from services.fanout.endpoint_view import EndpointView
 from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
 from tests.support.kafka import read_topic
 from webhooks.delivery import AttemptRecord, DeliveryTask
-from webhooks.endpoint_view import EndpointView
 from webhooks.endpoints import Endpoint
-from webhooks.endpointstore import produce_acknowledged
 from webhooks.envelope import Envelope, parse_timestamp
 from webhooks.kafka import close_producer, create_producer
 from webhooks.settings import Settings

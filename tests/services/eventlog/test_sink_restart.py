@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.eventlog.app import create_app
+from services.eventlog.clickhouse import create_clickhouse_client
+from services.eventlog.sink import EventLogSink
 from tests.services.eventlog.conftest import ACME
 from tests.support.backends import with_database
 from tests.support.eventlog import (
@@ -22,9 +24,7 @@ from tests.support.eventlog import (
     publish_events,
     rows_written,
 )
-from webhooks.clickhouse import create_clickhouse_client
 from webhooks.settings import Settings
-from webhooks.sink import EventLogSink
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.conftest import worker_log
 from tests.services.fanout.harness import Platform
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import DeliveryTask
 from webhooks.envelope import Envelope
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 

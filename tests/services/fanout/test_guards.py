@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 

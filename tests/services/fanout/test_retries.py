@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
+from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope, parse_timestamp
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 

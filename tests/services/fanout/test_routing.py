@@ -8,6 +8,7 @@ from datetime import timedelta
 from confluent_kafka import Consumer, Message, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
+from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
@@ -15,7 +16,6 @@ from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, format_timestamp, utcnow
 from webhooks.kafka import create_producer, produce_sync
-from webhooks.service_process import ServiceProcess
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 

@@ -9,19 +9,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from services.fanout.deliverer import Deliverer
+from services.fanout.dispatch import EndpointDispatcher
+from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
 from services.fanout.worker import FanoutWorker
 from tests.support.kafka import read_topic
-from tests.webhooks.test_endpoint_view import endpoint
-from webhooks.deliverer import Deliverer
-from webhooks.dispatch import EndpointDispatcher
-from webhooks.endpoint_view import EndpointView
+from tests.support.records import endpoint
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope
 from webhooks.kafka import create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
-from webhooks.targets import TargetPolicy
+from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
 
 

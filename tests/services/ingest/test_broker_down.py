@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from services.localdev.kafka_broker import LocalKafka, free_port
 from tests.services.ingest.conftest import ACME, running_ingest
 from tests.support.kafka import read_topic
-from webhooks.localkafka import LocalKafka, free_port
 from webhooks.settings import Settings
 from webhooks.topics import Topics, ensure_topics
 

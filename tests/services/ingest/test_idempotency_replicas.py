@@ -11,9 +11,9 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from services.ingest.idempotency_ledger import LedgerRecord
 from tests.services.ingest.conftest import ACME, envelopes_on, running_ingest
 from tests.support.kafka import read_topic
-from webhooks.idempotency import LedgerRecord
 from webhooks.kafka import create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.topics import Topics

@@ -8,10 +8,10 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
+from services.ingest.kafka_intake import INTAKE_GROUP
 from tests.services.ingest.conftest import running_ingest
 from tests.support.kafka import read_topic
 from webhooks.kafka import create_producer, produce_sync
-from webhooks.kafka_intake import INTAKE_GROUP
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 

@@ -1,0 +1,142 @@
+"""Endpoint configuration: written to the compacted endpoints topic, read from ClickHouse.
+
+Writes are produced keyed by endpoint id and acknowledged by Kafka (``acks=all``)
+before the caller is answered; the fanout reads the same topic. Reads come from the
+``endpoints`` table that the sink fills from that topic, taking each id's record at
+its highest offset (tombstone = deleted). Any writer may publish (the fanout disables
+endpoints on 410), so the topic, not this API, is the source of truth.
+
+Read-after-write: after a write, :meth:`EndpointStore.save` waits (bounded) until the
+sink's watermark for the record's partition has passed the record's offset, so the
+caller's next GET sees its own write. If the sink lags beyond the bound, the write
+still stands (Kafka acknowledged it) and the caller is answered from the produced
+record; a GET right after may then briefly show the previous version.
+
+Read-before-change: a change derived from the current record (PATCH, secret rotation)
+starts from :meth:`EndpointStore.latest`, which first waits (bounded) until the sink has
+stored every record on the topic, so that it does not undo a write the table has not
+caught up with yet (the fanout disabling the endpoint, another replica's change).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from services.eventlog.event_store import EventStore
+from webhooks.endpoints import Endpoint
+from webhooks.kafka import end_offsets
+from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_LATEST = (
+    "SELECT id, argMax(record, kafka_offset) AS record, argMax(deleted, kafka_offset) AS deleted, "
+    "argMax(tenant, kafka_offset) AS owner FROM endpoints {where} GROUP BY id "
+    "HAVING deleted = 0 AND owner = {{tenant:String}} ORDER BY id"
+)
+
+
+def produce_acknowledged(producer: Producer, topic: str, key: bytes, value: bytes | None,
+                         timeout: float = 30.0) -> tuple[int, int]:
+    """Produce one record, wait for Kafka's acknowledgement, return (partition, offset)."""
+    outcome: list[Any] = []
+    producer.produce(topic, key=key, value=value,
+                     on_delivery=lambda err, msg: outcome.append((err, msg)))
+    producer.flush(timeout)
+    if not outcome:
+        raise KafkaException(f"no acknowledgement from Kafka for {topic} within {timeout}s")
+    error, message = outcome[0]
+    if error is not None:
+        raise KafkaException(error)
+    return message.partition(), message.offset()
+
+
+class EndpointStore:
+    """Tenant-scoped endpoint reads (ClickHouse) and writes (Kafka)."""
+
+    def __init__(self, client: Client, producer: Producer, topics: Topics,
+                 offsets: Consumer, visibility_timeout: float = 5.0) -> None:
+        """``offsets`` is a consumer used only to read the topic's end offsets."""
+        self.client = client
+        self.producer = producer
+        self.topics = topics
+        self.visibility_timeout = visibility_timeout
+        self._positions = EventStore(client, topics)
+        self._offsets = offsets
+        self._offsets_lock = threading.Lock()  # requests run in a thread pool
+
+    def list(self, tenant: str) -> list[Endpoint]:
+        """Every live endpoint of ``tenant``, by id."""
+        # Only ids that ever belonged to the tenant (a tombstone row has no tenant).
+        where = "WHERE id IN (SELECT id FROM endpoints WHERE tenant = {tenant:String})"
+        result = self.client.query(_LATEST.format(where=where), parameters={"tenant": tenant})
+        return [Endpoint.from_json(row[1]) for row in result.result_rows]
+
+    def get(self, tenant: str, endpoint_id: str) -> Endpoint | None:
+        """One live endpoint of ``tenant`` (None if missing, deleted or another tenant's)."""
+        result = self.client.query(_LATEST.format(where="WHERE id = {id:String}"),
+                                   parameters={"tenant": tenant, "id": endpoint_id})
+        rows = result.result_rows
+        return Endpoint.from_json(rows[0][1]) if rows else None
+
+    def latest(self, tenant: str, endpoint_id: str) -> Endpoint | None:
+        """:meth:`get` once the table holds every record written to the topic so far (or
+        the bound passed): the record to derive a change from."""
+        try:
+            ends = self._end_offsets()
+        except KafkaException as exc:
+            log.warning("cannot read the endpoints topic's end offsets (%s)", exc)
+        else:
+            self.wait_sinked({p: end - 1 for p, end in ends.items() if end > 0})
+        return self.get(tenant, endpoint_id)
+
+    def _end_offsets(self) -> dict[int, int]:
+        with self._offsets_lock:
+            return end_offsets(self._offsets, self.topics.endpoints, timeout=5)
+
+    def close(self) -> None:
+        """Release the offsets consumer."""
+        with self._offsets_lock:
+            self._offsets.close()
+
+    def save(self, endpoint: Endpoint) -> Endpoint:
+        """Publish ``endpoint`` (validated against ``endpoint.v1``) and wait until readable."""
+        checked = Endpoint.from_dict(endpoint.model_dump())
+        partition, offset = produce_acknowledged(self.producer, self.topics.endpoints,
+                                                 checked.id.encode(), checked.to_json())
+        self.wait_sinked({partition: offset})
+        return checked
+
+    def delete(self, endpoint_id: str) -> None:
+        """Publish a tombstone for ``endpoint_id`` and wait until readable."""
+        partition, offset = produce_acknowledged(self.producer, self.topics.endpoints,
+                                                 endpoint_id.encode(), None)
+        self.wait_sinked({partition: offset})
+
+    def wait_sinked(self, offsets: dict[int, int]) -> bool:
+        """Wait until the sink has written each partition's given offset; False on timeout."""
+        deadline = time.monotonic() + self.visibility_timeout
+        delay = 0.02
+        while True:
+            try:
+                watermarks = self._positions.watermarks(self.topics.endpoints)
+            except ClickHouseError as exc:
+                # The write is already acknowledged by Kafka and stands; failing the request
+                # now would tell the caller it did not happen. Answer from the record instead.
+                log.warning("cannot read sink positions (%s); answering from the record", exc)
+                return False
+            if all(watermarks.get(partition, 0) > offset for partition, offset in offsets.items()):
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("endpoints %s not yet sinked after %.1fs", offsets,
+                            self.visibility_timeout)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

@@ -1,0 +1,253 @@
+"""The eventlog sink: events, attempts and endpoint records from Kafka into ClickHouse.
+
+One consumer group reads the three topics and writes size/time-bounded batches:
+
+1. insert the batch's rows (``events``, ``attempts``, ``endpoints``), each table in one
+   INSERT, every partition's rows in offset order;
+2. insert, per topic partition, the next offset to read into ``sink_positions`` — the
+   visibility watermark: the API serves only rows below it, so a reader never sees a
+   row while an earlier offset of its partition is still on its way;
+3. commit the offsets to Kafka.
+
+A crash anywhere re-reads from the last commit. Events the log already holds (by tenant
+and id) are not inserted again, so neither a re-read batch nor the same event appended
+twice to the topic shows twice; attempts and endpoints re-insert with the same
+(partition, offset) keys, which ReplacingMergeTree collapses and the queries skip
+before merges. Nothing acknowledged is lost.
+If an insert fails, the consumer seeks back to the batch's first offsets and tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter
+
+from services.eventlog.clickhouse import create_clickhouse_client
+from webhooks.background import BackgroundWorker
+from webhooks.envelope import parse_timestamp
+from webhooks.kafka import create_consumer
+from webhooks.settings import Settings
+from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SINK_GROUP = "eventlog-sink"
+EVENT_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "id", "type", "api_version",
+                 "created", "envelope"]
+ATTEMPT_COLUMNS = ["tenant", "endpoint_id", "kafka_partition", "kafka_offset", "id", "task_id",
+                   "event_id", "event_type", "attempt", "trigger", "url", "status",
+                   "response_status", "response_body", "error", "latency_ms", "timestamp",
+                   "next_attempt_at", "outcome"]
+ENDPOINT_COLUMNS = ["id", "kafka_partition", "kafka_offset", "tenant", "deleted", "record"]
+POSITION_COLUMNS = ["topic", "kafka_partition", "next_offset"]
+
+DUPLICATE_WINDOW_SECONDS = 3600
+"""How far back the sink looks for an event id it is about to insert again."""
+
+SINK_ROWS = Counter("eventlog_sink_rows_total", "Rows written to ClickHouse", ["table"])
+SINK_SKIPPED = Counter("eventlog_sink_skipped_total",
+                       "Kafka records the sink could not decode (logged, left on the topic)",
+                       ["topic"])
+SINK_DUPLICATES = Counter("eventlog_sink_duplicate_events_total",
+                          "Events not inserted because the log already holds their id")
+SINK_FAILURES = Counter("eventlog_sink_insert_failures_total",
+                        "Batches whose insert failed and were re-read")
+
+
+@dataclass
+class Batch:
+    """Records read since the last flush, as rows per table plus Kafka positions."""
+
+    events: list[list[Any]] = field(default_factory=list)
+    attempts: list[list[Any]] = field(default_factory=list)
+    endpoints: list[list[Any]] = field(default_factory=list)
+    first: dict[tuple[str, int], int] = field(default_factory=dict)
+    last: dict[tuple[str, int], int] = field(default_factory=dict)
+    size: int = 0
+    started: float = 0.0
+
+    def track(self, message: Message) -> None:
+        where = (message.topic(), message.partition())
+        self.first.setdefault(where, message.offset())
+        self.last[where] = message.offset()
+        if not self.size:
+            self.started = time.monotonic()
+        self.size += 1
+
+
+def _event_row(message: Message) -> list[Any]:
+    raw = message.value()
+    document = json.loads(raw)
+    return [document["tenant"], message.partition(), message.offset(), document["id"],
+            document["type"], document["api_version"], parse_timestamp(document["created"]),
+            raw.decode()]
+
+
+def _attempt_row(message: Message) -> list[Any]:
+    d = json.loads(message.value())
+    next_at = d.get("next_attempt_at")
+    return [d["tenant"], d["endpoint_id"], message.partition(), message.offset(), d["id"],
+            d["task_id"], d["event_id"], d["event_type"], d["attempt"], d["trigger"], d["url"],
+            d["status"], d.get("response_status"), d.get("response_body"), d.get("error"),
+            float(d["latency_ms"]), parse_timestamp(d["timestamp"]),
+            parse_timestamp(next_at) if next_at else None, d.get("outcome")]
+
+
+def _endpoint_row(message: Message) -> list[Any]:
+    endpoint_id = (message.key() or b"").decode()
+    raw = message.value()
+    if raw is None:  # tombstone: the endpoint was deleted
+        return [endpoint_id, message.partition(), message.offset(), "", 1, ""]
+    document = json.loads(raw)
+    return [endpoint_id or document["id"], message.partition(), message.offset(),
+            document["tenant"], 0, raw.decode()]
+
+
+class EventLogSink(BackgroundWorker):
+    """Runs the consume → insert → commit loop in a background thread.
+
+    :meth:`stop` flushes what was read, commits, leaves the group and ends the thread.
+    An unexpected error ends it too, kept in :attr:`failure` for ``/healthz`` (which
+    watches :attr:`alive`).
+    """
+
+    thread_name = "eventlog-sink"
+    stop_timeout = 30.0
+
+    def __init__(self, settings: Settings, client: Client | None = None,
+                 group: str = SINK_GROUP) -> None:
+        super().__init__()
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.client = client or create_clickhouse_client(settings.clickhouse_url)
+        self.group = group
+        self._rows: dict[str, Callable[[Message], list[Any]]] = {
+            self.topics.events: _event_row,
+            self.topics.attempts: _attempt_row,
+            self.topics.endpoints: _endpoint_row,
+        }
+        self._consumer: Consumer | None = None
+        self._batch = Batch()
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        consumer = create_consumer(self.settings, self.group,
+                                   **{"enable.partition.eof": False})
+        self._consumer = consumer
+        consumer.subscribe(list(self._rows), on_revoke=self._on_revoke)
+        try:
+            while not self._stopping.is_set():
+                wanted = max(1, self.settings.sink_batch_size - self._batch.size)
+                for message in consumer.consume(num_messages=min(wanted, 10000), timeout=0.2):
+                    self._add(message)
+                if self._batch.size and (
+                    self._batch.size >= self.settings.sink_batch_size
+                    or time.monotonic() - self._batch.started >= self.settings.sink_batch_wait
+                ):
+                    self._flush(consumer)
+            if self._batch.size:
+                self._flush(consumer)
+        finally:
+            consumer.close()  # auto-commit is off: closing commits nothing on its own
+
+    def _add(self, message: Message) -> None:
+        if message.error():
+            if message.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("sink consumer error: %s", message.error())
+            return
+        topic = message.topic()
+        self._batch.track(message)
+        try:
+            row = self._rows[topic](message)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Undecodable records stay on the topic; we log and count them, never guess.
+            SINK_SKIPPED.labels(topic=topic).inc()
+            log.error("skipping undecodable record %s[%s]@%s: %s", topic, message.partition(),
+                      message.offset(), exc)
+            return
+        if topic == self.topics.events:
+            self._batch.events.append(row)
+        elif topic == self.topics.attempts:
+            self._batch.attempts.append(row)
+        else:
+            self._batch.endpoints.append(row)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Write and commit what we hold before another member takes these partitions.
+        if self._batch.size:
+            self._flush(consumer)
+
+    def _flush(self, consumer: Consumer) -> None:
+        batch, self._batch = self._batch, Batch()
+        try:
+            self.write(batch)
+        except Exception:
+            SINK_FAILURES.inc()
+            log.exception("ClickHouse insert failed; re-reading %d records", batch.size)
+            for (topic, partition), offset in batch.first.items():
+                try:
+                    consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:  # partition no longer ours: its new owner reads it
+                    log.warning("cannot seek %s[%s]: %s", topic, partition, exc)
+            self._stopping.wait(1.0)
+            return
+        self.commit(consumer, batch)
+
+    def write(self, batch: Batch) -> None:
+        """Insert the batch's rows, then advance the visibility watermarks."""
+        for table, rows, columns in (("events", self._unseen(batch.events), EVENT_COLUMNS),
+                                     ("attempts", batch.attempts, ATTEMPT_COLUMNS),
+                                     ("endpoints", batch.endpoints, ENDPOINT_COLUMNS)):
+            if rows:
+                self.client.insert(table, rows, column_names=columns)
+                SINK_ROWS.labels(table=table).inc(len(rows))
+        positions = [[topic, partition, offset + 1]
+                     for (topic, partition), offset in sorted(batch.last.items())]
+        self.client.insert("sink_positions", positions, column_names=POSITION_COLUMNS)
+
+    def _unseen(self, events: list[list[Any]]) -> list[list[Any]]:
+        """The event rows whose (tenant, id) the log does not hold yet, first one kept.
+
+        The same event id can reach the topic twice: a producer retrying outside ingest's
+        idempotency, ingest re-appending a claim after a crash, or this sink re-reading a
+        batch it inserted before it crashed. Readers page by Kafka position, so a second
+        copy at a later offset would be served twice; the first copy is the event.
+        Only ids stored within ``DUPLICATE_WINDOW_SECONDS`` are looked up (an index on
+        ``inserted`` keeps that cheap); a re-read older than that has the same Kafka
+        position as its first insert, which ReplacingMergeTree and the queries collapse.
+        """
+        if not events:
+            return events
+        first: dict[tuple[str, str], list[Any]] = {}
+        for row in events:
+            first.setdefault((row[0], row[3]), row)
+        known = self.client.query(
+            "SELECT DISTINCT tenant, id FROM events "
+            "WHERE tenant IN {tenants:Array(String)} AND id IN {ids:Array(String)} "
+            f"AND inserted > now64(3) - INTERVAL {DUPLICATE_WINDOW_SECONDS} SECOND",
+            parameters={"tenants": sorted({tenant for tenant, _ in first}),
+                        "ids": [event_id for _, event_id in first]}).result_rows
+        for key in known:
+            first.pop(tuple(key), None)
+        if skipped := len(events) - len(first):
+            SINK_DUPLICATES.inc(skipped)
+            log.info("skipped %d events whose id the log already holds", skipped)
+        return list(first.values())
+
+    def commit(self, consumer: Consumer, batch: Batch) -> None:
+        """Commit the batch's offsets; a failure only means those records are re-read."""
+        offsets = [TopicPartition(topic, partition, offset + 1)
+                   for (topic, partition), offset in batch.last.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed (records will be re-read, harmlessly): %s", exc)

@@ -1,0 +1,249 @@
+"""A real single-node Apache Kafka broker (KRaft) for one machine: `make up` and tests.
+
+The broker jars come from Maven Central (``kafka-pom.xml`` beside this module) into the
+git-ignored ``.cache/`` folder of the project and run on the machine's Java 17.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "3.9.1"
+
+
+def _project_dir() -> Path:
+    """The source checkout this code runs from; for an installed package, the current folder.
+
+    ``make up`` keeps its state there: ``.cache/`` (jars), ``.run/`` (pids, logs), ``.data/``.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+REPO_ROOT = _project_dir()
+POM = Path(__file__).resolve().parent / "kafka-pom.xml"
+JARS_DIR = REPO_ROOT / ".cache" / f"kafka-{KAFKA_VERSION}" / "libs"
+
+_LOG4J = """\
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+"""
+
+
+def ensure_kafka_jars(jars_dir: Path = JARS_DIR) -> Path:
+    """Download the broker jars with Maven unless they are cached; return their folder."""
+    if jars_dir.is_dir() and any(jars_dir.glob("kafka_2.13-*.jar")):
+        return jars_dir
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars")
+    jars_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=jars_dir.parent))
+    log.info("fetching Kafka %s jars from Maven Central", KAFKA_VERSION)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
+        check=True,
+    )
+    try:
+        staging.rename(jars_dir)  # atomic: a concurrent fetch either wins or loses whole
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return jars_dir
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class LocalKafka:
+    """One broker process: ``start()`` formats storage on first use, ``stop()`` ends it."""
+
+    def __init__(self, data_dir: Path, port: int = 9092, controller_port: int | None = None,
+                 heap: str = "512m") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.controller_port = controller_port or free_port()
+        self.heap = heap
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def _write_config(self) -> Path:
+        logs = self.data_dir / "logs"
+        config = self.data_dir / "server.properties"
+        config.write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={logs}",
+                "num.partitions=3",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.cleaner.backoff.ms=1000",
+                "auto.create.topics.enable=true",
+            ]) + "\n"
+        )
+        (self.data_dir / "log4j.properties").write_text(_LOG4J)
+        return config
+
+    def _java(self, *args: str) -> list[str]:
+        jars = ensure_kafka_jars()
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
+            "-cp", f"{jars}/*", *args,
+        ]
+
+    def start(self, timeout: float = 90.0, detach: bool = False) -> str:
+        """Start the broker and wait until it takes a produce and a consume.
+
+        ``detach`` starts it in its own session so it outlives this process (``make up``).
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # StorageTool would read "-..." as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                           "-c", str(config), "--ignore-formatted"),
+                check=True, capture_output=True,
+            )
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(config)),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=detach,
+            )
+        (self.data_dir / "broker.pid").write_text(str(self.process.pid))
+        try:
+            wait_until_ready(self.bootstrap, timeout, process=self.process)
+        except Exception:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the broker cleanly (SIGTERM), or kill it if it does not exit in time."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def stop_pid(pid_file: Path, timeout: float = 30.0) -> bool:
+    """Stop the process recorded in ``pid_file`` (SIGTERM, then SIGKILL); True if it ran."""
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().strip() or 0)
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def wait_until_ready(bootstrap: str, timeout: float = 90.0,
+                     process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the broker at ``bootstrap`` accepts a produce and a consume."""
+    deadline = time.monotonic() + timeout
+    # log_level 0: a broker still starting is expected, not worth a log line per retry.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"Kafka broker exited with code {process.returncode}")
+        try:
+            metadata = admin.list_topics(timeout=2)
+            if metadata.brokers:
+                break
+        except KafkaException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout}s")
+        time.sleep(0.5)
+    _round_trip(bootstrap, admin, deadline)
+
+
+def _round_trip(bootstrap: str, admin: AdminClient, deadline: float) -> None:
+    topic = "__webhooks_ready"
+    try:
+        new_topic = NewTopic(topic, num_partitions=1, replication_factor=1)
+        admin.create_topics([new_topic])[topic].result()
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+    marker = uuid.uuid4().hex.encode()
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer.produce(topic, marker)
+    if producer.flush(max(1.0, deadline - time.monotonic())) != 0:
+        raise TimeoutError("Kafka did not acknowledge the readiness message")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ready-{marker.decode()}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and not message.error() and message.value() == marker:
+                return
+        raise TimeoutError("Kafka did not deliver the readiness message back")
+    finally:
+        consumer.close()

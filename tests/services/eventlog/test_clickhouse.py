@@ -1,0 +1,75 @@
+import uuid
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from services.eventlog.clickhouse import (
+    RETENTION_TABLES,
+    ClickHouseTarget,
+    apply_migrations,
+    apply_retention,
+    clickhouse_reachable,
+    create_clickhouse_client,
+    retention_days_of,
+)
+from tests.support.backends import with_database
+from tests.support.eventlog import eventually
+from webhooks.settings import Settings
+
+
+def test_parse_urls() -> None:
+    embedded = ClickHouseTarget.parse("chdb:///var/lib/ch?database=logs")
+    assert embedded.embedded and embedded.path == "/var/lib/ch" and embedded.database == "logs"
+    server = ClickHouseTarget.parse("https://u:p%40ss@ch.example:8443/events")
+    assert (server.host, server.port, server.secure, server.username, server.password,
+            server.database) == ("ch.example", 8443, True, "u", "p@ss", "events")
+    assert ClickHouseTarget.parse("http://ch:8123").database == "webhooks"
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "http:///db", "chdb://", "http://h/bad-name;"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        ClickHouseTarget.parse(url)
+
+
+def test_migrations_apply_once(settings: Settings) -> None:
+    client = create_clickhouse_client(settings.clickhouse_url)
+    assert clickhouse_reachable(client)
+    first = apply_migrations(client, settings.retention_days)
+    assert 1 in first
+    assert apply_migrations(client, settings.retention_days) == []
+    tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
+    assert {"events", "schema_migrations"} <= tables
+
+
+def show_create(client: Client, table: str) -> str:
+    return client.query(f"SHOW CREATE TABLE {table}").result_rows[0][0]
+
+
+def event_ids(client: Client) -> set[str]:
+    return {row[0] for row in client.query("SELECT id FROM events").result_rows}
+
+
+def test_a_changed_retention_reaches_existing_tables(clickhouse_base_url: str) -> None:
+    """Migration 0001 sets the TTL only when it creates the tables; a later start with
+    another WEBHOOKS_RETENTION_DAYS must still change it (and expire what it now should)."""
+    client = create_clickhouse_client(
+        with_database(clickhouse_base_url, f"r{uuid.uuid4().hex[:10]}"))
+    default = Settings.model_fields["retention_days"].default
+    assert default == 30
+    assert 1 in apply_migrations(client, default)
+    assert retention_days_of(client) == {table: 30 for table in RETENTION_TABLES}
+    client.command(
+        "INSERT INTO events (tenant, kafka_partition, kafka_offset, id, type, api_version, "
+        "created, envelope, inserted) VALUES "
+        "('acme', 0, 0, 'evt_10_days_old', 'a.b', 'v', now64(6), '{}', now() - INTERVAL 10 DAY), "
+        "('acme', 0, 1, 'evt_new', 'a.b', 'v', now64(6), '{}', now())")
+    assert event_ids(client) == {"evt_10_days_old", "evt_new"}  # within 30 days
+
+    assert apply_migrations(client, 7) == []  # a restart with retention 7: no new version...
+    for table in RETENTION_TABLES:  # ...but the TTL follows the setting
+        assert "TTL toDateTime(inserted) + toIntervalDay(7)" in show_create(client, table)
+    eventually(lambda: event_ids(client) == {"evt_new"})  # the old row is now past it
+    assert apply_retention(client, 7) == []  # idempotent: nothing left to change
+    assert apply_retention(client, 30) == list(RETENTION_TABLES)
+    assert retention_days_of(client) == {table: 30 for table in RETENTION_TABLES}

@@ -1,0 +1,177 @@
+"""The sink against a real broker and ClickHouse: what lands where, and replays after a crash."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from prometheus_client import REGISTRY
+
+from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
+from services.eventlog.endpoint_store import produce_acknowledged
+from services.eventlog.sink import EventLogSink
+from tests.support.backends import with_database
+from tests.support.eventlog import (
+    SinkDyingBeforeCommit,
+    eventually,
+    make_event,
+    publish_attempts,
+    publish_events,
+    rows_written,
+)
+from webhooks.delivery import AttemptRecord
+from webhooks.endpoints import Endpoint, EndpointSecret
+from webhooks.kafka import create_producer
+from webhooks.settings import Settings
+from webhooks.signing import generate_secret
+from webhooks.topics import Topics
+
+
+@pytest.fixture(scope="module")
+def sink_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"sink_batch_wait": 0.1, "sink_batch_size": 100})
+
+
+@pytest.fixture(scope="module")
+def client(sink_settings: Settings) -> Iterator[Client]:
+    client = create_clickhouse_client(sink_settings.clickhouse_url)
+    apply_migrations(client, sink_settings.retention_days)
+    yield client
+
+
+def duplicates_skipped() -> float:
+    return REGISTRY.get_sample_value("eventlog_sink_duplicate_events_total") or 0.0
+
+
+def count(client: Client, sql: str) -> int:
+    return int(client.query(sql).result_rows[0][0])
+
+
+def watermark_total(client: Client, topic: str) -> int:
+    """Records the sink has passed on ``topic`` (topics start at offset 0 here)."""
+    return int(client.query(
+        "SELECT sum(next_offset) FROM (SELECT kafka_partition, max(next_offset) AS next_offset "
+        "FROM sink_positions WHERE topic = {t:String} GROUP BY kafka_partition)",
+        parameters={"t": topic}).result_rows[0][0])
+
+
+def test_sink_writes_each_topic_and_skips_undecodable_records(
+        sink_settings: Settings, client: Client) -> None:
+    topics = Topics.from_settings(sink_settings)
+    producer = create_producer(sink_settings)
+    endpoint = Endpoint(id="ep_sink1", tenant="acme", url="https://example.com/h",
+                        events=["order.*"], secrets=[EndpointSecret(secret=generate_secret())],
+                        created="2026-11-22T10:00:00.000000Z",
+                        updated="2026-11-22T10:00:00.000000Z")
+    produce_acknowledged(producer, topics.endpoints, b"ep_sink1", endpoint.to_json())
+    disabled = endpoint.model_copy(update={"disabled": True, "disabled_reason": "410 Gone"})
+    produce_acknowledged(producer, topics.endpoints, b"ep_sink1", disabled.to_json())
+    produce_acknowledged(producer, topics.endpoints, b"ep_gone", endpoint.model_copy(
+        update={"id": "ep_gone"}).to_json())
+    produce_acknowledged(producer, topics.endpoints, b"ep_gone", None)  # tombstone
+    produce_acknowledged(producer, topics.events, b"acme", b"not json")
+    events = publish_events(sink_settings, [make_event("acme") for _ in range(5)])
+    publish_attempts(sink_settings, [AttemptRecord(
+        task_id="dlv_1", event_id=events[0].id, event_type=events[0].type,
+        endpoint_id="ep_sink1", tenant="acme", attempt=1, trigger="event",
+        url=endpoint.url, status="failed", response_status=503, latency_ms=3.0,
+        next_attempt_at="2026-11-22T10:01:00.000000Z", outcome="retrying")])
+    skipped_before = REGISTRY.get_sample_value(
+        "eventlog_sink_skipped_total", {"topic": topics.events}) or 0.0
+
+    sink = EventLogSink(sink_settings, group="sink-test-1").start()
+    try:
+        eventually(lambda: count(client, "SELECT count() FROM attempts") == 1
+                   and count(client, "SELECT count() FROM events") == 5
+                   and watermark_total(client, topics.endpoints) == 4)
+    finally:
+        sink.stop()
+    assert not sink.alive and sink.failure is None
+    latest = dict(client.query(
+        "SELECT id, argMax(tuple(deleted, record), kafka_offset) FROM endpoints GROUP BY id"
+    ).result_rows)
+    assert latest["ep_gone"][0] == 1  # deleted
+    assert Endpoint.from_json(latest["ep_sink1"][1]).disabled_reason == "410 Gone"
+    assert REGISTRY.get_sample_value(
+        "eventlog_sink_skipped_total", {"topic": topics.events}) == skipped_before + 1
+    # The watermark passed every record, the undecodable one included (it stays on Kafka).
+    assert watermark_total(client, topics.events) == 6
+    row = client.query("SELECT response_status, next_attempt_at, outcome FROM attempts"
+                       ).result_rows[0]
+    assert row[0] == 503 and row[2] == "retrying" and row[1].minute == 1
+
+
+def test_a_crash_between_insert_and_commit_is_replayed_without_loss(
+        sink_settings: Settings, client: Client) -> None:
+    """Rows inserted but not committed are read and inserted again by the next sink."""
+    tenant = "replay"
+    events = publish_events(sink_settings, [make_event(tenant) for _ in range(250)])
+    before = rows_written("events")
+    dying = SinkDyingBeforeCommit(sink_settings, group="sink-test-2").start()
+    try:
+        eventually(lambda: dying.uncommitted >= 250)
+    finally:
+        dying.stop()
+    by_dying = rows_written("events") - before
+    assert by_dying >= 250
+    more = publish_events(sink_settings, [make_event(tenant) for _ in range(50)])
+    duplicates_before = duplicates_skipped()
+    sink = EventLogSink(sink_settings, group="sink-test-2").start()
+    try:
+        eventually(lambda: rows_written("events") - before >= by_dying + 50)
+    finally:
+        sink.stop()
+    # Nothing was committed, so the next sink read everything again: it recognised the
+    # events already stored and inserted only the new 50.
+    assert rows_written("events") - before == by_dying + 50
+    assert duplicates_skipped() - duplicates_before >= by_dying  # (+ earlier tests' events)
+    stored = client.query(
+        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
+        parameters={"t": tenant}).result_rows
+    assert [r[0] for r in stored] == [e.id for e in events + more]
+
+
+def test_an_event_appended_twice_is_stored_once(
+        sink_settings: Settings, client: Client) -> None:
+    """The same event id at a later offset (a producer's retry, ingest re-appending after a
+    crash) is kept at its first position only: within one batch and across batches."""
+    tenant = "twice"
+    first, second, third, fourth = (make_event(tenant) for _ in range(4))
+    publish_events(sink_settings, [first, second, first, third])
+    sink = EventLogSink(sink_settings, group="sink-test-twice").start()
+    stored_count = "SELECT count() FROM events WHERE tenant = 'twice'"
+    try:
+        eventually(lambda: count(client, stored_count) == 3)
+        # One tenant, one partition: once `fourth` is stored, the copies before it were read.
+        publish_events(sink_settings, [second, first, fourth])
+        eventually(lambda: count(client, stored_count) == 4)
+    finally:
+        sink.stop()
+    stored = client.query(
+        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
+        parameters={"t": tenant}).result_rows
+    assert [r[0] for r in stored] == [first.id, second.id, third.id, fourth.id]
+
+
+def test_failed_inserts_are_retried_from_kafka_without_loss(sink_settings: Settings) -> None:
+    """ClickHouse refuses the inserts (no tables yet): the sink commits nothing, re-reads
+    the batch and writes it once the tables exist."""
+    database = f"late{uuid.uuid4().hex[:8]}"
+    late = create_clickhouse_client(with_database(sink_settings.clickhouse_url, database))
+    events = publish_events(sink_settings, [make_event("late") for _ in range(30)])
+    failures = REGISTRY.get_sample_value("eventlog_sink_insert_failures_total") or 0.0
+    sink = EventLogSink(sink_settings, client=late, group="sink-test-3").start()
+    try:
+        eventually(lambda: (REGISTRY.get_sample_value("eventlog_sink_insert_failures_total")
+                            or 0.0) > failures)
+        apply_migrations(late, sink_settings.retention_days)
+        eventually(lambda: count(late, "SELECT uniqExact(id) FROM events "
+                                       "WHERE tenant = 'late'") == 30, timeout=40)
+    finally:
+        sink.stop()
+    assert sink.failure is None
+    stored = late.query("SELECT id FROM events WHERE tenant = 'late' "
+                        "ORDER BY kafka_partition, kafka_offset").result_rows
+    assert sorted({r[0] for r in stored}) == sorted(e.id for e in events)

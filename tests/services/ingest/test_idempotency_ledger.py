@@ -1,0 +1,81 @@
+"""The idempotency ledger: the deterministic state machine every ingest replica runs."""
+
+from __future__ import annotations
+
+from services.ingest.idempotency_ledger import IdempotencyLedger, LedgerRecord, partition_for_tenant
+
+WINDOW_MS = 24 * 3600 * 1000
+
+
+def claim(claim_id: str, *aliases: str, envelope: str = "{}", tenant: str = "acme",
+          supersedes: str | None = None) -> LedgerRecord:
+    return LedgerRecord("claim", claim_id, tenant, aliases, envelope, supersedes)
+
+
+def test_first_claim_of_an_alias_wins_and_later_ones_see_it() -> None:
+    ledger = IdempotencyLedger(WINDOW_MS)
+    assert ledger.apply(claim("c1", "id:evt_1", envelope="A"), 1000).won
+    lost = ledger.apply(claim("c2", "id:evt_1", envelope="B"), 1001)
+    assert not lost.won and lost.entry is not None and lost.entry.envelope == "A"
+    assert not lost.entry.accepted
+
+
+def test_any_shared_alias_conflicts_and_tenants_are_separate() -> None:
+    ledger = IdempotencyLedger(WINDOW_MS)
+    assert ledger.apply(claim("c1", "id:evt_1", "key:k"), 1000).won
+    assert not ledger.apply(claim("c2", "id:evt_2", "key:k"), 1001).won
+    assert ledger.apply(claim("c3", "key:k", tenant="globex"), 1002).won
+
+
+def test_acceptance_is_looked_up_and_replays_the_original() -> None:
+    ledger = IdempotencyLedger(WINDOW_MS)
+    record = claim("c1", "key:k", envelope="A")
+    ledger.apply(record, 1000)
+    ledger.apply(record.accepted(), 1010)
+    entry = ledger.lookup("acme", ("key:k",), 2000)
+    assert entry is not None and entry.accepted and entry.envelope == "A"
+    assert not ledger.apply(claim("c2", "key:k", envelope="B"), 2000).won
+
+
+def test_a_takeover_must_name_the_pending_claim_and_only_the_first_succeeds() -> None:
+    ledger = IdempotencyLedger(WINDOW_MS)
+    ledger.apply(claim("c1", "id:evt_1", envelope="A"), 1000)
+    assert not ledger.apply(claim("c2", "id:evt_1", envelope="A", supersedes="nope"), 9000).won
+    assert ledger.apply(claim("c3", "id:evt_1", envelope="A", supersedes="c1"), 9001).won
+    # A second replica racing to take over the same dead claim loses.
+    assert not ledger.apply(claim("c4", "id:evt_1", envelope="A", supersedes="c1"), 9002).won
+    # An accepted entry cannot be taken over.
+    ledger.apply(claim("c3", "id:evt_1", envelope="A").accepted(), 9003)
+    assert not ledger.apply(claim("c5", "id:evt_1", supersedes="c3"), 9004).won
+
+
+def test_acceptance_after_compaction_overrides_a_losing_claim_seen_first() -> None:
+    # Compaction may drop the winner's claim (replaced by its accepted record, later in
+    # the log), so a replaying replica can meet a losing claim first.
+    ledger = IdempotencyLedger(WINDOW_MS)
+    ledger.apply(claim("loser", "id:evt_1", envelope="B"), 1005)
+    ledger.apply(claim("winner", "id:evt_1", envelope="A").accepted(), 1010)
+    entry = ledger.lookup("acme", ("id:evt_1",), 1020)
+    assert entry is not None and entry.accepted and entry.envelope == "A"
+
+
+def test_entries_expire_after_the_window_by_record_time() -> None:
+    ledger = IdempotencyLedger(window_ms=1000)
+    record = claim("c1", "id:evt_1")
+    ledger.apply(record.accepted(), 10_000)
+    assert ledger.lookup("acme", ("id:evt_1",), 10_999) is not None
+    assert ledger.lookup("acme", ("id:evt_1",), 11_001) is None
+    assert ledger.apply(claim("c2", "id:evt_1"), 11_001).won
+    assert ledger.prune(now_ms=11_001 + 10_000, slack_ms=0) == 1
+    assert len(ledger) == 0
+
+
+def test_records_round_trip_and_keys_are_unique_per_claim() -> None:
+    record = claim("c1", "id:evt_1", "key:k", envelope='{"id":"evt_1"}', supersedes="c0")
+    assert LedgerRecord.from_json(record.to_json()) == record
+    assert record.key() == b"acme/c1" and record.accepted().key() == record.key()
+
+
+def test_every_claim_of_a_tenant_goes_to_one_partition() -> None:
+    assert {partition_for_tenant("acme", 6) for _ in range(3)} == {partition_for_tenant("acme", 6)}
+    assert len({partition_for_tenant(f"t{n}", 6) for n in range(50)}) == 6

@@ -1,0 +1,106 @@
+"""The one validation path of HTTP and Kafka intake: raw event -> envelope, or a precise refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from webhooks.envelope import Envelope
+from webhooks.event_create import (
+    IntakeError,
+    build_event,
+    check_idempotency_key,
+    parse_event_json,
+)
+
+VERSION = "2026-11-01"
+
+
+def build(document: object, tenant: str | None = "acme", **kwargs: object):
+    return build_event(document, caller_tenant=tenant, default_api_version=VERSION, **kwargs)
+
+
+def refusal(document: object, tenant: str | None = "acme", **kwargs: object) -> IntakeError:
+    with pytest.raises(IntakeError) as caught:
+        build(document, tenant, **kwargs)
+    return caught.value
+
+
+def test_minimal_event_gets_id_created_version_and_callers_tenant() -> None:
+    request = build({"type": "order.shipped", "data": {"object": {"id": "o_1"}}})
+    envelope = request.envelope
+    assert envelope.id.startswith("evt_") and len(envelope.id) == 30
+    assert (envelope.type, envelope.tenant, envelope.api_version) == ("order.shipped", "acme",
+                                                                      VERSION)
+    assert Envelope.from_json(envelope.to_json()) == envelope
+    assert request.aliases == ()  # a fresh id cannot repeat anything
+
+
+def test_supplied_fields_are_kept_and_created_is_normalised_to_utc_micros() -> None:
+    request = build({"type": "customer.subscription.created", "data": {}, "id": "evt_abc",
+                     "created": "2026-11-22T12:30:00+02:00", "api_version": "2025-01-01"},
+                    idempotency_key="k-1")
+    assert request.envelope.id == "evt_abc"
+    assert request.envelope.created == "2026-11-22T10:30:00.000000Z"
+    assert request.envelope.api_version == "2025-01-01"
+    assert request.aliases == ("id:evt_abc", "key:k-1")
+
+
+def test_derived_id_is_used_only_without_a_supplied_one() -> None:
+    assert build({"type": "a.b", "data": {}}, event_id="evt_derived").envelope.id == "evt_derived"
+    assert build({"type": "a.b", "data": {}, "id": "evt_mine"},
+                 event_id="evt_derived").envelope.id == "evt_mine"
+
+
+@pytest.mark.parametrize(("document", "field", "reason"), [
+    ({"type": "a.b", "data": {}, "colour": "red"}, "colour: unknown field", "unknown_field"),
+    ({"type": "Order.Shipped", "data": {}}, "type: must be lower-case", "schema"),
+    ({"type": "shipped", "data": {}}, "type: must be lower-case", "schema"),
+    ({"type": "a.b", "data": [1]}, "data: [1] is not of type 'object'", "schema"),
+    ({"type": 7, "data": {}}, "type: 7 is not of type 'string'", "schema"),
+    ({"data": {}}, "'type' is a required property", "schema"),
+    ({"type": "a.b", "data": {}, "id": "123"}, "id: must be 'evt_'", "schema"),
+    ({"type": "a.b", "data": {}, "created": "yesterday"}, "created: must be an RFC 3339", "schema"),
+    ({"type": "a.b", "data": {}, "created": "2026-13-40T00:00:00Z"}, "created:", "schema"),
+    # Outside what ClickHouse's DateTime64 stores (an offset cannot carry it back in).
+    ({"type": "a.b", "data": {}, "created": "0373-08-26T07:10:00Z"}, "created: must lie", "schema"),
+    ({"type": "a.b", "data": {}, "created": "0001-01-01T00:00:00+01:00"}, "created: must lie",
+     "schema"),
+    ({"type": "a.b", "data": {}, "created": "2300-01-01T00:00:00Z"}, "created: must lie", "schema"),
+    ({"type": "a.b", "data": {}, "api_version": "v1"}, "api_version: must be a date", "schema"),
+    (["not", "an", "object"], "body: must be a JSON object, not an array", "schema"),
+])
+def test_invalid_documents_are_refused_with_422_naming_the_field(
+        document: object, field: str, reason: str) -> None:
+    error = refusal(document)
+    assert (error.status, error.reason) == (422, reason)
+    assert field in error.detail
+
+
+def test_admin_callers_must_name_the_tenant() -> None:
+    error = refusal({"type": "a.b", "data": {}}, tenant=None)
+    assert (error.status, error.reason) == (422, "tenant_required")
+    assert error.detail.startswith("tenant:")
+    assert build({"type": "a.b", "data": {}, "tenant": "globex"}, None).tenant == "globex"
+
+
+def test_a_tenant_key_may_not_publish_for_another_tenant_but_may_name_itself() -> None:
+    error = refusal({"type": "a.b", "data": {}, "tenant": "globex"})
+    assert (error.status, error.reason) == (403, "tenant_forbidden")
+    assert build({"type": "a.b", "data": {}, "tenant": "acme"}).tenant == "acme"
+
+
+def test_malformed_json_is_a_400_with_position() -> None:
+    with pytest.raises(IntakeError) as caught:
+        parse_event_json(b'{"type": "a.b",')
+    assert caught.value.status == 400 and caught.value.reason == "malformed_json"
+    assert "line 1 column" in caught.value.detail
+    with pytest.raises(IntakeError) as caught:
+        parse_event_json(b"\xff\xfe")
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
+def test_bad_idempotency_keys_are_refused(key: str) -> None:
+    with pytest.raises(IntakeError) as caught:
+        check_idempotency_key(key)
+    assert caught.value.status == 422 and caught.value.detail.startswith("Idempotency-Key:")
