@@ -47,7 +47,7 @@ def _envelope(n: int, tenant: str) -> bytes:
 def bench_sink(context: BenchContext) -> dict[str, Any]:
     settings = context.settings(sink_batch_size=5000, sink_batch_wait=0.5)
     topics = Topics.from_settings(settings)
-    producer = create_producer(settings, **{"linger.ms": 50, "batch.size": 1_000_000})
+    producer = create_producer(settings.kafka, **{"linger.ms": 50, "batch.size": 1_000_000})
     for n in range(SINK_EVENTS):
         tenant = f"tenant{n % 50}"
         while True:

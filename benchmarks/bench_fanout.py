@@ -32,7 +32,7 @@ from services.localdev.kafka_broker import free_port
 from services.localdev.service_process import ServiceProcess
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, format_timestamp, utcnow
+from webhooks.envelope import Envelope, utcnow
 from webhooks.kafka import create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
@@ -96,9 +96,9 @@ class BenchReceiver:
 def _scenario(settings: Settings, receiver: BenchReceiver, endpoints: int,
               events: int, rate: float | None = None) -> dict[str, Any]:
     topics = Topics.from_settings(settings)
-    producer = create_producer(settings)
+    producer = create_producer(settings.kafka)
     tenant = f"bench{endpoints}{'paced' if rate else ''}"
-    now = format_timestamp(utcnow())
+    now = utcnow()
     for n in range(endpoints):
         endpoint = Endpoint(id=new_endpoint_id(), tenant=tenant, url=receiver.url(f"/{n}"),
                             events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
@@ -138,7 +138,7 @@ async def _ceiling(receiver: BenchReceiver, endpoints: int, per_endpoint: int,
     deliverer = Deliverer(TargetPolicy.create(("127.0.0.0/8",), production=False),
                           timeout=timeout, connections_per_endpoint=per_endpoint)
     in_flight = asyncio.Semaphore(concurrency)
-    now = format_timestamp(utcnow())
+    now = utcnow()
     targets = [Endpoint(id=new_endpoint_id(), tenant="ceiling", url=receiver.url(f"/c{n}"),
                         events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
                         created=now, updated=now) for n in range(endpoints)]

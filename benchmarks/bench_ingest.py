@@ -105,12 +105,12 @@ def bench_http(context: BenchContext) -> dict[str, object]:
 def bench_intake(context: BenchContext) -> dict[str, object]:
     settings = context.settings()
     topics = Topics.from_settings(settings)
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": uuid.uuid4().hex,
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
     consumer.subscribe([topics.events])
     with _ingest(context, settings):
         consumer.consume(1, 3.0)  # join the group before the clock starts
-        producer = create_producer(settings)
+        producer = create_producer(settings.kafka)
         started = time.perf_counter()
         for n in range(INTAKE_EVENTS):
             body = {"type": "order.shipped", "tenant": f"t{n % 8}",

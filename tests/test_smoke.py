@@ -2,8 +2,8 @@
 
 from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
 from tests.support.kafka import read_topic
-from webhooks.envelope import Envelope
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.acked_producer import AckedProducer
+from webhooks.envelope import Envelope, format_timestamp
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -12,7 +12,7 @@ def test_envelope_round_trip(settings: Settings) -> None:
     envelope = Envelope.create(type="order.shipped", data={"object": {"id": "o_1"}},
                                tenant="acme", api_version=settings.api_version)
     topics = Topics.from_settings(settings)
-    produce_sync(create_producer(settings), topics.events, envelope.to_json(), key=b"acme")
+    AckedProducer(settings.kafka).send(topics.events, envelope.to_json(), key=b"acme")
 
     [message] = read_topic(settings, topics.events, expect=1)
     received = Envelope.from_json(message.value())
@@ -23,7 +23,7 @@ def test_envelope_round_trip(settings: Settings) -> None:
     client.insert(
         "events",
         [[received.tenant, message.partition(), message.offset(), received.id, received.type,
-          received.api_version, received.created_at, message.value().decode()]],
+          received.api_version, received.created, message.value().decode()]],
         column_names=["tenant", "kafka_partition", "kafka_offset", "id", "type", "api_version",
                       "created", "envelope"],
     )
@@ -31,4 +31,5 @@ def test_envelope_round_trip(settings: Settings) -> None:
         "SELECT id, type, formatDateTime(created, '%Y-%m-%dT%H:%i:%S.%fZ'), envelope FROM events "
         "WHERE tenant = {tenant:String}", parameters={"tenant": "acme"},
     ).result_rows
-    assert rows == [(envelope.id, envelope.type, envelope.created, envelope.to_json().decode())]
+    assert rows == [(envelope.id, envelope.type, format_timestamp(envelope.created),
+                     envelope.to_json().decode())]

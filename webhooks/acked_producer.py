@@ -1,9 +1,10 @@
-"""A confluent-kafka producer whose writes are futures resolved by the broker's acknowledgement.
+"""The one way to write to Kafka and wait for the broker's acknowledgement.
 
 librdkafka runs delivery callbacks only inside ``poll()``/``flush()``; a dedicated poll
 thread calls ``poll`` continuously and resolves a :class:`concurrent.futures.Future`
-per message. Threads wait on the future directly; asyncio code awaits
-``asyncio.wrap_future(future)``, which hops back to its loop thread-safely.
+per message. Threads wait on the future (or call :meth:`AckedProducer.send`); asyncio
+code awaits ``asyncio.wrap_future(future)``, which hops back to its loop thread-safely;
+:meth:`AckedProducer.produce_all` writes a long stream and waits for all of it.
 
 Every write is bounded: ``message.timeout.ms`` makes librdkafka fail a message it could
 not deliver in time (broker down), so callers never wait forever.
@@ -13,15 +14,20 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from webhooks.kafka import close_producer, create_producer
-from webhooks.settings import Settings
+from webhooks.kafka import KafkaConnection, close_producer, create_producer
 
 Headers = list[tuple[str, bytes]]
+
+# How much longer than librdkafka's own message timeout a waiter gives the callback.
+CALLBACK_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -39,27 +45,40 @@ class ProduceFailed(KafkaException):
 
 
 class AckedProducer:
-    """One producer shared by a process's HTTP handlers and intake thread."""
+    """One producer shared by a process's threads (HTTP handlers, intake, API requests).
 
-    def __init__(self, settings: Settings, timeout: float) -> None:
+    ``timeout`` bounds every write (``message.timeout.ms``); ``overrides`` are further
+    librdkafka settings. Keep a reference while waiting on its futures: a producer that
+    nobody references any more stops its poll thread.
+    """
+
+    def __init__(self, connection: KafkaConnection, timeout: float = 30.0,
+                 **overrides: Any) -> None:
         self.timeout = timeout
-        self._producer = create_producer(settings, **{
+        self._producer = create_producer(connection, **{
             "message.timeout.ms": int(timeout * 1000),
             # Callers wait for each ack; under load librdkafka batches what queues up
             # while earlier requests are in flight anyway.
             "linger.ms": 1,
             # Fail fast and surface broker outages as errors on the message.
             "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+            **overrides,
         })
         self._closing = threading.Event()
-        self._poller = threading.Thread(target=self._poll_forever, name="producer-poll",
-                                        daemon=True)
+        # The thread holds the client, not this object, so that a producer dropped without
+        # close() (a test's one-off write) is collected and its thread ends.
+        self._poller = threading.Thread(target=_poll_until, args=(self._producer, self._closing),
+                                        name="producer-poll", daemon=True)
         self._poller.start()
+        weakref.finalize(self, self._closing.set)
 
     def produce(self, topic: str, value: bytes | None, *, key: bytes | None = None,
-                partition: int | None = None, headers: Headers | None = None
-                ) -> Future[Acknowledged]:
-        """Queue one message; the future resolves on acknowledgement or fails with ProduceFailed."""
+                partition: int | None = None, headers: Headers | None = None,
+                queue_wait: float = 0.5) -> Future[Acknowledged]:
+        """Queue one message; the future resolves on acknowledgement or fails with ProduceFailed.
+
+        When the local queue is full, waits up to ``queue_wait`` seconds for room.
+        """
         future: Future[Acknowledged] = Future()
         started = time.perf_counter()
 
@@ -70,26 +89,49 @@ class AckedProducer:
                 future.set_result(Acknowledged(msg.topic(), msg.partition(), msg.offset(),
                                                time.perf_counter() - started))
 
-        kwargs = {"key": key, "headers": headers, "on_delivery": on_delivery}
+        kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
-        for attempt in range(2):
+        deadline = time.monotonic() + queue_wait
+        while True:
             try:
                 self._producer.produce(topic, value, **kwargs)
-                break
+                return future
             except BufferError:
-                if attempt:
+                if time.monotonic() >= deadline:
                     future.set_exception(ProduceFailed("the local produce queue is full"))
-                else:  # let the poll thread drain deliveries, then try once more
-                    self._producer.poll(0.5)
+                    return future
+                self._producer.poll(0.05)  # serve deliveries, which makes room
             except KafkaException as exc:
                 future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
-                break
-        return future
+                return future
 
-    def _poll_forever(self) -> None:
-        while not self._closing.is_set():
-            self._producer.poll(0.05)
+    def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+             partition: int | None = None, headers: Headers | None = None) -> Acknowledged:
+        """Produce one message and block until the broker acknowledged it; raises ProduceFailed."""
+        future = self.produce(topic, value, key=key, partition=partition, headers=headers,
+                              queue_wait=self.timeout)
+        try:
+            return future.result(self.timeout + CALLBACK_GRACE)
+        except TimeoutError as exc:
+            raise ProduceFailed(f"no acknowledgement from Kafka for {topic} "
+                                f"within {self.timeout}s") from exc
+
+    def produce_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+                    ) -> int:
+        """Produce every (key, value) of ``records`` to ``topic``, waiting for room in the
+        local queue as needed; return how many once the broker acknowledged them all.
+
+        Raises ProduceFailed if any write failed; the stream stops at the first failure
+        seen. Only writes in flight are tracked, so a long stream takes no more memory
+        than the producer's queue.
+        """
+        tally = _Tally()
+        for key, value in records:
+            tally.track(self.produce(topic, value, key=key, queue_wait=self.timeout))
+            if tally.failed:
+                break
+        return tally.wait(self.timeout + CALLBACK_GRACE)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (bounded), then stop the poll thread."""
@@ -97,3 +139,46 @@ class AckedProducer:
         self._poller.join(timeout)
         close_producer(self._producer, timeout)
 
+
+def _poll_until(producer: Producer, closing: threading.Event) -> None:
+    """Serve delivery callbacks until ``closing`` is set."""
+    while not closing.is_set():
+        producer.poll(0.05)
+
+
+class _Tally:
+    """Counts a stream's writes and how many are settled; keeps the first failure."""
+
+    def __init__(self) -> None:
+        self._settled = threading.Condition()
+        self._written = 0
+        self._pending = 0
+        self._failure: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True once a write failed."""
+        return self._failure is not None
+
+    def track(self, future: Future[Acknowledged]) -> None:
+        """Count ``future`` in until it settles."""
+        with self._settled:
+            self._written += 1
+            self._pending += 1
+        future.add_done_callback(self._settle)  # runs in the poll thread
+
+    def _settle(self, future: Future[Acknowledged]) -> None:
+        with self._settled:
+            self._pending -= 1
+            if self._failure is None:
+                self._failure = future.exception()
+            self._settled.notify_all()
+
+    def wait(self, timeout: float) -> int:
+        """How many were written, once all are acknowledged; raises on a failure or timeout."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self._pending == 0, timeout):
+                raise ProduceFailed(f"{self._pending} writes not acknowledged within {timeout}s")
+            if self._failure is not None:
+                raise self._failure
+            return self._written

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -30,21 +29,18 @@ class ApiKeys:
         self._keys = [(key.encode(), tenant) for key, tenant in keys.items()]
 
     def lookup(self, presented: str) -> Principal | None:
+        """Whose key ``presented`` is, or None."""
         found = None
         for key, tenant in self._keys:
             if hmac.compare_digest(key, presented.encode()):
                 found = Principal(tenant)
         return found
 
-    def dependency(self) -> Callable[[Request], Principal]:
-        """A FastAPI dependency that answers 401 unless a valid key is presented."""
-
-        def authenticate(request: Request) -> Principal:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            principal = self.lookup(token.strip()) if scheme.lower() == "bearer" else None
-            if principal is None:
-                raise Problem(401, "missing or invalid API key (Authorization: Bearer <key>)",
-                              headers={"WWW-Authenticate": "Bearer"})
-            return principal
-
-        return authenticate
+    def authenticate(self, request: Request) -> Principal:
+        """The caller of ``request``; a 401 problem unless it presents a valid key."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        principal = self.lookup(token.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise Problem(401, "missing or invalid API key (Authorization: Bearer <key>)",
+                          headers={"WWW-Authenticate": "Bearer"})
+        return principal

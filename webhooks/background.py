@@ -1,9 +1,10 @@
 """A background worker: one named daemon thread running :meth:`BackgroundWorker.run`.
 
-The Kafka followers and consumers of the shared package (the idempotency and endpoints
-views, the Kafka intake, the eventlog sink) subclass it and write only their loop:
-``run()`` works until ``self._stopping`` is set, and waits with ``self._stopping.wait(s)``
-so that :meth:`~BackgroundWorker.stop` is never held up by a pause.
+The Kafka followers and consumers (the compacted-topic follower behind the idempotency
+and endpoints views, the Kafka intake, the eventlog sink) subclass it and write only
+their loop: ``run()`` works until ``self._stopping`` is set, and waits with
+``self._stopping.wait(s)`` so that :meth:`~BackgroundWorker.stop` is never held up by
+a pause.
 
 When ``run()`` raises, a worker with ``restart_pause`` set logs a warning and runs it
 again after that many seconds (a view rebuilds itself from its topic); otherwise the

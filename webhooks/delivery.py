@@ -9,14 +9,13 @@ for retries too. Every attempt produces an :class:`AttemptRecord` (``attempt.v1`
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ulid import ULID
 
-from webhooks.envelope import Envelope, format_timestamp, utcnow
-from webhooks.json_schema import validate
+from webhooks.envelope import Envelope, Timestamp, utcnow
+from webhooks.record import JsonRecord
 
 DELIVERY_TASK_SCHEMA = "delivery_task.v1"
 ATTEMPT_SCHEMA = "attempt.v1"
@@ -26,47 +25,27 @@ AttemptStatus = Literal["succeeded", "failed"]
 Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped"]
 
 
-class _Message(BaseModel):
-    """A JSON message validated against its schema on the way in and out."""
-
-    model_config = ConfigDict(extra="forbid")
-    schema_name: str = Field(default="", exclude=True, repr=False)
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Any:
-        document = json.loads(raw)
-        validate(cls.model_fields["schema_name"].default, document)
-        return cls.model_validate(document)
-
-    def to_json(self) -> bytes:
-        document = self.model_dump(mode="json", exclude={"schema_name"})
-        validate(self.schema_name, document)
-        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class AttemptSummary(BaseModel):
+class AttemptSummary(JsonRecord):
     """What a task remembers of each attempt it went through."""
 
-    model_config = ConfigDict(extra="forbid")
-
     attempt: int
-    timestamp: str
+    timestamp: Timestamp
     status: AttemptStatus
     response_status: int | None = None
     error: str | None = None
 
 
-class DeliveryTask(_Message):
+class DeliveryTask(JsonRecord):
     """One event to deliver to one endpoint."""
 
-    schema_name: str = Field(default=DELIVERY_TASK_SCHEMA, exclude=True, repr=False)
+    schema_name: ClassVar[str | None] = DELIVERY_TASK_SCHEMA
 
     task_id: str
     endpoint_id: str
     tenant: str
     event: Envelope
     attempt: int = 1
-    not_before: str | None = None
+    not_before: Timestamp | None = None
     trigger: Trigger = "event"
     history: list[AttemptSummary] = Field(default_factory=list)
     dlq_reason: str | None = None
@@ -84,10 +63,10 @@ class DeliveryTask(_Message):
         return self.endpoint_id.encode()
 
 
-class AttemptRecord(_Message):
+class AttemptRecord(JsonRecord):
     """One HTTP attempt, as published on the attempts topic."""
 
-    schema_name: str = Field(default=ATTEMPT_SCHEMA, exclude=True, repr=False)
+    schema_name: ClassVar[str | None] = ATTEMPT_SCHEMA
 
     id: str = Field(default_factory=lambda: f"att_{ULID()}")
     task_id: str
@@ -103,6 +82,6 @@ class AttemptRecord(_Message):
     response_body: str | None = None
     error: str | None = None
     latency_ms: float
-    timestamp: str = Field(default_factory=lambda: format_timestamp(utcnow()))
-    next_attempt_at: str | None = None
+    timestamp: Timestamp = Field(default_factory=utcnow)
+    next_attempt_at: Timestamp | None = None
     outcome: Outcome

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, PlainSerializer, PlainValidator
 from ulid import ULID
 
-from webhooks.json_schema import validate
+from webhooks.record import JsonRecord
 
 ENVELOPE_SCHEMA = "envelope.v1"
 
@@ -48,18 +47,38 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def utcnow() -> datetime:
+    """The current moment, aware, in UTC."""
     return datetime.now(UTC)
 
 
-class Envelope(BaseModel):
+def _to_moment(value: object) -> datetime:
+    """What a :data:`Timestamp` field holds: an ISO-8601 string or a datetime as aware UTC."""
+    if isinstance(value, str):
+        return to_utc(parse_timestamp(value))
+    if isinstance(value, datetime):
+        return to_utc(value)
+    raise ValueError(f"not a timestamp: {value!r} (expected e.g. 2026-11-22T10:30:00Z)")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_to_moment, json_schema_input_type=str),
+    PlainSerializer(format_timestamp, return_type=str),
+]
+"""A record's timestamp field: parsed from ISO-8601 (``Z`` or an offset; naive = UTC),
+held as an aware UTC datetime, written by :func:`format_timestamp`."""
+
+
+class Envelope(JsonRecord):
     """One event as stored and delivered. Construct with :meth:`create` or :meth:`from_json`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
+    schema_name: ClassVar[str | None] = ENVELOPE_SCHEMA
 
     id: str
     type: str
     api_version: str
-    created: str
+    created: Timestamp
     tenant: str
     data: dict[str, Any]
 
@@ -75,32 +94,5 @@ class Envelope(BaseModel):
         created: datetime | str | None = None,
     ) -> Envelope:
         """Fill in the id and timestamp, then validate against ``envelope.v1``."""
-        if isinstance(created, str):
-            created = parse_timestamp(created)
-        document = {
-            "id": id or new_event_id(),
-            "type": type,
-            "api_version": api_version,
-            "created": format_timestamp(created or utcnow()),
-            "tenant": tenant,
-            "data": data,
-        }
-        return cls.from_dict(document)
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> Envelope:
-        """Validate a decoded envelope; raises :class:`webhooks.json_schema.SchemaError`."""
-        validate(ENVELOPE_SCHEMA, document)
-        return cls.model_validate(document)
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Envelope:
-        return cls.from_dict(json.loads(raw))
-
-    def to_json(self) -> bytes:
-        """Compact JSON bytes: the exact body that is signed and sent."""
-        return json.dumps(self.model_dump(), separators=(",", ":"), ensure_ascii=False).encode()
-
-    @property
-    def created_at(self) -> datetime:
-        return parse_timestamp(self.created)
+        return cls(id=id or new_event_id(), type=type, api_version=api_version,
+                   created=created or utcnow(), tenant=tenant, data=data).check_schema()

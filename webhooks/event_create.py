@@ -67,16 +67,24 @@ def too_large(limit: int) -> IntakeError:
     return IntakeError(413, "too_large", f"body: larger than the limit of {limit} bytes")
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json module reads NaN and Infinity, which JSON has not; no receiver should
+    # get them in a signed body.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_event_json(raw: bytes) -> Any:
     """Decode a JSON body; raises a 400 :class:`IntakeError` naming line and column."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except UnicodeDecodeError as exc:
         raise IntakeError(400, "malformed_json", f"body: not UTF-8 ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise IntakeError(400, "malformed_json",
                           f"body: malformed JSON: {exc.msg} at line {exc.lineno} "
                           f"column {exc.colno}") from exc
+    except ValueError as exc:  # NaN or Infinity
+        raise IntakeError(400, "malformed_json", f"body: malformed JSON: {exc}") from exc
 
 
 def _describe_schema_errors(errors: list[str]) -> str:
@@ -123,6 +131,7 @@ def build_event(document: Any, *, caller_tenant: str | None, default_api_version
 
     tenant = _resolve_tenant(document.get("tenant"), caller_tenant)
     created = document.get("created")
+    moment = None
     if created is not None:
         try:
             moment = to_utc(parse_timestamp(created))
@@ -137,7 +146,7 @@ def build_event(document: Any, *, caller_tenant: str | None, default_api_version
         envelope = Envelope.create(
             type=document["type"], data=document["data"], tenant=tenant,
             api_version=document.get("api_version") or default_api_version,
-            id=supplied_id or event_id, created=created,
+            id=supplied_id or event_id, created=moment,
         )
     except SchemaError as exc:
         # The request schema should already have caught it; never a 500 or a stuck intake.

@@ -1,19 +1,54 @@
-"""confluent-kafka producer, consumer and admin factories with the platform's defaults."""
+"""confluent-kafka producer, consumer and admin factories with the platform's defaults.
+
+Every client is built from a :class:`KafkaConnection` (``settings.kafka``): where the
+cluster is, how to authenticate, and the prefix that keeps consumer groups apart.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from webhooks.settings import Settings
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How a Kafka client reaches the cluster, and the prefix of its consumer groups."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # kept out of logs
+    ssl_ca_location: str | None = None
+    topic_prefix: str = "webhooks"
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka connection settings shared by every producer, consumer and admin."""
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = self.sasl_password or ""
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+    def group_id(self, group: str) -> str:
+        """``group`` under the topic prefix, so that deployments sharing a cluster under
+        different prefixes never share a consumer group."""
+        return f"{self.topic_prefix}.{group}"
 
 
-def create_producer(settings: Settings, **overrides: Any) -> Producer:
+def create_producer(connection: KafkaConnection, **overrides: Any) -> Producer:
     """An idempotent producer that waits for every in-sync replica (``acks=all``)."""
     config: dict[str, Any] = {
-        **settings.kafka_client_config(),
+        **connection.client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -27,15 +62,14 @@ def create_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(config)
 
 
-def create_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+def create_consumer(connection: KafkaConnection, group: str, **overrides: Any) -> Consumer:
     """A consumer whose offsets the caller commits itself, after the outcome is durable.
 
-    ``group`` is suffixed to the topic prefix so that deployments sharing a cluster
-    under different prefixes never share a consumer group.
+    ``group`` is put under the topic prefix (:meth:`KafkaConnection.group_id`).
     """
     config: dict[str, Any] = {
-        **settings.kafka_client_config(),
-        "group.id": f"{settings.topic_prefix}.{group}",
+        **connection.client_config(),
+        "group.id": connection.group_id(group),
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
@@ -44,24 +78,33 @@ def create_consumer(settings: Settings, group: str, **overrides: Any) -> Consume
     return Consumer(config)
 
 
-def end_offsets(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, int]:
-    """The high watermark (the next offset to be written) of every partition of ``topic``;
-    raises KafkaException while the topic is missing or has no partitions yet."""
+def watermarks(consumer: Consumer, topic: str, timeout: float = 30.0
+               ) -> dict[int, tuple[int, int]]:
+    """The (low, high) watermarks of every partition of ``topic``: the first offset still
+    stored and the next offset to be written. Raises KafkaException while the topic is
+    missing, has no partitions yet, or a partition has no leader."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         raise KafkaException(f"topic {topic} is missing")
-    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             for p in sorted(metadata.partitions)}
 
 
-def create_admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_client_config())
+def end_offsets(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """The high watermark (the next offset to be written) of every partition of ``topic``;
+    raises KafkaException while the topic is missing or has no partitions yet."""
+    return {p: high for p, (_, high) in watermarks(consumer, topic, timeout).items()}
 
 
-def kafka_reachable(settings: Settings, timeout: float = 3.0) -> bool:
+def create_admin(connection: KafkaConnection) -> AdminClient:
+    """An admin client (topic creation and configuration, metadata)."""
+    return AdminClient(connection.client_config())
+
+
+def kafka_reachable(connection: KafkaConnection, timeout: float = 3.0) -> bool:
     """True when the cluster answers a metadata request within ``timeout`` seconds."""
     try:
-        create_admin(settings).list_topics(timeout=timeout)
+        create_admin(connection).list_topics(timeout=timeout)
         return True
     except KafkaException:
         return False
@@ -78,22 +121,6 @@ def close_producer(producer: Producer, timeout: float = 10.0) -> None:
     producer.purge()
     producer.poll(0)  # serve the purged messages' delivery callbacks
     producer.close()
-
-
-def produce_sync(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
-                 headers: list[tuple[str, bytes]] | None = None, timeout: float = 30.0) -> None:
-    """Produce one message and block until the broker acknowledged it (or raise)."""
-    outcome: list[Any] = []
-
-    def on_delivery(err: Any, msg: Any) -> None:
-        outcome.append(err)
-
-    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-    producer.flush(timeout)
-    if not outcome:
-        raise KafkaException(f"no acknowledgement from Kafka for {topic} within {timeout}s")
-    if outcome[0] is not None:
-        raise KafkaException(outcome[0])
 
 
 def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:

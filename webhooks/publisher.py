@@ -18,9 +18,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from webhooks.acked_producer import AckedProducer
 from webhooks.envelope import Envelope, format_timestamp, parse_timestamp
 from webhooks.event_create import IntakeError, build_event
-from webhooks.kafka import close_producer, create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -38,7 +38,7 @@ class EventPublisher:
         self._topic = Topics.from_settings(settings).ingest
         self._tenant = tenant
         self._timeout = timeout
-        self._producer = create_producer(settings)
+        self._producer = AckedProducer(settings.kafka, timeout=timeout)
 
     def build(self, type: str, data: dict[str, Any], *, tenant: str | None = None,
               id: str | None = None, created: datetime | str | None = None,
@@ -81,9 +81,8 @@ class EventPublisher:
         if len(body) > self._settings.max_body_bytes:
             raise PublishError(f"body: larger than the limit of {self._settings.max_body_bytes} "
                                "bytes")
-        produce_sync(self._producer, self._topic, body, key=envelope.tenant.encode(),
-                     timeout=self._timeout)
+        self._producer.send(self._topic, body, key=envelope.tenant.encode())
 
     def close(self) -> None:
         """Deliver anything still queued (bounded by the timeout), release the client."""
-        close_producer(self._producer, self._timeout)
+        self._producer.close(self._timeout)

@@ -7,13 +7,16 @@ Nothing reads the environment at import time: services call :func:`get_settings`
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, PlainSerializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webhooks.durations import parse_duration
+from webhooks.kafka import KafkaConnection
+from webhooks.retry_schedule import RetrySchedule
 
 ADMIN_TENANT = "*"
 
@@ -64,7 +67,9 @@ class Settings(BaseSettings):
     ingest_kafka_intake: bool = True
 
     # Delivery.
-    retry_schedule: str = "1m,5m,30m,2h,8h,24h"
+    # Read as "1m,5m,30m,…" (one retry tier per delay); written back the same way.
+    retry_schedule: Annotated[RetrySchedule, NoDecode, PlainSerializer(str, return_type=str)] = (
+        RetrySchedule.parse("1m,5m,30m,2h,8h,24h"))
     retry_jitter: float = Field(default=0.1, ge=0.0, le=1.0)
     delivery_timeout: Annotated[float, NoDecode] = 15.0
     delivery_concurrency: int = Field(default=200, ge=1)
@@ -119,26 +124,30 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)  # raises on a typo
         return networks
 
-    @field_validator("retry_schedule")
+    @field_validator("retry_schedule", mode="before")
     @classmethod
-    def _check_schedule(cls, value: str) -> str:
-        for item in value.split(","):
-            parse_duration(item)
-        return value
+    def _parse_schedule(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not all(item.strip() for item in value.split(",")):  # "" or "1m,,5m": a typo
+            raise ValueError("WEBHOOKS_RETRY_SCHEDULE must be comma-separated durations, "
+                             "e.g. 1m,5m,30m")
+        return RetrySchedule.parse(value)
 
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka connection settings shared by every producer, consumer and admin."""
-        config = {
-            "bootstrap.servers": self.kafka_bootstrap,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-            config["sasl.username"] = self.kafka_sasl_username or ""
-            config["sasl.password"] = self.kafka_sasl_password or ""
-        if self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return config
+    @model_validator(mode="after")
+    def _jitter_schedule(self) -> Self:
+        """The schedule carries the jitter, so it travels as one value."""
+        self.retry_schedule = replace(self.retry_schedule, jitter=self.retry_jitter)
+        return self
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How the Kafka clients connect (what :mod:`webhooks.kafka` takes)."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password, ssl_ca_location=self.kafka_ssl_ca_location,
+            topic_prefix=self.topic_prefix)
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,6 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from webhooks.retry_schedule import RetrySchedule
 from webhooks.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
@@ -39,8 +38,9 @@ class Topics:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
-        schedule = RetrySchedule.parse(settings.retry_schedule)
-        return cls(prefix=settings.topic_prefix, retry_tiers=tuple(schedule.tier_names))
+        """The topics of ``settings``: its prefix, one retry topic per tier of its schedule."""
+        return cls(prefix=settings.topic_prefix,
+                   retry_tiers=tuple(settings.retry_schedule.tier_names))
 
     @property
     def ingest(self) -> str:
@@ -108,7 +108,7 @@ class Topics:
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create any missing topic and bring the retention of existing ones in line with the
     settings (idempotent); return the names that were created."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(settings.kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     specs = Topics.from_settings(settings).specs(settings.retention_days)
     _update_retention(admin, [spec for spec in specs if spec.name in existing], timeout)

@@ -26,7 +26,9 @@ from services.eventlog.context import EventlogContext
 from services.eventlog.endpoints_api import endpoints_router
 from services.eventlog.events_api import events_router
 from services.eventlog.sink import EventLogSink
-from webhooks.kafka import close_producer, create_producer, kafka_reachable
+from webhooks.acked_producer import AckedProducer
+from webhooks.auth import ApiKeys
+from webhooks.kafka import kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.settings import Settings
@@ -38,7 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the eventlog for ``settings``; applies ClickHouse migrations first.
 
     The sink (roles ``all`` and ``sink``) starts with the app's lifespan and stops,
-    flushing and committing, when the app shuts down.
+    flushing and committing, when the app shuts down. The routes reach this app's
+    context and API keys through ``app.state`` (see ``services.eventlog.deps``).
     """
     client = create_clickhouse_client(settings.clickhouse_url)
     apply_migrations(client, settings.retention_days)
@@ -48,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.eventlog_role in ("all", "sink"):
         sink = EventLogSink(settings, create_clickhouse_client(settings.clickhouse_url,
                                                                create_database=False))
-    producer = create_producer(settings)
+    producer = AckedProducer(settings.kafka)
     context = (EventlogContext.create(settings, client, producer)
                if settings.eventlog_role in ("all", "api") else None)
 
@@ -63,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
                 sink.stop()
             if context is not None:
                 context.endpoints.close()
-            close_producer(producer)
+            producer.close()
 
     app = FastAPI(title="webhooks eventlog", version="1", lifespan=lifespan,
                   description="Event log replay, endpoint management, delivery attempts "
@@ -71,15 +74,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sink = sink
     install_problem_handlers(app)
     _answer_backend_failures(app)
-    checks = {"kafka": lambda: kafka_reachable(settings),
+    checks = {"kafka": lambda: kafka_reachable(settings.kafka),
               "clickhouse": lambda: clickhouse_reachable(client)}
     if sink is not None:
         checks["sink"] = lambda: sink.alive
     app.include_router(health_router(checks))
     if context is not None:
         app.state.context = context
-        app.include_router(events_router(context))
-        app.include_router(endpoints_router(context))
+        app.state.api_keys = ApiKeys(settings.api_keys)
+        app.include_router(events_router)
+        app.include_router(endpoints_router)
     return app
 
 

@@ -1,22 +1,19 @@
-"""What the eventlog routes share: stores, producer, policies, and the caller's tenant."""
+"""What the eventlog routes share: stores, producer, policies, error responses, pages."""
 
-# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
-# which use names local to the router factories.
+from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Producer
-from fastapi import Depends, Query, Response
+from fastapi import Response
 
 from services.eventlog.cursor import Cursor, CursorError, cursor_key, request_binding
 from services.eventlog.endpoint_store import EndpointStore
 from services.eventlog.event_store import EventStore, Page
 from services.eventlog.redelivery import DeliveryQueue
-from webhooks.auth import ApiKeys, Principal
+from webhooks.acked_producer import AckedProducer
 from webhooks.kafka import create_consumer
 from webhooks.problems import Problem, problem_responses
 from webhooks.settings import Settings
@@ -41,7 +38,7 @@ class EventlogContext:
 
     settings: Settings
     client: Client
-    producer: Producer
+    producer: AckedProducer
     topics: Topics
     events: EventStore
     endpoints: EndpointStore
@@ -50,13 +47,14 @@ class EventlogContext:
     cursor_key: bytes
 
     @classmethod
-    def create(cls, settings: Settings, client: Client, producer: Producer) -> "EventlogContext":
+    def create(cls, settings: Settings, client: Client, producer: AckedProducer) -> EventlogContext:
+        """The stores, delivery queue and policies for ``settings``, over ``client``."""
         topics = Topics.from_settings(settings)
         return cls(
             settings=settings, client=client, producer=producer, topics=topics,
             events=EventStore(client, topics),
             endpoints=EndpointStore(client, producer, topics,
-                                    offsets=create_consumer(settings, "endpoint-offsets")),
+                                    offsets=create_consumer(settings.kafka, "endpoint-offsets")),
             queue=DeliveryQueue(producer, topics),
             targets=TargetPolicy.create(settings.allow_private_targets,
                                         production=settings.environment == "production"),
@@ -83,26 +81,3 @@ def page_response(page: Page, binding: str, key: bytes) -> Response:
             + json.dumps(page.cursor.encode(binding, key)).encode() + b"}")
     return Response(body, media_type="application/json")
 
-
-def tenant_dependency(settings: Settings) -> Callable[..., str]:
-    """A dependency resolving the tenant a request acts for.
-
-    A tenant key acts for its own tenant. An admin key must name one with ``?tenant=``.
-    """
-    authenticate = ApiKeys(settings.api_keys).dependency()
-
-    def tenant(
-        principal: Annotated[Principal, Depends(authenticate)],
-        tenant: Annotated[str | None, Query(
-            description="Admin keys only: the tenant to act for.",
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
-    ) -> str:
-        if principal.is_admin:
-            if not tenant:
-                raise Problem(400, "admin keys must name a tenant with ?tenant=")
-            return tenant
-        if tenant is not None and tenant != principal.tenant:
-            raise Problem(403, "only admin keys may act for another tenant")
-        return principal.tenant
-
-    return tenant

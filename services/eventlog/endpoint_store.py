@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException
 
 from services.eventlog.event_store import EventStore
+from webhooks.acked_producer import AckedProducer
 from webhooks.endpoints import Endpoint
 from webhooks.kafka import end_offsets
 from webhooks.topics import Topics
@@ -43,25 +43,10 @@ _LATEST = (
 )
 
 
-def produce_acknowledged(producer: Producer, topic: str, key: bytes, value: bytes | None,
-                         timeout: float = 30.0) -> tuple[int, int]:
-    """Produce one record, wait for Kafka's acknowledgement, return (partition, offset)."""
-    outcome: list[Any] = []
-    producer.produce(topic, key=key, value=value,
-                     on_delivery=lambda err, msg: outcome.append((err, msg)))
-    producer.flush(timeout)
-    if not outcome:
-        raise KafkaException(f"no acknowledgement from Kafka for {topic} within {timeout}s")
-    error, message = outcome[0]
-    if error is not None:
-        raise KafkaException(error)
-    return message.partition(), message.offset()
-
-
 class EndpointStore:
     """Tenant-scoped endpoint reads (ClickHouse) and writes (Kafka)."""
 
-    def __init__(self, client: Client, producer: Producer, topics: Topics,
+    def __init__(self, client: Client, producer: AckedProducer, topics: Topics,
                  offsets: Consumer, visibility_timeout: float = 5.0) -> None:
         """``offsets`` is a consumer used only to read the topic's end offsets."""
         self.client = client
@@ -109,16 +94,15 @@ class EndpointStore:
     def save(self, endpoint: Endpoint) -> Endpoint:
         """Publish ``endpoint`` (validated against ``endpoint.v1``) and wait until readable."""
         checked = Endpoint.from_dict(endpoint.model_dump())
-        partition, offset = produce_acknowledged(self.producer, self.topics.endpoints,
-                                                 checked.id.encode(), checked.to_json())
-        self.wait_sinked({partition: offset})
+        written = self.producer.send(self.topics.endpoints, checked.to_json(),
+                                     key=checked.id.encode())
+        self.wait_sinked({written.partition: written.offset})
         return checked
 
     def delete(self, endpoint_id: str) -> None:
         """Publish a tombstone for ``endpoint_id`` and wait until readable."""
-        partition, offset = produce_acknowledged(self.producer, self.topics.endpoints,
-                                                 endpoint_id.encode(), None)
-        self.wait_sinked({partition: offset})
+        written = self.producer.send(self.topics.endpoints, None, key=endpoint_id.encode())
+        self.wait_sinked({written.partition: written.offset})
 
     def wait_sinked(self, offsets: dict[int, int]) -> bool:
         """Wait until the sink has written each partition's given offset; False on timeout."""

@@ -1,19 +1,14 @@
 """``/v1/endpoints``: endpoint management, secret rotation, test sends, attempt logs, recovery."""
 
-# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
-# which use names local to the router factories.
+from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
-from services.eventlog.context import (
-    PROBLEM_RESPONSES,
-    EventlogContext,
-    page_response,
-    tenant_dependency,
-)
+from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
+from services.eventlog.deps import ContextDep, TenantDep
 from services.eventlog.event_store import EventFilters
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
@@ -28,7 +23,7 @@ from services.eventlog.models import (
     RecoverRequest,
 )
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, format_timestamp, parse_timestamp, utcnow
+from webhooks.envelope import Envelope, utcnow
 from webhooks.problems import Problem
 from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetRefused
@@ -37,142 +32,162 @@ ENDPOINT_ID = Path(description="Endpoint id (ep_…).", max_length=80)
 TEST_EVENT_TYPE = "webhook.test"
 
 
-def endpoints_router(ctx: EventlogContext) -> APIRouter:
-    """Routes over the endpoints of the caller's tenant."""
-    router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"], responses=PROBLEM_RESPONSES)
-    Tenant = Annotated[str, Depends(tenant_dependency(ctx.settings))]
+# Routes over the endpoints of the caller's tenant.
+endpoints_router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"],
+                             responses=PROBLEM_RESPONSES)
 
-    def check_url(url: str) -> None:
-        try:
-            ctx.targets.check_url(url)
-        except TargetRefused as exc:
-            raise Problem(422, f"url: {exc}") from exc
 
-    def load(tenant: str, endpoint_id: str, to_change: bool = False) -> Endpoint:
-        """The endpoint, or 404; ``to_change``: the latest record, to derive a write from."""
-        store = ctx.endpoints
-        endpoint = (store.latest if to_change else store.get)(tenant, endpoint_id)
-        if endpoint is None:
-            raise Problem(404, f"no endpoint {endpoint_id}")
-        return endpoint
+def _check_url(ctx: EventlogContext, url: str) -> None:
+    """422 unless the target policy lets webhooks go to ``url``."""
+    try:
+        ctx.targets.check_url(url)
+    except TargetRefused as exc:
+        raise Problem(422, f"url: {exc}") from exc
 
-    @router.post("", status_code=201, response_model=EndpointCreated,
-                 summary="Create an endpoint")
-    def create_endpoint(tenant: Tenant, request: EndpointCreate) -> EndpointCreated:
-        """Subscribe a URL to event types; answers with the id and the signing secret."""
-        check_url(request.url)
-        now = format_timestamp(utcnow())
-        endpoint = Endpoint(
-            id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
-            secrets=[EndpointSecret(secret=request.secret or generate_secret())],
-            description=request.description, rate_limit=request.rate_limit,
-            created=now, updated=now)
-        return EndpointCreated.of(ctx.endpoints.save(endpoint))
 
-    @router.get("", response_model=EndpointList, summary="List endpoints")
-    def list_endpoints(tenant: Tenant) -> EndpointList:
-        return EndpointList(data=[EndpointOut.of(e) for e in ctx.endpoints.list(tenant)])
+def _load(ctx: EventlogContext, tenant: str, endpoint_id: str, to_change: bool = False
+          ) -> Endpoint:
+    """The endpoint, or 404; ``to_change``: the latest record, to derive a write from."""
+    store = ctx.endpoints
+    endpoint = (store.latest if to_change else store.get)(tenant, endpoint_id)
+    if endpoint is None:
+        raise Problem(404, f"no endpoint {endpoint_id}")
+    return endpoint
 
-    @router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")
-    def get_endpoint(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointOut:
-        return EndpointOut.of(load(tenant, endpoint_id))
 
-    @router.get("/{endpoint_id}/secret", response_model=EndpointSecrets,
-                summary="Signing secrets of an endpoint")
-    def get_secrets(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID]
-                    ) -> EndpointSecrets:
-        return EndpointSecrets(secrets=load(tenant, endpoint_id).secrets)
+@endpoints_router.post("", status_code=201, response_model=EndpointCreated,
+                       summary="Create an endpoint")
+def create_endpoint(ctx: ContextDep, tenant: TenantDep,
+                    request: EndpointCreate) -> EndpointCreated:
+    """Subscribe a URL to event types; answers with the id and the signing secret."""
+    _check_url(ctx, request.url)
+    now = utcnow()
+    endpoint = Endpoint(
+        id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
+        secrets=[EndpointSecret(secret=request.secret or generate_secret())],
+        description=request.description, rate_limit=request.rate_limit,
+        created=now, updated=now)
+    return EndpointCreated.of(ctx.endpoints.save(endpoint))
 
-    @router.patch("/{endpoint_id}", response_model=EndpointOut, summary="Change an endpoint")
-    def update_endpoint(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID],
-                        request: EndpointUpdate) -> EndpointOut:
-        """Change the fields given; ``disabled: false`` re-enables a disabled endpoint."""
-        endpoint = load(tenant, endpoint_id, to_change=True)
-        changes = request.model_dump(exclude_unset=True)
-        if changes.get("url") is not None:
-            check_url(changes["url"])
-        for name in ("url", "events", "description"):
-            if name in changes and changes[name] is None:
-                raise Problem(422, f"{name}: may not be null")
-        if "disabled" in changes:
-            if changes["disabled"] is None:
-                raise Problem(422, "disabled: may not be null")
-            changes["disabled_reason"] = "disabled through the API" if changes["disabled"] else None
-        updated = endpoint.model_copy(update={**changes, "updated": format_timestamp(utcnow())})
-        return EndpointOut.of(ctx.endpoints.save(updated))
 
-    @router.delete("/{endpoint_id}", status_code=204, response_class=Response,
-                   summary="Delete an endpoint")
-    def delete_endpoint(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID]) -> Response:
-        load(tenant, endpoint_id)
-        ctx.endpoints.delete(endpoint_id)
-        return Response(status_code=204)
+@endpoints_router.get("", response_model=EndpointList, summary="List endpoints")
+def list_endpoints(ctx: ContextDep, tenant: TenantDep) -> EndpointList:
+    """Every endpoint of the tenant, disabled ones included."""
+    return EndpointList(data=[EndpointOut.of(e) for e in ctx.endpoints.list(tenant)])
 
-    @router.post("/{endpoint_id}/rotate-secret", response_model=EndpointCreated,
-                 summary="Rotate the signing secret")
-    def rotate_secret(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID]
-                      ) -> EndpointCreated:
-        """A new secret signs from now on; the previous ones keep signing alongside it
-        until ``now + WEBHOOKS_SECRET_ROTATION_OVERLAP``, so receivers can switch over."""
-        endpoint = load(tenant, endpoint_id, to_change=True)
-        now = utcnow()
-        expires_at = now + timedelta(seconds=ctx.settings.secret_rotation_overlap)
-        kept = []
-        for old in endpoint.secrets:
-            if not old.valid_at(now):
-                continue  # already expired: drop it
-            # An older secret already counting down keeps its earlier expiry.
-            expiry = (expires_at if old.expires is None
-                      else min(expires_at, parse_timestamp(old.expires)))
-            kept.append(EndpointSecret(secret=old.secret, expires=format_timestamp(expiry)))
-        rotated = endpoint.model_copy(update={
-            "secrets": [EndpointSecret(secret=generate_secret()), *kept],
-            "updated": format_timestamp(now)})
-        return EndpointCreated.of(ctx.endpoints.save(rotated))
 
-    @router.post("/{endpoint_id}/test", status_code=202, response_model=Queued,
-                 summary="Send a test event")
-    def send_test(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID]) -> Queued:
-        """Queue a ``webhook.test`` event for this endpoint through the normal delivery path."""
-        endpoint = load(tenant, endpoint_id)
-        event = Envelope.create(type=TEST_EVENT_TYPE, tenant=tenant,
-                                api_version=ctx.settings.api_version,
-                                data={"object": {"endpoint_id": endpoint.id, "test": True}})
-        return Queued.of(ctx.queue.enqueue([(event, endpoint)], "test", keep=MAX_LISTED_TASKS))
+@endpoints_router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")
+def get_endpoint(ctx: ContextDep, tenant: TenantDep,
+                 endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointOut:
+    """The endpoint, without its signing secrets."""
+    return EndpointOut.of(_load(ctx, tenant, endpoint_id))
 
-    @router.get("/{endpoint_id}/attempts", response_model=AttemptPage,
-                summary="Delivery attempts of an endpoint")
-    def list_attempts(
-        tenant: Tenant,
-        endpoint_id: Annotated[str, ENDPOINT_ID],
-        status: Annotated[Literal["succeeded", "failed"] | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> Response:
-        """Attempts in log order (newest last); resume with ``next_cursor``."""
-        load(tenant, endpoint_id)
-        position, binding = ctx.decode_cursor(
-            cursor, "attempts", tenant, {"endpoint": endpoint_id, "status": status})
-        page = ctx.events.page_attempts(tenant, endpoint_id, status, position, limit)
-        return page_response(page, binding, ctx.cursor_key)
 
-    @router.post("/{endpoint_id}/recover", status_code=202, response_model=Queued,
-                 summary="Deliver every matching event since a time again")
-    def recover(tenant: Tenant, endpoint_id: Annotated[str, ENDPOINT_ID],
-                request: Annotated[RecoverRequest, Body()]) -> Queued:
-        """Queue every event created at or after ``since`` (and before ``until``, if given)
-        that the endpoint subscribes to, with their original ids."""
-        endpoint = load(tenant, endpoint_id)
-        if endpoint.disabled:
-            raise Problem(409, f"endpoint {endpoint_id} is disabled; re-enable it first")
-        if request.until is not None and request.until <= request.since:
-            raise Problem(422, "until must be after since")
-        filters = EventFilters(types=tuple(endpoint.events),
-                               created_after=request.since - timedelta(microseconds=1),
-                               created_before=request.until)
-        events = (Envelope.from_json(raw) for raw in ctx.events.iter_events(tenant, filters))
-        return Queued.of(ctx.queue.enqueue(((event, endpoint) for event in events), "recover",
-                                           keep=MAX_LISTED_TASKS))
+@endpoints_router.get("/{endpoint_id}/secret", response_model=EndpointSecrets,
+                      summary="Signing secrets of an endpoint")
+def get_secrets(ctx: ContextDep, tenant: TenantDep,
+                endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointSecrets:
+    """The secrets that sign deliveries now, newest first."""
+    return EndpointSecrets(secrets=_load(ctx, tenant, endpoint_id).secrets)
 
-    return router
 
+@endpoints_router.patch("/{endpoint_id}", response_model=EndpointOut,
+                        summary="Change an endpoint")
+def update_endpoint(ctx: ContextDep, tenant: TenantDep,
+                    endpoint_id: Annotated[str, ENDPOINT_ID],
+                    request: EndpointUpdate) -> EndpointOut:
+    """Change the fields given; ``disabled: false`` re-enables a disabled endpoint."""
+    endpoint = _load(ctx, tenant, endpoint_id, to_change=True)
+    changes = request.model_dump(exclude_unset=True)
+    if changes.get("url") is not None:
+        _check_url(ctx, changes["url"])
+    for name in ("url", "events", "description"):
+        if name in changes and changes[name] is None:
+            raise Problem(422, f"{name}: may not be null")
+    if "disabled" in changes:
+        if changes["disabled"] is None:
+            raise Problem(422, "disabled: may not be null")
+        changes["disabled_reason"] = "disabled through the API" if changes["disabled"] else None
+    updated = endpoint.model_copy(update={**changes, "updated": utcnow()})
+    return EndpointOut.of(ctx.endpoints.save(updated))
+
+
+@endpoints_router.delete("/{endpoint_id}", status_code=204, response_class=Response,
+                         summary="Delete an endpoint")
+def delete_endpoint(ctx: ContextDep, tenant: TenantDep,
+                    endpoint_id: Annotated[str, ENDPOINT_ID]) -> Response:
+    """Stop delivering to the endpoint and forget it."""
+    _load(ctx, tenant, endpoint_id)
+    ctx.endpoints.delete(endpoint_id)
+    return Response(status_code=204)
+
+
+@endpoints_router.post("/{endpoint_id}/rotate-secret", response_model=EndpointCreated,
+                       summary="Rotate the signing secret")
+def rotate_secret(ctx: ContextDep, tenant: TenantDep,
+                  endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointCreated:
+    """A new secret signs from now on; the previous ones keep signing alongside it
+    until ``now + WEBHOOKS_SECRET_ROTATION_OVERLAP``, so receivers can switch over."""
+    endpoint = _load(ctx, tenant, endpoint_id, to_change=True)
+    now = utcnow()
+    expires_at = now + timedelta(seconds=ctx.settings.secret_rotation_overlap)
+    kept = []
+    for old in endpoint.secrets:
+        if not old.valid_at(now):
+            continue  # already expired: drop it
+        # An older secret already counting down keeps its earlier expiry.
+        expiry = expires_at if old.expires is None else min(expires_at, old.expires)
+        kept.append(EndpointSecret(secret=old.secret, expires=expiry))
+    rotated = endpoint.model_copy(update={
+        "secrets": [EndpointSecret(secret=generate_secret()), *kept],
+        "updated": now})
+    return EndpointCreated.of(ctx.endpoints.save(rotated))
+
+
+@endpoints_router.post("/{endpoint_id}/test", status_code=202, response_model=Queued,
+                       summary="Send a test event")
+def send_test(ctx: ContextDep, tenant: TenantDep,
+              endpoint_id: Annotated[str, ENDPOINT_ID]) -> Queued:
+    """Queue a ``webhook.test`` event for this endpoint through the normal delivery path."""
+    endpoint = _load(ctx, tenant, endpoint_id)
+    event = Envelope.create(type=TEST_EVENT_TYPE, tenant=tenant,
+                            api_version=ctx.settings.api_version,
+                            data={"object": {"endpoint_id": endpoint.id, "test": True}})
+    return Queued.of(ctx.queue.enqueue([(event, endpoint)], "test", keep=MAX_LISTED_TASKS))
+
+
+@endpoints_router.get("/{endpoint_id}/attempts", response_model=AttemptPage,
+                      summary="Delivery attempts of an endpoint")
+def list_attempts(
+    ctx: ContextDep,
+    tenant: TenantDep,
+    endpoint_id: Annotated[str, ENDPOINT_ID],
+    status: Annotated[Literal["succeeded", "failed"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+) -> Response:
+    """Attempts in log order (newest last); resume with ``next_cursor``."""
+    _load(ctx, tenant, endpoint_id)
+    position, binding = ctx.decode_cursor(
+        cursor, "attempts", tenant, {"endpoint": endpoint_id, "status": status})
+    page = ctx.events.page_attempts(tenant, endpoint_id, status, position, limit)
+    return page_response(page, binding, ctx.cursor_key)
+
+
+@endpoints_router.post("/{endpoint_id}/recover", status_code=202, response_model=Queued,
+                       summary="Deliver every matching event since a time again")
+def recover(ctx: ContextDep, tenant: TenantDep, endpoint_id: Annotated[str, ENDPOINT_ID],
+            request: Annotated[RecoverRequest, Body()]) -> Queued:
+    """Queue every event created at or after ``since`` (and before ``until``, if given)
+    that the endpoint subscribes to, with their original ids."""
+    endpoint = _load(ctx, tenant, endpoint_id)
+    if endpoint.disabled:
+        raise Problem(409, f"endpoint {endpoint_id} is disabled; re-enable it first")
+    if request.until is not None and request.until <= request.since:
+        raise Problem(422, "until must be after since")
+    filters = EventFilters(types=tuple(endpoint.events),
+                           created_after=request.since - timedelta(microseconds=1),
+                           created_before=request.until)
+    events = (Envelope.from_json(raw) for raw in ctx.events.iter_events(tenant, filters))
+    return Queued.of(ctx.queue.enqueue(((event, endpoint) for event in events), "recover",
+                                       keep=MAX_LISTED_TASKS))

@@ -1,20 +1,15 @@
 """``/v1/events``: event log replay, one event with its delivery status, redelivery."""
 
-# No `from __future__ import annotations` here: FastAPI resolves the route signatures,
-# which use names local to the router factories.
+from __future__ import annotations
 
 import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
-from services.eventlog.context import (
-    PROBLEM_RESPONSES,
-    EventlogContext,
-    page_response,
-    tenant_dependency,
-)
+from services.eventlog.context import PROBLEM_RESPONSES, page_response
+from services.eventlog.deps import ContextDep, TenantDep
 from services.eventlog.event_store import EventFilters
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
@@ -36,80 +31,82 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def events_router(ctx: EventlogContext) -> APIRouter:
-    """Routes over the event log of the caller's tenant."""
-    router = APIRouter(prefix="/v1/events", tags=["events"], responses=PROBLEM_RESPONSES)
-    Tenant = Annotated[str, Depends(tenant_dependency(ctx.settings))]
+# Routes over the event log of the caller's tenant.
+events_router = APIRouter(prefix="/v1/events", tags=["events"], responses=PROBLEM_RESPONSES)
 
-    @router.get("", response_model=EventPage, summary="Page through the event log")
-    def list_events(
-        tenant: Tenant,
-        type: Annotated[str | None, Query(
-            description="Exact type (order.shipped) or prefix wildcard (order.*).",
-            max_length=128)] = None,
-        created_after: Annotated[datetime | None, Query(
-            description="Only events created strictly after this instant (UTC if no zone).")
-        ] = None,
-        created_before: Annotated[datetime | None, Query(
-            description="Only events created strictly before this instant.")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(
-            description="next_cursor of the previous page, issued for the same filters.",
-            max_length=4096)] = None,
-    ) -> Response:
-        """Events of the tenant in log order (newest last), gap-free and duplicate-free.
 
-        Page until ``has_more`` is false; later, resume with the last ``next_cursor`` to
-        get exactly the events that arrived since.
-        """
-        if type is not None and not is_valid_filter(type):
-            raise Problem(400, f"type (query parameter): {type!r} is not an event type or a "
-                               "prefix like order.*", code="invalid_parameter")
-        filters = EventFilters(types=(type,) if type else (),
-                               created_after=created_after and to_utc(created_after),
-                               created_before=created_before and to_utc(created_before))
-        if (filters.created_after and filters.created_before
-                and filters.created_after >= filters.created_before):
-            raise Problem(400, "created_after (query parameter): must be before created_before",
-                          code="invalid_parameter")
-        position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe())
-        page = ctx.events.page_events(tenant, filters, position, limit)
-        return page_response(page, binding, ctx.cursor_key)
+@events_router.get("", response_model=EventPage, summary="Page through the event log")
+def list_events(
+    ctx: ContextDep,
+    tenant: TenantDep,
+    type: Annotated[str | None, Query(
+        description="Exact type (order.shipped) or prefix wildcard (order.*).",
+        max_length=128)] = None,
+    created_after: Annotated[datetime | None, Query(
+        description="Only events created strictly after this instant (UTC if no zone).")
+    ] = None,
+    created_before: Annotated[datetime | None, Query(
+        description="Only events created strictly before this instant.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(
+        description="next_cursor of the previous page, issued for the same filters.",
+        max_length=4096)] = None,
+) -> Response:
+    """Events of the tenant in log order (newest last), gap-free and duplicate-free.
 
-    @router.get("/{event_id}", response_model=EventDetail, summary="One event")
-    def get_event(tenant: Tenant, event_id: Annotated[str, EVENT_ID]) -> EventDetail:
-        """The envelope and, per endpoint it went to, where its delivery stands."""
-        raw = ctx.events.get_event(tenant, event_id)
-        if raw is None:
-            raise Problem(404, f"no event {event_id}")
-        deliveries = [{k: _json_value(v) for k, v in row.items()}
-                      for row in ctx.events.delivery_status(tenant, event_id)]
-        return EventDetail.model_validate({**json.loads(raw), "deliveries": deliveries})
+    Page until ``has_more`` is false; later, resume with the last ``next_cursor`` to
+    get exactly the events that arrived since.
+    """
+    if type is not None and not is_valid_filter(type):
+        raise Problem(400, f"type (query parameter): {type!r} is not an event type or a "
+                           "prefix like order.*", code="invalid_parameter")
+    filters = EventFilters(types=(type,) if type else (),
+                           created_after=created_after and to_utc(created_after),
+                           created_before=created_before and to_utc(created_before))
+    if (filters.created_after and filters.created_before
+            and filters.created_after >= filters.created_before):
+        raise Problem(400, "created_after (query parameter): must be before created_before",
+                      code="invalid_parameter")
+    position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe())
+    page = ctx.events.page_events(tenant, filters, position, limit)
+    return page_response(page, binding, ctx.cursor_key)
 
-    @router.post("/{event_id}/redeliver", status_code=202, response_model=Queued,
-                 summary="Deliver an event again")
-    def redeliver(
-        tenant: Tenant,
-        event_id: Annotated[str, EVENT_ID],
-        request: Annotated[RedeliverRequest | None, Body()] = None,
-    ) -> Queued:
-        """Queue the event again (same id, so the same ``webhook-id``) for every endpoint
-        it matches now, or for ``endpoint_id`` only."""
-        raw = ctx.events.get_event(tenant, event_id)
-        if raw is None:
-            raise Problem(404, f"no event {event_id}")
-        event = Envelope.from_json(raw)
-        if request is not None and request.endpoint_id is not None:
-            endpoint = ctx.endpoints.get(tenant, request.endpoint_id)
-            if endpoint is None:
-                raise Problem(404, f"no endpoint {request.endpoint_id}")
-            if not endpoint.wants(event):
-                raise Problem(409, f"endpoint {endpoint.id} is disabled or not subscribed to "
-                                   f"{event.type}")
-            targets = [endpoint]
-        else:
-            targets = [e for e in ctx.endpoints.list(tenant) if e.wants(event)]
-        return Queued.of(ctx.queue.enqueue(((event, endpoint) for endpoint in targets),
-                                           "redeliver", keep=MAX_LISTED_TASKS))
 
-    return router
+@events_router.get("/{event_id}", response_model=EventDetail, summary="One event")
+def get_event(ctx: ContextDep, tenant: TenantDep,
+              event_id: Annotated[str, EVENT_ID]) -> EventDetail:
+    """The envelope and, per endpoint it went to, where its delivery stands."""
+    raw = ctx.events.get_event(tenant, event_id)
+    if raw is None:
+        raise Problem(404, f"no event {event_id}")
+    deliveries = [{k: _json_value(v) for k, v in row.items()}
+                  for row in ctx.events.delivery_status(tenant, event_id)]
+    return EventDetail.model_validate({**json.loads(raw), "deliveries": deliveries})
+
+
+@events_router.post("/{event_id}/redeliver", status_code=202, response_model=Queued,
+                    summary="Deliver an event again")
+def redeliver(
+    ctx: ContextDep,
+    tenant: TenantDep,
+    event_id: Annotated[str, EVENT_ID],
+    request: Annotated[RedeliverRequest | None, Body()] = None,
+) -> Queued:
+    """Queue the event again (same id, so the same ``webhook-id``) for every endpoint
+    it matches now, or for ``endpoint_id`` only."""
+    raw = ctx.events.get_event(tenant, event_id)
+    if raw is None:
+        raise Problem(404, f"no event {event_id}")
+    event = Envelope.from_json(raw)
+    if request is not None and request.endpoint_id is not None:
+        endpoint = ctx.endpoints.get(tenant, request.endpoint_id)
+        if endpoint is None:
+            raise Problem(404, f"no endpoint {request.endpoint_id}")
+        if not endpoint.wants(event):
+            raise Problem(409, f"endpoint {endpoint.id} is disabled or not subscribed to "
+                               f"{event.type}")
+        targets = [endpoint]
+    else:
+        targets = [e for e in ctx.endpoints.list(tenant) if e.wants(event)]
+    return Queued.of(ctx.queue.enqueue(((event, endpoint) for endpoint in targets),
+                                       "redeliver", keep=MAX_LISTED_TASKS))

@@ -32,7 +32,8 @@ from prometheus_client import Counter
 
 from services.eventlog.clickhouse import create_clickhouse_client
 from webhooks.background import BackgroundWorker
-from webhooks.envelope import parse_timestamp
+from webhooks.delivery import AttemptRecord
+from webhooks.envelope import Envelope
 from webhooks.kafka import create_consumer
 from webhooks.settings import Settings
 from webhooks.topics import Topics
@@ -85,20 +86,16 @@ class Batch:
 
 def _event_row(message: Message) -> list[Any]:
     raw = message.value()
-    document = json.loads(raw)
-    return [document["tenant"], message.partition(), message.offset(), document["id"],
-            document["type"], document["api_version"], parse_timestamp(document["created"]),
-            raw.decode()]
+    event = Envelope.from_json(raw)
+    return [event.tenant, message.partition(), message.offset(), event.id, event.type,
+            event.api_version, event.created, raw.decode()]
 
 
 def _attempt_row(message: Message) -> list[Any]:
-    d = json.loads(message.value())
-    next_at = d.get("next_attempt_at")
-    return [d["tenant"], d["endpoint_id"], message.partition(), message.offset(), d["id"],
-            d["task_id"], d["event_id"], d["event_type"], d["attempt"], d["trigger"], d["url"],
-            d["status"], d.get("response_status"), d.get("response_body"), d.get("error"),
-            float(d["latency_ms"]), parse_timestamp(d["timestamp"]),
-            parse_timestamp(next_at) if next_at else None, d.get("outcome")]
+    a = AttemptRecord.from_json(message.value())
+    return [a.tenant, a.endpoint_id, message.partition(), message.offset(), a.id, a.task_id,
+            a.event_id, a.event_type, a.attempt, a.trigger, a.url, a.status, a.response_status,
+            a.response_body, a.error, a.latency_ms, a.timestamp, a.next_attempt_at, a.outcome]
 
 
 def _endpoint_row(message: Message) -> list[Any]:
@@ -140,7 +137,7 @@ class EventLogSink(BackgroundWorker):
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        consumer = create_consumer(self.settings, self.group,
+        consumer = create_consumer(self.settings.kafka, self.group,
                                    **{"enable.partition.eof": False})
         self._consumer = consumer
         consumer.subscribe(list(self._rows), on_revoke=self._on_revoke)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -49,6 +50,25 @@ class FanoutMetrics:
         waiting_gauge.set_function(waiting)
         self.registry.register(_LagCollector(lag))
         self.registry.register(_UnackedCollector(unacked))
+
+
+def consumer_lag(app: faust.App) -> Iterable[tuple[str, int, int]]:
+    """(topic, partition, highwater - committed) for every partition ``app`` consumes."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # not started yet
+        return []
+    committed = app.monitor.tp_committed_offsets
+    lags: list[tuple[str, int, int]] = []
+    for tp in assignment:
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:
+            continue
+        if highwater is None:
+            continue
+        lags.append((tp.topic, tp.partition, max(0, highwater - (committed.get(tp) or 0))))
+    return lags
 
 
 class _UnackedCollector(Collector):

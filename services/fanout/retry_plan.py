@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 
 from services.fanout.deliverer import DeliveryResult
 from webhooks.delivery import AttemptSummary, DeliveryTask
-from webhooks.envelope import format_timestamp
 from webhooks.retry_schedule import RetrySchedule
 from webhooks.topics import Topics
 
@@ -35,7 +34,7 @@ class RetryStep:
 
 def summarise(task: DeliveryTask, result: DeliveryResult, started: datetime) -> AttemptSummary:
     """The history entry for ``task``'s current attempt."""
-    return AttemptSummary(attempt=task.attempt, timestamp=format_timestamp(started),
+    return AttemptSummary(attempt=task.attempt, timestamp=started,
                           status="succeeded" if result.succeeded else "failed",
                           response_status=result.response_status, error=result.error)
 
@@ -45,8 +44,8 @@ def retry_wait(schedule: RetrySchedule, next_attempt: int, retry_after: float | 
     """Seconds before ``next_attempt`` (>= 2), honouring ``Retry-After`` within the tier."""
     wait = schedule.delay_before(next_attempt, rng)
     if retry_after is not None and retry_after > wait:
-        following = next_attempt - 1  # index of the next tier's delay, if any
-        upper = schedule.delays[following] if following < len(schedule.delays) else wait
+        following = schedule.tier_before(next_attempt + 1)
+        upper = following.delay if following is not None else wait
         wait = max(wait, min(retry_after, upper))
     return wait
 
@@ -61,14 +60,14 @@ def plan_after_failure(task: DeliveryTask, result: DeliveryResult, started: date
     """
     history = [*task.history, summarise(task, result, started)]
     next_attempt = task.attempt + 1
-    if stop_reason is None and next_attempt > schedule.max_attempts:
-        stop_reason = f"retries exhausted after {task.attempt} attempts"
-    if stop_reason is not None:
-        dead = task.model_copy(update={"history": history, "dlq_reason": stop_reason,
+    tier = None if stop_reason is not None else schedule.tier_before(next_attempt)
+    if tier is None:
+        reason = (stop_reason if stop_reason is not None
+                  else f"retries exhausted after {task.attempt} attempts")
+        dead = task.model_copy(update={"history": history, "dlq_reason": reason,
                                        "not_before": None})
         return RetryStep(topic=topics.dlq, task=dead, dead_letter=True)
     due = now + timedelta(seconds=retry_wait(schedule, next_attempt, result.retry_after, rng))
-    tier = schedule.tier_names[next_attempt - 2]
     moved = task.model_copy(update={"history": history, "attempt": next_attempt,
-                                    "not_before": format_timestamp(due)})
-    return RetryStep(topic=topics.retry(tier), task=moved, dead_letter=False, due=due)
+                                    "not_before": due})
+    return RetryStep(topic=topics.retry(tier.name), task=moved, dead_letter=False, due=due)

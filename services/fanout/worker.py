@@ -2,7 +2,7 @@
 
 Every method that "finishes" a message returns only after everything that message
 leads to (delivery tasks, attempt record, next tier or DLQ record, endpoint updates)
-was acknowledged by Kafka; the app acknowledges the consumed offset after that.
+was acknowledged by Kafka; the agents acknowledge the consumed offset after that.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from services.fanout.metrics import FanoutMetrics
 from services.fanout.retry_plan import plan_after_failure
 from webhooks.delivery import AttemptRecord, DeliveryTask, Outcome
 from webhooks.endpoints import Endpoint
-from webhooks.envelope import Envelope, format_timestamp, parse_timestamp, utcnow
-from webhooks.retry_schedule import RetrySchedule
+from webhooks.envelope import Envelope, utcnow
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -45,7 +44,7 @@ class FanoutWorker:
                  metrics: FanoutMetrics) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
-        self.schedule = RetrySchedule.parse(settings.retry_schedule, settings.retry_jitter)
+        self.schedule = settings.retry_schedule
         self.view = view
         self.deliverer = deliverer
         self.publish = publish
@@ -75,7 +74,7 @@ class FanoutWorker:
         """
         delay = 0.0
         if task.not_before:
-            delay = (parse_timestamp(task.not_before) - utcnow()).total_seconds()
+            delay = (task.not_before - utcnow()).total_seconds()
         endpoint = self.view.get(task.endpoint_id)
 
         async def job() -> Callable[[], Awaitable[None]] | None:
@@ -103,10 +102,11 @@ class FanoutWorker:
         """Park a due task whose endpoint already has a full queue (a slow or dead one) in
         a retry tier topic, without an attempt: the first tier for a fresh task, its own
         tier for a retry. It comes back when that tier's delay has passed."""
-        tier = max(task.attempt - 2, 0)
-        due = utcnow() + timedelta(seconds=self.schedule.delay_before(tier + 2))
-        parked = task.model_copy(update={"not_before": format_timestamp(due)})
-        await self.publish(self.topics.retry(self.schedule.tier_names[tier]), parked.key,
+        # Attempts beyond a schedule shortened since the task was queued: its last tier.
+        tier = self.schedule.tier_before(task.attempt) or self.schedule.tiers[-1]
+        due = utcnow() + timedelta(seconds=self.schedule.jittered(tier.delay))
+        parked = task.model_copy(update={"not_before": due})
+        await self.publish(self.topics.retry(tier.name), parked.key,
                            parked.to_json())
         self.metrics.deferred.inc()
 
@@ -176,7 +176,7 @@ class FanoutWorker:
         if current is None or current.disabled:
             return None  # deleted meanwhile, or another attempt already disabled it
         disabled = current.model_copy(update={"disabled": True, "disabled_reason": reason,
-                                              "updated": format_timestamp(utcnow())})
+                                              "updated": utcnow()})
         self.view.put(disabled)
         self.health.forget(endpoint.id)
         return disabled
@@ -237,8 +237,7 @@ class FanoutWorker:
             status="succeeded" if result.succeeded else "failed",
             response_status=result.response_status, response_body=result.response_body,
             error=result.error, latency_ms=result.latency_ms,
-            timestamp=format_timestamp(started),
-            next_attempt_at=format_timestamp(next_attempt) if next_attempt else None,
+            timestamp=started, next_attempt_at=next_attempt,
             outcome=outcome)
         await self.publish(self.topics.attempts, task.key, record.to_json())
         self.metrics.deliveries.labels(outcome).inc()

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ingest.metrics import IngestMetrics
-from services.ingest.routes import build_router
+from services.ingest.routes import events_router
 from services.ingest.runtime import LEDGER_STARTUP_WAIT, IngestRuntime
 from webhooks.auth import ApiKeys
 from webhooks.kafka import kafka_reachable
@@ -20,7 +20,11 @@ from webhooks.settings import Settings
 
 def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTUP_WAIT
                ) -> FastAPI:
-    """Build the ingest API for ``settings``; its lifespan runs the ledger and Kafka intake."""
+    """Build the ingest API for ``settings``; its lifespan runs the ledger and Kafka intake.
+
+    The routes reach this app's runtime and API keys through ``app.state`` (see
+    ``services.ingest.deps``).
+    """
     metrics = IngestMetrics()
     runtime = IngestRuntime(settings, metrics, ledger_startup_wait=ledger_startup_wait)
 
@@ -34,11 +38,12 @@ def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTU
 
     app = FastAPI(title="webhooks ingest", version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.api_keys = ApiKeys(settings.api_keys)
     install_problem_handlers(app)
     app.include_router(health_router({
-        "kafka": lambda: kafka_reachable(settings),
+        "kafka": lambda: kafka_reachable(settings.kafka),
         "idempotency_ledger": runtime.ledger_ready,
         "kafka_intake": runtime.intake_running,
     }, registry=metrics.registry))
-    app.include_router(build_router(runtime, ApiKeys(settings.api_keys)))
+    app.include_router(events_router)
     return app

@@ -28,11 +28,14 @@ every replica expires them at the same point of the log).
 
 from __future__ import annotations
 
-import json
 import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pydantic import ConfigDict
+
+from webhooks.record import JsonRecord
 
 RecordKind = Literal["claim", "accepted"]
 PRUNE_SLACK_MS = 3600 * 1000
@@ -48,9 +51,12 @@ def partition_for_tenant(tenant: str, partitions: int) -> int:
     return zlib.crc32(tenant.encode()) % partitions
 
 
-@dataclass(frozen=True)
-class LedgerRecord:
+class LedgerRecord(JsonRecord):
     """One record of the idempotency topic (a claim or an acceptance)."""
+
+    # Unknown fields are ignored rather than refused: a replica must keep following the
+    # ledger while a newer version that writes more is being rolled out.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     kind: RecordKind
     claim_id: str
@@ -63,24 +69,9 @@ class LedgerRecord:
         """The Kafka key: unique per claim, shared by the claim and its acceptance."""
         return f"{self.tenant}/{self.claim_id}".encode()
 
-    def to_json(self) -> bytes:
-        """The Kafka value."""
-        return json.dumps({"kind": self.kind, "claim_id": self.claim_id, "tenant": self.tenant,
-                           "aliases": list(self.aliases), "envelope": self.envelope,
-                           "supersedes": self.supersedes}, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> LedgerRecord:
-        """Decode a Kafka value; raises ValueError / KeyError on a malformed record."""
-        doc = json.loads(raw)
-        return cls(kind=doc["kind"], claim_id=doc["claim_id"], tenant=doc["tenant"],
-                   aliases=tuple(doc["aliases"]), envelope=doc["envelope"],
-                   supersedes=doc.get("supersedes"))
-
     def accepted(self) -> LedgerRecord:
         """The record that marks this claim's event as appended."""
-        return LedgerRecord("accepted", self.claim_id, self.tenant, self.aliases, self.envelope,
-                            self.supersedes)
+        return self.model_copy(update={"kind": "accepted"})
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """A replica's live view of the idempotency topic: a thread that follows it into a ledger.
 
-The view reads every partition from the beginning (no consumer group: each replica
-needs the whole ledger), reports ``ready`` once it has caught up with the high
-watermarks it saw at start-up, and keeps following. A claimant registers its claim id
-with :meth:`IdempotencyView.expect` *before* producing the claim; the future resolves
-with the ledger's verdict when the follower applies that record, i.e. after every
-earlier record of the partition.
+The view follows every partition from the beginning (each replica needs the whole
+ledger: :class:`~webhooks.compacted_topic.CompactedTopicFollower`), reports ``ready``
+once it has caught up with the high watermarks it saw at start-up, and keeps following;
+a failure rebuilds the ledger from scratch a second later. A claimant registers its
+claim id with :meth:`IdempotencyView.expect` *before* producing the claim; the future
+resolves with the ledger's verdict when the follower applies that record, i.e. after
+every earlier record of the partition.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import Future
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from services.ingest.idempotency_ledger import (
     ClaimOutcome,
@@ -25,9 +23,8 @@ from services.ingest.idempotency_ledger import (
     LedgerRecord,
     partition_for_tenant,
 )
-from webhooks.background import BackgroundWorker
-from webhooks.kafka import poll_batch
-from webhooks.settings import Settings
+from webhooks.compacted_topic import CompactedTopicFollower
+from webhooks.kafka import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +36,28 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class IdempotencyView(BackgroundWorker):
+class IdempotencyView(CompactedTopicFollower):
     """The ledger of one replica, kept current by a follower thread.
 
     If the follower fails (the broker gone at start-up or mid-way), it rebuilds the
     ledger from the topic a second later; :meth:`stop` ends it and closes the consumer.
+    ``window`` is how long (seconds) a key or event id is remembered.
     """
 
     thread_name = "idempotency-view"
     stop_timeout = 10.0
     restart_pause = 1.0
+    # A claim waits until this follower reads it back, on ingest's latency path: fetch
+    # requests return after 10 ms when nothing new arrived, not librdkafka's 500 ms.
+    fetch_wait_ms = 10
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        super().__init__()
-        self.topic = topic
-        self._settings = settings
-        self._ledger = IdempotencyLedger(window_ms=int(settings.idempotency_window * 1000))
+    def __init__(self, connection: KafkaConnection, topic: str, window: float) -> None:
+        super().__init__(connection, topic)
+        self._ledger = IdempotencyLedger(window_ms=int(window * 1000))
         self._lock = threading.Lock()
         self._waiters: dict[str, Future[ClaimOutcome]] = {}
-        self._ready = threading.Event()
         self._partitions = 0
-
-    # -- readiness -------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        """True once the ledger holds everything that was on the topic at start-up."""
-        return self._ready.is_set()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until :attr:`ready` or ``timeout`` seconds; return :attr:`ready`."""
-        return self._ready.wait(timeout)
+        self._last_prune = time.monotonic()
 
     # -- claims ----------------------------------------------------------------------
 
@@ -96,68 +84,25 @@ class IdempotencyView(BackgroundWorker):
 
     # -- the follower ----------------------------------------------------------------
 
-    def run(self) -> None:
-        consumer = Consumer({
-            **self._settings.kafka_client_config(),
-            "group.id": f"{self._settings.topic_prefix}.ingest-view-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-            "socket.connection.setup.timeout.ms": 3000,
-        })
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=5.0)
-            topic = metadata.topics.get(self.topic)
-            if topic is None or topic.error is not None or not topic.partitions:
-                raise KafkaException(f"topic {self.topic} unavailable: "
-                                     f"{topic.error if topic else 'missing'}")
-            partitions = sorted(topic.partitions)
-            pending = {}
-            for number in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, number),
-                                                           timeout=5.0)
-                if high > low:
-                    pending[number] = high
+    def reset(self, partitions: int) -> None:
+        """Start from an empty ledger, so that a rebuild never applies a record twice."""
+        with self._lock:
+            self._ledger = IdempotencyLedger(self._ledger.window_ms)
+            self._partitions = partitions
+
+    def after_poll(self) -> None:
+        """Forget entries older than the window, once a minute."""
+        if time.monotonic() - self._last_prune > PRUNE_EVERY:
             with self._lock:
-                # A rebuild starts from scratch so the ledger never applies a record twice,
-                # and claims wait (not ready) until it has caught up again.
-                self._ready.clear()
-                self._ledger = IdempotencyLedger(self._ledger.window_ms)
-                self._partitions = len(partitions)
-            consumer.assign([TopicPartition(self.topic, n, OFFSET_BEGINNING) for n in partitions])
-            if not pending:
-                self._ready.set()
-            last_prune = time.monotonic()
-            while not self._stopping.is_set():
-                for message in poll_batch(consumer, 500, 0.1):
-                    if message.error():
-                        log.warning("idempotency view: %s", message.error())
-                        continue
-                    self._apply(message.value(), message.timestamp()[1])
-                    if pending.get(message.partition(), -1) <= message.offset() + 1:
-                        pending.pop(message.partition(), None)
-                if pending and self._caught_up(consumer, pending):
-                    pending.clear()
-                if not pending and not self._ready.is_set():
-                    log.info("idempotency view ready: %d aliases", len(self._ledger))
-                    self._ready.set()
-                if time.monotonic() - last_prune > PRUNE_EVERY:
-                    with self._lock:
-                        self._ledger.prune(now_ms())
-                    last_prune = time.monotonic()
-        finally:
-            consumer.close()
+                self._ledger.prune(now_ms())
+            self._last_prune = time.monotonic()
 
-    def _caught_up(self, consumer: Consumer, pending: dict[int, int]) -> bool:
-        """Compaction can leave the last offsets empty; trust positions over messages."""
-        positions = consumer.position([TopicPartition(self.topic, n) for n in pending])
-        return all(tp.offset >= pending[tp.partition] for tp in positions)
-
-    def _apply(self, raw: bytes | None, timestamp_ms: int) -> None:
-        if raw is None:
+    def apply_record(self, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
+        """Apply one ledger record; a claim's verdict resolves its waiter, if any."""
+        if value is None:
             return
         try:
-            record = LedgerRecord.from_json(raw)
+            record = LedgerRecord.from_json(value)
         except (ValueError, KeyError, TypeError):
             log.warning("idempotency view: skipping an unreadable record")
             return

@@ -90,7 +90,7 @@ class KafkaIntake(BackgroundWorker):
         return self.alive
 
     def run(self) -> None:
-        consumer = create_consumer(self._settings, INTAKE_GROUP, **{"fetch.wait.max.ms": 50})
+        consumer = create_consumer(self._settings.kafka, INTAKE_GROUP, **{"fetch.wait.max.ms": 50})
         consumer.subscribe([self._topics.ingest])
         try:
             asyncio.run(self._consume(consumer))

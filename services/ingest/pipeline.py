@@ -79,8 +79,8 @@ class IngestPipeline:
             id_alias = f"id:{request.envelope.id}"
             aliases = request.aliases if id_alias in request.aliases \
                 else (*request.aliases, id_alias)
-            record = LedgerRecord("claim", new_claim_id(), request.tenant, aliases,
-                                  request.envelope.to_json().decode())
+            record = LedgerRecord(kind="claim", claim_id=new_claim_id(), tenant=request.tenant,
+                                  aliases=aliases, envelope=request.envelope.to_json().decode())
             if not request.aliases:
                 # A fresh id nobody else knows yet: nothing to race for, but remember it
                 # (accepted record) so a later repeat of this id is recognised.
@@ -94,8 +94,8 @@ class IngestPipeline:
                 if now_ms() - entry.since_ms < self._stale_after_ms:
                     continue  # someone is appending it right now: wait for them below
                 # The claimant vanished before appending: take over with ITS envelope.
-                record = LedgerRecord("claim", record.claim_id, request.tenant,
-                                      aliases, entry.envelope, supersedes=entry.claim_id)
+                record = record.model_copy(update={"envelope": entry.envelope,
+                                                   "supersedes": entry.claim_id})
             verdict = self._view.expect(record.claim_id)
             written = self._producer.produce(self._topics.idempotency, record.to_json(),
                                              key=record.key(),

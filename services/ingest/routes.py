@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.ingest.pipeline import AcceptResult
+from services.ingest.deps import PrincipalDep, RuntimeDep
+from services.ingest.pipeline import AcceptResult, IngestPipeline
 from services.ingest.runtime import IngestRuntime
-from webhooks.auth import ApiKeys, Principal
+from webhooks.auth import Principal
 from webhooks.event_create import (
     EventRequest,
     IntakeError,
@@ -79,102 +79,98 @@ def problem_body(error: IntakeError) -> dict[str, Any]:
             "status": error.status, "detail": error.detail, "code": error.reason}
 
 
-def build_router(runtime: IngestRuntime, api_keys: ApiKeys) -> APIRouter:
-    """The producer-facing routes, bound to one replica's runtime."""
+def _refuse(runtime: IngestRuntime, error: IntakeError) -> Problem:
+    """The problem answering ``error``, counted as a rejection."""
+    runtime.metrics.rejected.labels("http", error.reason).inc()
+    return Problem(error.status, error.detail, code=error.reason)
+
+
+def _validated(runtime: IngestRuntime, document: Any, caller: Principal, key: str | None
+               ) -> EventRequest:
+    """``document`` checked as an event of ``caller`` (an admin names the tenant)."""
+    return build_event(document, caller_tenant=None if caller.is_admin else caller.tenant,
+                       default_api_version=runtime.settings.api_version, idempotency_key=key)
+
+
+def _pipeline(runtime: IngestRuntime) -> IngestPipeline:
+    """The replica's pipeline; 503 while the replica is still starting."""
+    if runtime.pipeline is None:
+        raise _refuse(runtime, IntakeError(503, "unavailable", "ingest is starting; retry shortly"))
+    return runtime.pipeline
+
+
+# The producer-facing routes.
+events_router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@events_router.post("", status_code=202, openapi_extra=_request_body("event_create.v1"),
+                    responses={200: {"description": "A repeat: the original envelope"},
+                               202: {"description": "Appended: the envelope"},
+                               **ERROR_RESPONSES})
+async def create_event(request: Request, runtime: RuntimeDep,
+                       caller: PrincipalDep) -> JSONResponse:
+    """Validate one event, append it to the events topic, answer with its envelope."""
     settings = runtime.settings
-    metrics = runtime.metrics
-    authenticate = api_keys.dependency()
+    try:
+        raw = await read_body(request, settings.max_body_bytes)
+        key = check_idempotency_key(request.headers.get("idempotency-key"))
+        event = _validated(runtime, parse_event_json(raw), caller, key)
+    except IntakeError as error:
+        raise _refuse(runtime, error) from error
+    [result] = await _pipeline(runtime).accept_many([event], source="http")
+    if result.error is not None:
+        headers = {"Retry-After": "2"} if result.status in (409, 503) else None
+        raise Problem(result.status, result.error.detail, code=result.error.reason,
+                      headers=headers)
+    return JSONResponse(result.envelope.model_dump(), status_code=result.status,
+                        headers={REPLAYED_HEADER: "true"} if result.replayed else None)
 
-    async def counted_auth(request: Request) -> Principal:
-        # async on purpose: a key lookup is cheap, and a sync dependency would cost a
-        # thread-pool hop per request.
+
+@events_router.post("/batch", openapi_extra=_request_body("event_batch.v1"),
+                    # A conflict on one event is answered in that event's result.
+                    responses={k: v for k, v in ERROR_RESPONSES.items() if k != 409})
+async def create_events(request: Request, runtime: RuntimeDep,
+                        caller: PrincipalDep) -> JSONResponse:
+    """Up to 1000 events; ``data`` holds one result per event, in order.
+
+    Each result has ``index`` and ``status`` (202 appended, 200 repeat, 4xx/5xx) and
+    either ``envelope`` or ``problem``. Repeats are recognised by each event's ``id``.
+    """
+    settings = runtime.settings
+    try:
+        raw = await read_body(request, settings.ingest_max_batch_bytes)
+        if request.headers.get("idempotency-key") is not None:
+            raise IntakeError(422, "schema", "Idempotency-Key: not supported on batches; "
+                                             "give each event an id instead")
+        document = parse_event_json(raw)
         try:
-            return authenticate(request)
-        except Problem:
-            metrics.rejected.labels("http", "unauthorized").inc()
-            raise
+            validate("event_batch.v1", document)
+        except SchemaError as exc:
+            raise IntakeError(422, "schema", "; ".join(exc.errors)) from exc
+    except IntakeError as error:
+        raise _refuse(runtime, error) from error
 
-    router = APIRouter(prefix="/v1/events", tags=["events"])
-
-    def refuse(error: IntakeError) -> Problem:
-        metrics.rejected.labels("http", error.reason).inc()
-        return Problem(error.status, error.detail, code=error.reason)
-
-    def validated(document: Any, caller: Principal, key: str | None) -> EventRequest:
-        return build_event(document, caller_tenant=None if caller.is_admin else caller.tenant,
-                           default_api_version=settings.api_version, idempotency_key=key)
-
-    def pipeline_call() -> Callable[..., Any]:
-        if runtime.pipeline is None:
-            raise refuse(IntakeError(503, "unavailable", "ingest is starting; retry shortly"))
-        return runtime.pipeline.accept_many
-
-    @router.post("", status_code=202, openapi_extra=_request_body("event_create.v1"),
-                 responses={200: {"description": "A repeat: the original envelope"},
-                            202: {"description": "Appended: the envelope"},
-                            **ERROR_RESPONSES})
-    async def create_event(request: Request,
-                           caller: Principal = Depends(counted_auth)) -> JSONResponse:
-        """Validate one event, append it to the events topic, answer with its envelope."""
+    items: list[AcceptResult | None] = []
+    valid: list[EventRequest] = []
+    for item in document["events"]:
         try:
-            raw = await read_body(request, settings.max_body_bytes)
-            key = check_idempotency_key(request.headers.get("idempotency-key"))
-            event = validated(parse_event_json(raw), caller, key)
+            if len(json.dumps(item).encode()) > settings.max_body_bytes:
+                raise too_large(settings.max_body_bytes)
+            valid.append(_validated(runtime, item, caller, None))
+            items.append(None)
         except IntakeError as error:
-            raise refuse(error) from error
-        [result] = await pipeline_call()([event], source="http")
+            runtime.metrics.rejected.labels("http", error.reason).inc()
+            items.append(AcceptResult(error=error))
+    outcomes = (iter(await _pipeline(runtime).accept_many(valid, source="http")) if valid
+                else iter(()))
+    data = []
+    for index, item in enumerate(items):
+        result = item if item is not None else next(outcomes)
+        entry: dict[str, Any] = {"index": index, "status": result.status}
         if result.error is not None:
-            headers = {"Retry-After": "2"} if result.status in (409, 503) else None
-            raise Problem(result.status, result.error.detail, code=result.error.reason,
-                          headers=headers)
-        return JSONResponse(result.envelope.model_dump(), status_code=result.status,
-                            headers={REPLAYED_HEADER: "true"} if result.replayed else None)
-
-    @router.post("/batch", openapi_extra=_request_body("event_batch.v1"),
-                 # A conflict on one event is answered in that event's result.
-                 responses={k: v for k, v in ERROR_RESPONSES.items() if k != 409})
-    async def create_events(request: Request,
-                            caller: Principal = Depends(counted_auth)) -> JSONResponse:
-        """Up to 1000 events; ``data`` holds one result per event, in order.
-
-        Each result has ``index`` and ``status`` (202 appended, 200 repeat, 4xx/5xx) and
-        either ``envelope`` or ``problem``. Repeats are recognised by each event's ``id``.
-        """
-        try:
-            raw = await read_body(request, settings.ingest_max_batch_bytes)
-            if request.headers.get("idempotency-key") is not None:
-                raise IntakeError(422, "schema", "Idempotency-Key: not supported on batches; "
-                                                 "give each event an id instead")
-            document = parse_event_json(raw)
-            try:
-                validate("event_batch.v1", document)
-            except SchemaError as exc:
-                raise IntakeError(422, "schema", "; ".join(exc.errors)) from exc
-        except IntakeError as error:
-            raise refuse(error) from error
-
-        items: list[AcceptResult | None] = []
-        valid: list[EventRequest] = []
-        for item in document["events"]:
-            try:
-                if len(json.dumps(item).encode()) > settings.max_body_bytes:
-                    raise too_large(settings.max_body_bytes)
-                valid.append(validated(item, caller, None))
-                items.append(None)
-            except IntakeError as error:
-                metrics.rejected.labels("http", error.reason).inc()
-                items.append(AcceptResult(error=error))
-        outcomes = iter(await pipeline_call()(valid, source="http")) if valid else iter(())
-        data = []
-        for index, item in enumerate(items):
-            result = item if item is not None else next(outcomes)
-            entry: dict[str, Any] = {"index": index, "status": result.status}
-            if result.error is not None:
-                entry["problem"] = problem_body(result.error)
-            else:
-                entry["envelope"] = result.envelope.model_dump()
-                entry["replayed"] = result.replayed
-            data.append(entry)
-        return JSONResponse({"data": data}, status_code=200)
-
-    return router
+            entry["problem"] = problem_body(result.error)
+        else:
+            entry["envelope"] = result.envelope.model_dump()
+            entry["replayed"] = result.replayed
+        data.append(entry)
+    return JSONResponse({"data": data}, status_code=200)

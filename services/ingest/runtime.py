@@ -35,8 +35,9 @@ class IngestRuntime:
     def start(self) -> None:
         """Start the producer and the ledger, wait (bounded) for the ledger, start intake."""
         timeout = self.settings.ingest_produce_timeout
-        self.producer = AckedProducer(self.settings, timeout=timeout)
-        self.view = IdempotencyView(self.settings, self.topics.idempotency)
+        self.producer = AckedProducer(self.settings.kafka, timeout=timeout)
+        self.view = IdempotencyView(self.settings.kafka, self.topics.idempotency,
+                                    self.settings.idempotency_window)
         self.view.start()
         if not self.view.wait_ready(self.ledger_startup_wait):
             log.warning("idempotency ledger not loaded after %ss; answering 503 until it is",

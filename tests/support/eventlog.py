@@ -30,7 +30,7 @@ def make_event(tenant: str, type: str = "order.created", created: datetime | Non
 def publish_events(settings: Settings, events: Iterable[Envelope],
                    producer: Producer | None = None) -> list[Envelope]:
     """Produce envelopes onto the events topic keyed by tenant, as ingest does; wait for acks."""
-    producer = producer or create_producer(settings)
+    producer = producer or create_producer(settings.kafka)
     topic = Topics.from_settings(settings).events
     sent = []
     for event in events:
@@ -42,7 +42,7 @@ def publish_events(settings: Settings, events: Iterable[Envelope],
 
 
 def publish_attempts(settings: Settings, attempts: Iterable[AttemptRecord]) -> None:
-    producer = create_producer(settings)
+    producer = create_producer(settings.kafka)
     topic = Topics.from_settings(settings).attempts
     for attempt in attempts:
         producer.produce(topic, key=attempt.endpoint_id.encode(), value=attempt.to_json())

@@ -20,7 +20,7 @@ def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
     ``timeout``), or, with neither given, after ``idle`` seconds without new messages.
     """
     consumer = Consumer({
-        **settings.kafka_client_config(),
+        **settings.kafka.client_config(),
         "group.id": f"test-reader-{uuid.uuid4().hex}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,

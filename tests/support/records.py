@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, format_timestamp, utcnow
+from webhooks.envelope import Envelope, utcnow
 from webhooks.signing import generate_secret
 
 
 def endpoint(tenant: str, events: list[str], **fields: object) -> Endpoint:
     """An enabled endpoint of `tenant` for `events` on example.com, with a fresh secret."""
-    now = format_timestamp(utcnow())
+    now = utcnow()
     return Endpoint(id=new_endpoint_id(), tenant=tenant, url="https://example.com/hook",
                     events=events, secrets=[EndpointSecret(secret=generate_secret())],
                     created=now, updated=now, **fields)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from webhooks.delivery import AttemptRecord, AttemptSummary, DeliveryTask
 from webhooks.envelope import Envelope
@@ -25,7 +26,7 @@ def test_task_schema_rejects_bad_event() -> None:
     document = json.loads(DeliveryTask.create(event(), "ep_1").to_json())
     document["event"]["type"] = "NOT VALID"
     with pytest.raises(SchemaError, match="event.type"):
-        DeliveryTask.from_json(json.dumps(document))
+        DeliveryTask.validated(json.dumps(document))
 
 
 def test_attempt_round_trip() -> None:
@@ -36,7 +37,7 @@ def test_attempt_round_trip() -> None:
                            outcome="retrying")
     assert AttemptRecord.from_json(record.to_json()) == record
     with pytest.raises(SchemaError):
-        AttemptRecord(**{**record.model_dump(), "response_body": "x" * 2000}).to_json()
+        AttemptRecord(**{**record.model_dump(), "response_body": "x" * 2000}).check_schema()
 
 
 def test_attempt_without_outcome_is_rejected_by_the_schema() -> None:
@@ -47,4 +48,6 @@ def test_attempt_without_outcome_is_rejected_by_the_schema() -> None:
     document = json.loads(record.to_json())
     del document["outcome"]
     with pytest.raises(SchemaError, match="outcome"):
+        AttemptRecord.validated(json.dumps(document))
+    with pytest.raises(ValidationError, match="outcome"):
         AttemptRecord.from_json(json.dumps(document))

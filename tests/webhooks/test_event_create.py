@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from webhooks.envelope import Envelope
@@ -40,7 +42,8 @@ def test_supplied_fields_are_kept_and_created_is_normalised_to_utc_micros() -> N
                      "created": "2026-11-22T12:30:00+02:00", "api_version": "2025-01-01"},
                     idempotency_key="k-1")
     assert request.envelope.id == "evt_abc"
-    assert request.envelope.created == "2026-11-22T10:30:00.000000Z"
+    assert request.envelope.created == datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
+    assert b'"created":"2026-11-22T10:30:00.000000Z"' in request.envelope.to_json()
     assert request.envelope.api_version == "2025-01-01"
     assert request.aliases == ("id:evt_abc", "key:k-1")
 
@@ -97,6 +100,15 @@ def test_malformed_json_is_a_400_with_position() -> None:
     with pytest.raises(IntakeError) as caught:
         parse_event_json(b"\xff\xfe")
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_a_400(constant: str) -> None:
+    # Python's json module would read them; a signed body must never carry them.
+    with pytest.raises(IntakeError) as caught:
+        parse_event_json(b'{"type": "a.b", "data": {"x": %s}}' % constant.encode())
+    assert (caught.value.status, caught.value.reason) == (400, "malformed_json")
+    assert constant in caught.value.detail
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])

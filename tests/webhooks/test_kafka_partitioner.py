@@ -11,7 +11,7 @@ from webhooks.topics import Topics
 
 def test_confluent_producers_partition_keys_like_the_faust_worker(settings: Settings) -> None:
     topic = Topics.from_settings(settings).ingest
-    producer = create_producer(settings)
+    producer = create_producer(settings.kafka)
     placed: dict[str, int] = {}
 
     def on_delivery(err, msg) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from webhooks.retry_schedule import RetrySchedule
 from webhooks.settings import Settings
 
 
@@ -13,7 +14,17 @@ def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.api_keys == {"k1": "acme", "k2": "*"}
     assert settings.delivery_timeout == 2.5
     assert settings.allow_private_targets == ("10.0.0.0/8", "127.0.0.1")
-    assert settings.retry_schedule == "1s,2s,3s"
+    assert settings.retry_schedule == RetrySchedule.parse("1s,2s,3s")
+
+
+def test_retry_schedule_is_parsed_once_with_the_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEBHOOKS_RETRY_SCHEDULE", raising=False)
+    monkeypatch.delenv("WEBHOOKS_RETRY_JITTER", raising=False)
+    settings = Settings(retry_schedule="1s,2s", retry_jitter=0.0)
+    assert settings.retry_schedule == RetrySchedule(delays=(1.0, 2.0), jitter=0.0)
+    assert Settings().retry_schedule == RetrySchedule.parse("1m,5m,30m,2h,8h,24h", jitter=0.1)
+    # Written back as it is read, e.g. into a child process's environment.
+    assert settings.model_dump()["retry_schedule"] == "1s,2s"
 
 
 def test_allow_private_true_means_everything(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,6 +37,7 @@ def test_allow_private_true_means_everything(monkeypatch: pytest.MonkeyPatch) ->
     [
         ("WEBHOOKS_API_KEYS", "no-tenant-here"),
         ("WEBHOOKS_RETRY_SCHEDULE", "1m,soon"),
+        ("WEBHOOKS_RETRY_SCHEDULE", "1m,,5m"),
         ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "10.0.0.0/33"),
         ("WEBHOOKS_DELIVERY_TIMEOUT", "-1s"),
     ],
@@ -39,7 +51,7 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, valu
 def test_kafka_sasl_config() -> None:
     settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
                         kafka_sasl_username="u", kafka_sasl_password="p")
-    config = settings.kafka_client_config()
+    config = settings.kafka.client_config()
     assert config["security.protocol"] == "SASL_SSL"
     assert config["sasl.mechanism"] == "SCRAM-SHA-512"
     assert config["sasl.username"] == "u"

@@ -7,7 +7,7 @@ from webhooks.topics import DAY_MS, Topics, ensure_topics
 
 def test_every_topic_exists_with_its_config(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
-    admin = create_admin(settings)
+    admin = create_admin(settings.kafka)
     existing = admin.list_topics(timeout=10).topics
     names = [spec.name for spec in topics.specs()]
     assert f"{settings.topic_prefix}.retry.3s" in names
@@ -28,7 +28,7 @@ def test_a_changed_retention_reaches_existing_topics(
         settings: Settings, make_settings) -> None:  # type: ignore[no-untyped-def]
     shorter = make_settings(topic_prefix=settings.topic_prefix, retention_days=7)
     topics = Topics.from_settings(shorter)
-    admin = create_admin(shorter)
+    admin = create_admin(shorter.kafka)
 
     def retention_days(topic: str) -> float:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from services.eventlog.clickhouse import create_clickhouse_client
 from services.eventlog.endpoint_store import EndpointStore
 from tests.support.kafka import read_topic
+from webhooks.acked_producer import AckedProducer
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import format_timestamp, utcnow
-from webhooks.kafka import create_consumer, create_producer
+from webhooks.envelope import utcnow
+from webhooks.kafka import create_consumer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -19,9 +20,10 @@ def test_a_write_acknowledged_by_kafka_stands_when_clickhouse_cannot_be_read(
     # fails right after the write.
     client = create_clickhouse_client(settings.clickhouse_url)
     topics = Topics.from_settings(settings)
-    store = EndpointStore(client, create_producer(settings), topics,
-                          offsets=create_consumer(settings, "offsets"), visibility_timeout=2.0)
-    now = format_timestamp(utcnow())
+    store = EndpointStore(client, AckedProducer(settings.kafka), topics,
+                          offsets=create_consumer(settings.kafka, "offsets"),
+                          visibility_timeout=2.0)
+    now = utcnow()
     endpoint = Endpoint(id=new_endpoint_id(), tenant="acme", url="https://example.com/hook",
                         events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
                         created=now, updated=now)

@@ -11,15 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.eventlog.app import create_app
-from services.eventlog.endpoint_store import produce_acknowledged
 from services.fanout.endpoint_view import EndpointView
 from tests.services.eventlog.conftest import ACME, ADMIN, GLOBEX
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
 from tests.support.kafka import read_topic
+from webhooks.acked_producer import AckedProducer
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope, parse_timestamp
-from webhooks.kafka import close_producer, create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -103,7 +102,7 @@ def test_endpoint_crud_round_trips_through_kafka(api: TestClient, eventlog_setti
 @pytest.fixture(scope="module")
 def fanout_view(eventlog_settings: Settings) -> Iterator[EndpointView]:
     """The endpoints view exactly as each fanout worker keeps it, from the same topic."""
-    view = EndpointView(eventlog_settings, Topics.from_settings(eventlog_settings).endpoints)
+    view = EndpointView(eventlog_settings.kafka, Topics.from_settings(eventlog_settings).endpoints)
     view.start()
     try:
         assert view.wait_ready(30)
@@ -163,9 +162,8 @@ def test_updates_from_other_writers_are_read(api: TestClient, eventlog_settings:
     record = Endpoint(id=created["id"], tenant=tenant.name, url=URL, events=["*"],
                       secrets=secrets, disabled=True, disabled_reason="410 Gone",
                       created=created["created"], updated=created["updated"])
-    produce_acknowledged(create_producer(eventlog_settings),
-                         Topics.from_settings(eventlog_settings).endpoints,
-                         created["id"].encode(), record.to_json())
+    AckedProducer(eventlog_settings.kafka).send(Topics.from_settings(eventlog_settings).endpoints,
+                                                record.to_json(), key=created["id"].encode())
     path = f"/v1/endpoints/{created['id']}"
     eventually(lambda: tenant.call("GET", path).json()["disabled"])
     assert tenant.call("GET", path).json()["disabled_reason"] == "410 Gone"
@@ -178,7 +176,7 @@ def test_a_change_does_not_undo_a_write_the_table_has_not_caught_up_with(
     """The fanout disables an endpoint and, before the sink stored that, the tenant changes
     the description (or rotates the secret): the change starts from the disabled record."""
     tenant = Tenant(api)
-    producer = create_producer(eventlog_settings)
+    producer = AckedProducer(eventlog_settings.kafka)
     topic = Topics.from_settings(eventlog_settings).endpoints
     for change in ({"description": "renamed"}, None):
         created = tenant.endpoint(["*"])
@@ -188,7 +186,7 @@ def test_a_change_does_not_undo_a_write_the_table_has_not_caught_up_with(
             "tenant": tenant.name,
             "secrets": tenant.call("GET", f"{path}/secret").json()["secrets"]})
         disabled = current.model_copy(update={"disabled": True, "disabled_reason": "410 Gone"})
-        produce_acknowledged(producer, topic, created["id"].encode(), disabled.to_json())
+        producer.send(topic, disabled.to_json(), key=created["id"].encode())
         if change is not None:
             answer = tenant.call("PATCH", path, json=change)
         else:
@@ -200,7 +198,7 @@ def test_a_change_does_not_undo_a_write_the_table_has_not_caught_up_with(
             assert after["description"] == "renamed"
         else:
             assert len(tenant.call("GET", f"{path}/secret").json()["secrets"]) == 2
-    close_producer(producer)
+    producer.close()
 
 
 @pytest.mark.parametrize("body, status", [

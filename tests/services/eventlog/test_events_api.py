@@ -116,9 +116,9 @@ def test_filters_and_limits(api: TestClient, eventlog_settings: Settings) -> Non
     assert ids(type="*") == [e.id for e in events]
     after, before = BASE + timedelta(minutes=10), BASE + timedelta(minutes=20)
     assert ids(created_after=after.isoformat(), created_before=before.isoformat()) == [
-        e.id for e in events if after < e.created_at < before]
+        e.id for e in events if after < e.created < before]
     assert ids(type="customer.*", created_after=after.isoformat()) == [
-        e.id for e in events if e.type.startswith("customer.") and e.created_at > after]
+        e.id for e in events if e.type.startswith("customer.") and e.created > after]
 
 
 @pytest.mark.parametrize("params, named", [

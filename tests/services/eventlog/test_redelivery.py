@@ -5,8 +5,8 @@ from __future__ import annotations
 from services.eventlog.redelivery import DeliveryQueue
 from tests.support.kafka import read_topic
 from tests.support.records import endpoint, event
+from webhooks.acked_producer import AckedProducer
 from webhooks.delivery import DeliveryTask
-from webhooks.kafka import create_producer
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -17,7 +17,7 @@ def test_a_long_stream_is_produced_whole_and_only_its_first_tasks_are_kept(
     target = endpoint("acme", ["*"])
     events = [event("order.created") for _ in range(50)]
     # A tiny local queue, so that the producer's buffer fills up on the way.
-    producer = create_producer(settings, **{"queue.buffering.max.messages": 5})
+    producer = AckedProducer(settings.kafka, **{"queue.buffering.max.messages": 5})
 
     queued = DeliveryQueue(producer, topics).enqueue(
         ((e, target) for e in events), "recover", keep=3)

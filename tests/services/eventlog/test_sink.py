@@ -10,7 +10,6 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
 from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
-from services.eventlog.endpoint_store import produce_acknowledged
 from services.eventlog.sink import EventLogSink
 from tests.support.backends import with_database
 from tests.support.eventlog import (
@@ -21,9 +20,9 @@ from tests.support.eventlog import (
     publish_events,
     rows_written,
 )
+from webhooks.acked_producer import AckedProducer
 from webhooks.delivery import AttemptRecord
 from webhooks.endpoints import Endpoint, EndpointSecret
-from webhooks.kafka import create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -60,18 +59,18 @@ def watermark_total(client: Client, topic: str) -> int:
 def test_sink_writes_each_topic_and_skips_undecodable_records(
         sink_settings: Settings, client: Client) -> None:
     topics = Topics.from_settings(sink_settings)
-    producer = create_producer(sink_settings)
+    producer = AckedProducer(sink_settings.kafka)
     endpoint = Endpoint(id="ep_sink1", tenant="acme", url="https://example.com/h",
                         events=["order.*"], secrets=[EndpointSecret(secret=generate_secret())],
                         created="2026-11-22T10:00:00.000000Z",
                         updated="2026-11-22T10:00:00.000000Z")
-    produce_acknowledged(producer, topics.endpoints, b"ep_sink1", endpoint.to_json())
+    producer.send(topics.endpoints, endpoint.to_json(), key=b"ep_sink1")
     disabled = endpoint.model_copy(update={"disabled": True, "disabled_reason": "410 Gone"})
-    produce_acknowledged(producer, topics.endpoints, b"ep_sink1", disabled.to_json())
-    produce_acknowledged(producer, topics.endpoints, b"ep_gone", endpoint.model_copy(
-        update={"id": "ep_gone"}).to_json())
-    produce_acknowledged(producer, topics.endpoints, b"ep_gone", None)  # tombstone
-    produce_acknowledged(producer, topics.events, b"acme", b"not json")
+    producer.send(topics.endpoints, disabled.to_json(), key=b"ep_sink1")
+    producer.send(topics.endpoints, endpoint.model_copy(update={"id": "ep_gone"}).to_json(),
+                  key=b"ep_gone")
+    producer.send(topics.endpoints, None, key=b"ep_gone")  # tombstone
+    producer.send(topics.events, b"not json", key=b"acme")
     events = publish_events(sink_settings, [make_event("acme") for _ in range(5)])
     publish_attempts(sink_settings, [AttemptRecord(
         task_id="dlv_1", event_id=events[0].id, event_type=events[0].type,

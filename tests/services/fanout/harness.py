@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Producer
-
+from webhooks.acked_producer import AckedProducer
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, format_timestamp, utcnow
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.envelope import Envelope, utcnow
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -21,11 +19,11 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
-        self._producer: Producer = create_producer(settings)
+        self._producer = AckedProducer(settings.kafka)
 
     def endpoint(self, url: str, events: list[str], tenant: str = "acme",
                  secrets: list[EndpointSecret] | None = None, **fields: Any) -> Endpoint:
-        now = format_timestamp(utcnow())
+        now = utcnow()
         endpoint = Endpoint(id=new_endpoint_id(), tenant=tenant, url=url, events=events,
                             secrets=secrets or [EndpointSecret(secret=generate_secret())],
                             created=now, updated=now, **fields)
@@ -33,25 +31,21 @@ class Platform:
         return endpoint
 
     def put_endpoint(self, endpoint: Endpoint) -> None:
-        produce_sync(self._producer, self.topics.endpoints, endpoint.to_json(),
-                     key=endpoint.id.encode())
+        self._producer.send(self.topics.endpoints, endpoint.to_json(), key=endpoint.id.encode())
 
     def delete_endpoint(self, endpoint_id: str) -> None:
-        produce_sync(self._producer, self.topics.endpoints, None, key=endpoint_id.encode())
+        self._producer.send(self.topics.endpoints, None, key=endpoint_id.encode())
 
     def event(self, type: str, tenant: str = "acme", **data: Any) -> Envelope:
         envelope = Envelope.create(type=type, tenant=tenant, data={"object": data},
                                    api_version=self.settings.api_version)
-        produce_sync(self._producer, self.topics.events, envelope.to_json(),
-                     key=tenant.encode())
+        self._producer.send(self.topics.events, envelope.to_json(), key=tenant.encode())
         return envelope
 
     def events(self, envelopes: list[Envelope]) -> None:
-        """Publish many at once (one flush)."""
-        for envelope in envelopes:
-            self._producer.produce(self.topics.events, envelope.to_json(),
-                                   key=envelope.tenant.encode())
-        assert self._producer.flush(30) == 0
+        """Publish many at once (one wait for all the acknowledgements)."""
+        self._producer.produce_all(self.topics.events,
+                                   ((e.tenant.encode(), e.to_json()) for e in envelopes))
 
 
 def partition_of(key: str, partitions: int) -> int:

@@ -28,7 +28,7 @@ from services.fanout.deliverer import (
 from tests.support.receiver import Receiver
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, format_timestamp, utcnow
+from webhooks.envelope import Envelope, utcnow
 from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetPolicy
 
@@ -36,10 +36,10 @@ LOOPBACK = TargetPolicy.create(("127.0.0.0/8",), production=False)
 
 
 def make_endpoint(url: str = "http://127.0.0.1:9/hook", secrets: list[str] | None = None,
-                  expires: list[str | None] | None = None) -> Endpoint:
+                  expires: list[datetime | None] | None = None) -> Endpoint:
     secrets = secrets or [generate_secret()]
     expires = expires or [None] * len(secrets)
-    now = format_timestamp(utcnow())
+    now = utcnow()
     return Endpoint(id=new_endpoint_id(), tenant="acme", url=url, events=["*"],
                     secrets=[EndpointSecret(secret=s, expires=e)
                              for s, e in zip(secrets, expires, strict=True)],
@@ -88,8 +88,7 @@ def test_rotation_signs_with_every_unexpired_secret() -> None:
     new, old, expired = generate_secret(), generate_secret(), generate_secret()
     now = datetime(2026, 11, 22, 12, tzinfo=UTC)
     endpoint = make_endpoint(secrets=[new, old, expired], expires=[
-        None, format_timestamp(now + timedelta(hours=1)),
-        format_timestamp(now - timedelta(seconds=1))])
+        None, now + timedelta(hours=1), now - timedelta(seconds=1)])
     task = make_task(endpoint)
     body = task.event.to_json()
     headers = build_headers(task, endpoint, body, now)

@@ -10,7 +10,7 @@ import pytest
 
 from services.fanout.endpoint_view import EndpointView
 from tests.support.records import endpoint, event
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.acked_producer import AckedProducer
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -24,15 +24,15 @@ def eventually(check, timeout: float = 15.0) -> None:  # type: ignore[no-untyped
 
 def test_view_rebuilds_from_the_topic_follows_changes_and_deletes(settings: Settings) -> None:
     topic = Topics.from_settings(settings).endpoints
-    producer = create_producer(settings)
+    producer = AckedProducer(settings.kafka)
     orders = endpoint("acme", ["order.*"])
     everything = endpoint("acme", ["*"])
     other = endpoint("globex", ["*"])
     for record in (orders, everything, other):
-        produce_sync(producer, topic, record.to_json(), key=record.id.encode())
-    produce_sync(producer, topic, b"{not json", key=b"ep_broken")
+        producer.send(topic, record.to_json(), key=record.id.encode())
+    producer.send(topic, b"{not json", key=b"ep_broken")
 
-    view = EndpointView(settings, topic)
+    view = EndpointView(settings.kafka, topic)
     view.start()
     try:
         # Ready means caught up: everything written before the start is there.
@@ -42,8 +42,8 @@ def test_view_rebuilds_from_the_topic_follows_changes_and_deletes(settings: Sett
         assert view.get("ep_broken") is None
 
         disabled = everything.model_copy(update={"disabled": True})
-        produce_sync(producer, topic, disabled.to_json(), key=everything.id.encode())
-        produce_sync(producer, topic, None, key=orders.id.encode())  # tombstone
+        producer.send(topic, disabled.to_json(), key=everything.id.encode())
+        producer.send(topic, None, key=orders.id.encode())  # tombstone
         eventually(lambda: view.get(orders.id) is None
                    and (current := view.get(everything.id)) is not None and current.disabled)
         assert view.matching(event("order.paid")) == []
@@ -51,7 +51,7 @@ def test_view_rebuilds_from_the_topic_follows_changes_and_deletes(settings: Sett
         view.stop()
 
     # A restart rebuilds the same state from the compacted topic.
-    again = EndpointView(settings, topic)
+    again = EndpointView(settings.kafka, topic)
     again.start()
     try:
         assert again.wait_ready(30)
@@ -67,7 +67,7 @@ def test_an_empty_topic_is_ready_at_once(make_settings) -> None:  # type: ignore
 
     fresh = make_settings(topic_prefix=f"{make_settings().topic_prefix}e")
     ensure_topics(fresh)
-    view = EndpointView(fresh, Topics.from_settings(fresh).endpoints)
+    view = EndpointView(fresh.kafka, Topics.from_settings(fresh).endpoints)
     view.start()
     try:
         assert view.wait_ready(30) and len(view) == 0
@@ -77,7 +77,7 @@ def test_an_empty_topic_is_ready_at_once(make_settings) -> None:  # type: ignore
 
 def test_an_invalid_record_is_skipped_and_logged_without_its_values(
         settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
-    view = EndpointView(settings, Topics.from_settings(settings).endpoints)  # apply() only
+    view = EndpointView(settings.kafka, Topics.from_settings(settings).endpoints)  # apply() only
     record = endpoint("acme", ["*"]).model_dump()
     record["secrets"] = [{"secret": "whsec_l3aked-secret!"}]  # fails the schema's pattern
 

@@ -35,7 +35,8 @@ def test_each_failure_moves_the_task_one_tier_down_with_its_history() -> None:
     step = plan_after_failure(task(1), FAILED, NOW, SCHEDULE, TOPICS, NOW)
     assert step.topic == "webhooks.retry.1m" and not step.dead_letter
     assert step.task.attempt == 2 and step.due == NOW + timedelta(minutes=1)
-    assert step.task.not_before == "2026-11-22T12:01:00.000000Z"
+    assert step.task.not_before == NOW + timedelta(minutes=1)
+    assert b'"not_before":"2026-11-22T12:01:00.000000Z"' in step.task.to_json()
     assert [(h.attempt, h.status, h.response_status) for h in step.task.history] == [
         (1, "failed", 503)]
 
@@ -54,8 +55,9 @@ def test_after_the_last_tier_the_task_goes_to_the_dlq_with_every_attempt() -> No
     assert step.task.attempt == 4 and step.task.not_before is None
     assert [h.attempt for h in step.task.history] == [1, 2, 3, 4]
     assert step.task.dlq_reason == "retries exhausted after 4 attempts"
-    # Round-trips through its schema.
+    # Round-trips, and its JSON is valid under its schema.
     assert DeliveryTask.from_json(step.task.to_json()) == step.task
+    assert DeliveryTask.validated(step.task.to_json()) == step.task
 
 
 def test_a_stop_reason_sends_the_task_to_the_dlq_at_once() -> None:

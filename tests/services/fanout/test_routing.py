@@ -12,10 +12,10 @@ from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
+from webhooks.acked_producer import AckedProducer
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.endpoints import EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, format_timestamp, utcnow
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.envelope import Envelope, utcnow
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 
@@ -72,14 +72,14 @@ def test_both_signatures_verify_during_a_secret_rotation(
         worker: ServiceProcess, platform: Platform, receiver: Receiver,
         settings: Settings) -> None:
     old, new = generate_secret(), generate_secret()
-    expires = format_timestamp(utcnow() + timedelta(hours=1))
+    expires = utcnow() + timedelta(hours=1)
     endpoint = platform.endpoint(
         receiver.url("/rotating"), ["*"],
         secrets=[EndpointSecret(secret=new), EndpointSecret(secret=old, expires=expires)])
     expired = generate_secret()
     rotated = platform.endpoint(receiver.url("/rotated-long-ago"), ["*"], secrets=[
         EndpointSecret(secret=new),
-        EndpointSecret(secret=expired, expires=format_timestamp(utcnow() - timedelta(hours=1)))])
+        EndpointSecret(secret=expired, expires=utcnow() - timedelta(hours=1))])
     time.sleep(2)
 
     event = platform.event("order.paid", id="order_9")
@@ -138,7 +138,7 @@ def test_offsets_are_committed_once_outcomes_are_durable(
 
     # The worker's group, read without joining it: committed() only asks the coordinator.
     def lag() -> dict[str, int]:
-        consumer = Consumer({**settings.kafka_client_config(),
+        consumer = Consumer({**settings.kafka.client_config(),
                              "group.id": f"{settings.topic_prefix}-fanout"})
         try:
             behind: dict[str, int] = {}
@@ -168,9 +168,9 @@ def test_tasks_from_the_eventlog_api_are_delivered_or_dropped_with_a_record(
                             api_version=settings.api_version)
     sent = DeliveryTask.create(event, endpoint.id, trigger="test")
     missing = DeliveryTask.create(event, new_endpoint_id(), trigger="redeliver")
-    producer = create_producer(settings)
+    producer = AckedProducer(settings.kafka)
     for task in (sent, missing):
-        produce_sync(producer, platform.topics.deliveries, task.to_json(), key=task.key)
+        producer.send(platform.topics.deliveries, task.to_json(), key=task.key)
 
     request = receiver.wait_for("/api-tasks", 1)[0]
     assert request.event_id == event.id and request.headers["webhook-event-type"] == "webhook.test"

@@ -16,9 +16,9 @@ from services.fanout.metrics import FanoutMetrics
 from services.fanout.worker import FanoutWorker
 from tests.support.kafka import read_topic
 from tests.support.records import endpoint
+from webhooks.acked_producer import AckedProducer
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope
-from webhooks.kafka import create_producer, produce_sync
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetPolicy
@@ -29,7 +29,7 @@ class LaggingView(EndpointView):
     """An endpoints view that applies records only while ``flowing`` is set."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        super().__init__(settings, topic)
+        super().__init__(settings.kafka, topic)
         self.flowing = threading.Event()
         self.flowing.set()
 
@@ -49,10 +49,10 @@ async def view(settings: Settings) -> AsyncIterator[LaggingView]:
 
 
 def make_worker(settings: Settings, view: EndpointView) -> FanoutWorker:
-    producer = create_producer(settings)
+    producer = AckedProducer(settings.kafka)
 
     async def publish(topic: str, key: bytes, value: bytes | None) -> None:
-        await asyncio.to_thread(produce_sync, producer, topic, value, key=key)
+        await asyncio.to_thread(producer.send, topic, value, key=key)
 
     deliverer = Deliverer(TargetPolicy.create(("127.0.0.0/8",), production=False), timeout=5.0)
     return FanoutWorker(
@@ -76,8 +76,8 @@ def disabled_notices(settings: Settings, endpoint_id: str) -> list[Envelope]:
 async def seen_endpoint(settings: Settings, view: LaggingView) -> tuple[Endpoint, Endpoint]:
     """A new endpoint on the topic, and the copy the view applied (which a disable starts from)."""
     record = endpoint("acme", ["*"])
-    produce_sync(create_producer(settings), Topics.from_settings(settings).endpoints,
-                 record.to_json(), key=record.id.encode())
+    AckedProducer(settings.kafka).send(Topics.from_settings(settings).endpoints,
+                                       record.to_json(), key=record.id.encode())
     assert await asyncio.to_thread(view.catch_up, 20)
     decided_on = view.get(record.id)
     assert decided_on is not None
@@ -88,7 +88,7 @@ async def write_unseen(settings: Settings, view: LaggingView, record: Endpoint,
                        value: bytes | None) -> None:
     """Write ``record``'s id to the topic while the view is held back (so it lags)."""
     view.flowing.clear()
-    await asyncio.to_thread(produce_sync, create_producer(settings),
+    await asyncio.to_thread(AckedProducer(settings.kafka).send,
                             Topics.from_settings(settings).endpoints, value,
                             key=record.id.encode())
 

@@ -9,7 +9,8 @@ WINDOW_MS = 24 * 3600 * 1000
 
 def claim(claim_id: str, *aliases: str, envelope: str = "{}", tenant: str = "acme",
           supersedes: str | None = None) -> LedgerRecord:
-    return LedgerRecord("claim", claim_id, tenant, aliases, envelope, supersedes)
+    return LedgerRecord(kind="claim", claim_id=claim_id, tenant=tenant, aliases=aliases,
+                        envelope=envelope, supersedes=supersedes)
 
 
 def test_first_claim_of_an_alias_wins_and_later_ones_see_it() -> None:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from services.ingest.idempotency_ledger import LedgerRecord
 from tests.services.ingest.conftest import ACME, envelopes_on, running_ingest
 from tests.support.kafka import read_topic
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.acked_producer import AckedProducer
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -114,11 +114,11 @@ def test_a_claim_left_by_a_dead_replica_is_taken_over_with_its_envelope(
                        '"data":{"marker":"' + mark + '"}}')
     with running_ingest(fast) as replica:
         view = replica.app.state.runtime.view
-        orphan = LedgerRecord("claim", uuid.uuid4().hex, "acme", (f"id:{event_id}",),
-                              orphan_envelope)
+        orphan = LedgerRecord(kind="claim", claim_id=uuid.uuid4().hex, tenant="acme",
+                              aliases=(f"id:{event_id}",), envelope=orphan_envelope)
         # The dead replica claimed the id and never appended it.
-        produce_sync(create_producer(fast), topics.idempotency, orphan.to_json(),
-                     key=orphan.key(), timeout=10)
+        AckedProducer(fast.kafka, timeout=10).send(topics.idempotency, orphan.to_json(),
+                                                   key=orphan.key())
         body = {"type": "order.retried", "data": {"marker": mark}, "id": event_id}
         while view.lookup("acme", (f"id:{event_id}",)) is None:
             threading.Event().wait(0.05)

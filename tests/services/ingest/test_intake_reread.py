@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from services.ingest.kafka_intake import INTAKE_GROUP
 from tests.services.ingest.conftest import running_ingest
 from tests.support.kafka import read_topic
-from webhooks.kafka import create_producer, produce_sync
+from webhooks.acked_producer import AckedProducer
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -19,7 +19,7 @@ from webhooks.topics import Topics
 def rewind_intake_group(settings: Settings) -> None:
     """What a crash between append and commit amounts to: offsets back at the start."""
     topics = Topics.from_settings(settings)
-    consumer = Consumer({**settings.kafka_client_config(),
+    consumer = Consumer({**settings.kafka.client_config(),
                          "group.id": f"{settings.topic_prefix}.{INTAKE_GROUP}"})
     try:
         consumer.commit(offsets=[TopicPartition(topics.ingest, n, 0)
@@ -32,9 +32,9 @@ def rewind_intake_group(settings: Settings) -> None:
 def test_rereading_intake_messages_after_a_crash_appends_nothing_new(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
     mark = uuid.uuid4().hex
-    producer = create_producer(settings)
+    producer = AckedProducer(settings.kafka)
     for n in range(5):  # no ids: ingest derives them from the message position
-        produce_sync(producer, topics.ingest, json.dumps(
+        producer.send(topics.ingest, json.dumps(
             {"type": "order.reread", "data": {"marker": mark, "n": n}, "tenant": "acme"}).encode())
     with running_ingest(settings):
         read_topic(settings, topics.events,

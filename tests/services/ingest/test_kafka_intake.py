@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from tests.services.ingest.conftest import ACME, envelopes_on
 from tests.support.kafka import read_topic
+from webhooks.acked_producer import AckedProducer
 from webhooks.envelope import Envelope
-from webhooks.kafka import create_producer, produce_sync
 from webhooks.publisher import EventPublisher, PublishError
 from webhooks.settings import Settings
 from webhooks.topics import Topics, ensure_topics
@@ -32,9 +32,9 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 def produce_raw(settings: Settings, values: list[bytes],
                 headers: list[tuple[str, bytes]] | None = None) -> None:
-    producer = create_producer(settings)
+    producer = AckedProducer(settings.kafka)
     for value in values:
-        produce_sync(producer, Topics.from_settings(settings).ingest, value, key=b"acme",
+        producer.send(Topics.from_settings(settings).ingest, value, key=b"acme",
                      headers=headers)
 
 
@@ -101,7 +101,7 @@ def test_intake_offsets_are_committed_after_processing(ingest: TestClient,
     produce_raw(settings, [json.dumps({"type": "a.b", "data": {"marker": mark}, "tenant": "acme",
                                        "id": f"evt_o{mark}"}).encode()])
     envelopes_on(settings, topics.events, until_id=f"evt_o{mark}")
-    probe = Consumer({**settings.kafka_client_config(),
+    probe = Consumer({**settings.kafka.client_config(),
                       "group.id": f"{settings.topic_prefix}.ingest-intake"})
     try:
         partitions = [TopicPartition(topics.ingest, n) for n in range(settings.topic_partitions)]

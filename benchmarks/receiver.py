@@ -1,0 +1,113 @@
+"""The benchmark's webhook receiver, run as its own process: ``python -m benchmarks.receiver PORT``.
+
+A minimal HTTP/1.1 server (uvloop, httptools, keep-alive) so that the receiver costs the
+measured processes as little as possible and never shares their CPU accounting. Every
+``POST`` is answered ``200 ok`` at once, except under ``/hang/``, which is never answered
+(a receiver that hangs until the sender's timeout). For each delivery it records the path,
+the event number ``data.object.n`` and, when the event carries ``data.object.sent_at``
+(publish time, epoch seconds), the publish-to-receipt latency.
+
+``GET /stats`` answers what was recorded as JSON; ``POST /reset`` clears it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import httptools
+import orjson
+import uvloop
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+
+
+class Recorder:
+    """What the receiver saw since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.latencies: list[float] = []
+        self.distinct: set[tuple[bytes, int]] = set()
+        self.first = self.last = 0.0
+
+    def record(self, path: bytes, body: bytes) -> None:
+        received = time.time()
+        self.count += 1
+        self.first = self.first or received
+        self.last = received
+        try:
+            obj = orjson.loads(body)["data"]["object"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        self.distinct.add((path, obj.get("n", -1)))
+        sent = obj.get("sent_at")
+        if sent is not None:
+            self.latencies.append(received - sent)
+
+    def stats(self) -> bytes:
+        return orjson.dumps({"count": self.count, "distinct": len(self.distinct),
+                             "first": self.first, "last": self.last,
+                             "latencies": self.latencies})
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection; httptools calls back as it parses."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self.transport is not None
+        method = self.parser.get_method()
+        body, self.body = b"".join(self.body), []
+        if method == b"GET" and self.url == b"/stats":
+            payload = self.recorder.stats()
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
+        elif method == b"POST" and self.url == b"/reset":
+            self.recorder.reset()
+            self.transport.write(OK)
+        elif self.url.startswith(b"/hang/"):
+            return  # never answered: the sender times out
+        else:
+            self.recorder.record(self.url, body)
+            self.transport.write(OK)
+
+
+async def serve(port: int) -> None:
+    recorder = Recorder()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpConnection(recorder), "127.0.0.1", port,
+                                      backlog=4096)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    uvloop.run(serve(int(sys.argv[1])))

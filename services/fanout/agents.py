@@ -1,0 +1,138 @@
+"""The fanout's agents: what each consumed topic flows into.
+
+Data flow::
+
+    events ──match──▶ deliveries ──deliver──▶ receiver
+                          ▲   │ failure
+                 retry.<tier> ◀┘ ... ──▶ dlq         every attempt ──▶ attempts
+
+Agents consume with manual acknowledgement (``stream.noack()``): each message is
+handed to the :class:`EndpointDispatcher` (or, for events, to a bounded set of
+matching tasks) and the agent moves straight on, so one slow endpoint or one waiting
+retry never holds up the stream. :class:`OrderedAcks` acknowledges each partition's
+messages in offset order once their outcome is durable, so Faust commits only
+offsets whose work is done. (Faust's own commit bookkeeping assumes acks arrive in
+order, which is why ``concurrency=`` on agents is not used.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import faust
+
+from services.fanout.dispatch import AckSlot, OrderedAcks
+from services.fanout.endpoint_view import EndpointView
+from services.fanout.worker import FanoutWorker
+from webhooks.delivery import DeliveryTask
+from webhooks.envelope import Envelope
+from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+MATCHING_IN_FLIGHT = 256
+"""Events being matched (tasks being produced) at once per worker."""
+
+VIEW_READY_LOG_EVERY = 30.0
+
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                       "key_serializer": "raw", "value_serializer": "raw"}
+"""Topic options: records reach the agents as the exact bytes, parsed by the contracts."""
+
+
+def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: EndpointView,
+               acks: OrderedAcks, tier_max_waiting: int) -> None:
+    """Declare the agents on ``app``: events -> match; deliveries and each retry tier -> deliver.
+
+    ``tier_max_waiting`` bounds the unacknowledged tasks held per retry tier.
+    """
+
+    async def view_ready() -> None:
+        # Until the view caught up nothing is consumed (and /healthz says 503).
+        while not await asyncio.to_thread(view.wait_ready, VIEW_READY_LOG_EVERY):
+            log.warning("still waiting for the endpoints view to catch up")
+
+    @app.agent(app.topic(topics.events, **RAW))
+    async def match(stream: faust.StreamT) -> None:
+        await view_ready()
+        slots = asyncio.Semaphore(MATCHING_IN_FLIGHT)
+        async for event in stream.noack().events():
+            slot = acks.track(event.message.tp, event.ack)
+            try:
+                envelope = Envelope.from_json(event.value)
+            except Exception:
+                # Ingest validated it; an unreadable record can never match, and stopping
+                # here would stall the partition forever.
+                log.exception("skipping unreadable event at %s", event.message.tp)
+                acks.done(slot)
+                continue
+            await slots.acquire()
+            _spawn(_fan_out(worker, envelope, acks, slot, slots))
+
+    async def deliver(stream: faust.StreamT, topic: str, max_waiting: int | None) -> None:
+        await view_ready()
+        async for event in stream.noack().events():
+            slot = acks.track(event.message.tp, event.ack)
+            try:
+                task = DeliveryTask.from_json(event.value)
+            except Exception:
+                log.exception("skipping unreadable delivery task at %s", event.message.tp)
+                acks.done(slot)
+                continue
+            worker.accept(task, on_durable=lambda slot=slot: acks.done(slot),
+                          cancelled=lambda slot=slot: slot.cancelled)
+            # Memory bound for a tier: past the limit this agent stops reading (Faust then
+            # pauses fetching the tier's partitions) until held tasks come due. Other
+            # tiers and fresh deliveries have their own agents and keep flowing.
+            while max_waiting is not None and acks.pending_where(
+                    lambda tp: tp.topic == topic) >= max_waiting:
+                await asyncio.sleep(0.2)
+
+    def deliver_agent(topic: str, max_waiting: int | None) -> None:
+        async def agent(stream: faust.StreamT) -> None:
+            await deliver(stream, topic, max_waiting)
+
+        app.agent(app.topic(topic, **RAW), name=f"deliver-{topic}")(agent)
+
+    deliver_agent(topics.deliveries, None)
+    for tier in topics.retry_tiers:
+        deliver_agent(topics.retry(tier), tier_max_waiting)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        # The next owner consumes these again from the committed offset; tasks of these
+        # partitions still waiting here are cancelled so that they are not sent twice.
+        acks.forget(set(revoked))
+
+
+_background: set[asyncio.Task[None]] = set()
+"""Running fan-outs: the event loop keeps only weak references to tasks."""
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _fan_out(worker: FanoutWorker, envelope: Envelope, acks: OrderedAcks, slot: AckSlot,
+                   slots: asyncio.Semaphore) -> None:
+    """Fan ``envelope`` out until its tasks are durable, then acknowledge its event."""
+    backoff = 0.5
+    try:
+        while True:
+            try:
+                await worker.fan_out(envelope)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # not durable: keep the event unacknowledged and try again
+                log.exception("fan-out of %s failed; retrying in %.1fs", envelope.id, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        acks.done(slot)
+    finally:
+        slots.release()
