@@ -44,3 +44,10 @@ class ApiKeys:
             raise Problem(401, "missing or invalid API key (Authorization: Bearer <key>)",
                           headers={"WWW-Authenticate": "Bearer"})
         return principal
+
+
+async def authenticate(request: Request) -> Principal:
+    """FastAPI dependency: the caller, by the keys of the app serving ``request``
+    (``app.state.api_keys``, set by each service's ``create_app``); 401 without a valid key."""
+    api_keys: ApiKeys = request.app.state.api_keys
+    return api_keys.authenticate(request)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from services.eventlog.context import EventlogContext
-from webhooks.auth import ApiKeys, Principal
+from webhooks.auth import Principal, authenticate
 from webhooks.problems import Problem
 
 
@@ -21,12 +21,6 @@ async def get_context(request: Request) -> EventlogContext:
     """The stores, producer and policies of the app serving ``request``."""
     context: EventlogContext = request.app.state.context
     return context
-
-
-async def authenticate(request: Request) -> Principal:
-    """The caller, by the app's API keys; 401 without a valid one."""
-    api_keys: ApiKeys = request.app.state.api_keys
-    return api_keys.authenticate(request)
 
 
 ContextDep = Annotated[EventlogContext, Depends(get_context)]

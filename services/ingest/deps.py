@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.ingest.runtime import IngestRuntime
-from webhooks.auth import ApiKeys, Principal
+from webhooks.auth import Principal, authenticate
 from webhooks.problems import Problem
 
 
@@ -26,14 +26,13 @@ async def get_runtime(request: Request) -> IngestRuntime:
 RuntimeDep = Annotated[IngestRuntime, Depends(get_runtime)]
 
 
-async def authenticate(request: Request, runtime: RuntimeDep) -> Principal:
+async def authenticate_counted(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, by the app's API keys; 401 (counted as a rejection) without a valid one."""
-    api_keys: ApiKeys = request.app.state.api_keys
     try:
-        return api_keys.authenticate(request)
+        return await authenticate(request)
     except Problem:
         runtime.metrics.rejected.labels("http", "unauthorized").inc()
         raise
 
 
-PrincipalDep = Annotated[Principal, Depends(authenticate)]
+PrincipalDep = Annotated[Principal, Depends(authenticate_counted)]
