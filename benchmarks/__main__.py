@@ -32,7 +32,9 @@ def main(selected: list[str]) -> int:
         if not bootstrap:
             broker = LocalKafka(Path(work) / "kafka", port=free_port(), heap="1g")
             bootstrap = broker.start()
-        context = BenchContext(kafka_bootstrap=bootstrap, work_dir=Path(work))
+        context = BenchContext(kafka_bootstrap=bootstrap, work_dir=Path(work),
+                               broker_pid=broker.process.pid if broker and broker.process
+                               else None)
         try:
             for name in names:
                 print(f"== {name}", flush=True)

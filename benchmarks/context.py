@@ -15,8 +15,13 @@ from webhooks.topics import ensure_topics
 
 @dataclass
 class BenchContext:
+    """The broker every benchmark shares, and a folder for its files."""
+
     kafka_bootstrap: str
     work_dir: Path
+    broker_pid: int | None = None
+    """The local broker's process (for its CPU time); None for a broker named by
+    ``WEBHOOKS_KAFKA_BOOTSTRAP``."""
 
     def settings(self, **overrides: object) -> Settings:
         """Fresh topics and a fresh ClickHouse database for one benchmark."""
@@ -34,15 +39,22 @@ class BenchContext:
         return settings
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50/p99/max of latencies in seconds, reported in milliseconds."""
+    """p50/p95/p99/max of latencies in seconds, reported in milliseconds."""
     if not samples:
         return {}
     ordered = sorted(samples)
     if len(ordered) == 1:
         ordered = ordered * 2
     q = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {"p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
+    return {"p50_ms": round(q[49] * 1000, 2), "p95_ms": round(q[94] * 1000, 2),
+            "p99_ms": round(q[98] * 1000, 2),
             "max_ms": round(ordered[-1] * 1000, 2), "samples": len(ordered)}
 
 

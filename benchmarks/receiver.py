@@ -5,7 +5,8 @@ measured processes as little as possible and never shares their CPU accounting. 
 ``POST`` is answered ``200 ok`` at once, except under ``/hang/``, which is never answered
 (a receiver that hangs until the sender's timeout). For each delivery it records the path,
 the event number ``data.object.n`` and, when the event carries ``data.object.sent_at``
-(publish time, epoch seconds), the publish-to-receipt latency.
+(publish time, epoch seconds), the publish-to-receipt latency. Events numbered below 0
+are probes (the benchmark checking that the worker is ready) and are only counted.
 
 ``GET /stats`` answers what was recorded as JSON; ``POST /reset`` clears it.
 """
@@ -31,27 +32,32 @@ class Recorder:
 
     def reset(self) -> None:
         self.count = 0
+        self.probes = 0
         self.latencies: list[float] = []
         self.distinct: set[tuple[bytes, int]] = set()
         self.first = self.last = 0.0
 
     def record(self, path: bytes, body: bytes) -> None:
         received = time.time()
-        self.count += 1
-        self.first = self.first or received
-        self.last = received
         try:
             obj = orjson.loads(body)["data"]["object"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
+            obj = {}
+        number = obj.get("n", 0)
+        if number < 0:
+            self.probes += 1
             return
-        self.distinct.add((path, obj.get("n", -1)))
+        self.count += 1
+        self.first = self.first or received
+        self.last = received
+        self.distinct.add((path, number))
         sent = obj.get("sent_at")
         if sent is not None:
             self.latencies.append(received - sent)
 
     def stats(self) -> bytes:
-        return orjson.dumps({"count": self.count, "distinct": len(self.distinct),
-                             "first": self.first, "last": self.last,
+        return orjson.dumps({"count": self.count, "probes": self.probes,
+                             "distinct": len(self.distinct), "first": self.first, "last": self.last,
                              "latencies": self.latencies})
 
 

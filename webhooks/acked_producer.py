@@ -2,9 +2,11 @@
 
 librdkafka runs delivery callbacks only inside ``poll()``/``flush()``; a dedicated poll
 thread calls ``poll`` continuously and resolves a :class:`concurrent.futures.Future`
-per message. Threads wait on the future (or call :meth:`AckedProducer.send`); asyncio
-code awaits ``asyncio.wrap_future(future)``, which hops back to its loop thread-safely;
-:meth:`AckedProducer.produce_all` writes a long stream and waits for all of it.
+per message. Threads wait on the future (or call :meth:`AckedProducer.send`);
+:meth:`AckedProducer.produce_all` writes a long stream and waits for all of it; asyncio
+code awaits :meth:`AckedProducer.produce_async`, whose acknowledgements reach the event
+loop in batches (one wake-up of the loop per poll, however many writes it settled: the
+fanout writes several records per delivery).
 
 Every write is bounded: ``message.timeout.ms`` makes librdkafka fail a message it could
 not deliver in time (broker down), so callers never wait forever.
@@ -12,6 +14,8 @@ not deliver in time (broker down), so callers never wait forever.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 import weakref
@@ -67,7 +71,9 @@ class AckedProducer:
         self._closing = threading.Event()
         # The thread holds the client, not this object, so that a producer dropped without
         # close() (a test's one-off write) is collected and its thread ends.
-        self._poller = threading.Thread(target=_poll_until, args=(self._producer, self._closing),
+        self._settled: list[_Settled] = []
+        self._poller = threading.Thread(target=_poll_until,
+                                        args=(self._producer, self._closing, self._settled),
                                         name="producer-poll", daemon=True)
         self._poller.start()
         weakref.finalize(self, self._closing.set)
@@ -106,6 +112,26 @@ class AckedProducer:
                 future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
                 return future
 
+    def produce_async(self, topic: str, value: bytes | None, *,
+                      key: bytes | None = None) -> asyncio.Future[None]:
+        """Queue one message from asyncio code: a future of the running loop, resolved on
+        acknowledgement or failed with ProduceFailed. Never blocks the loop: a full local
+        queue fails the write at once (the caller retries)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        settled = self._settled
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            settled.append((loop, future, err))  # handed to the loop after this poll
+
+        try:
+            self._producer.produce(topic, value, key=key, on_delivery=on_delivery)
+        except BufferError:
+            future.set_exception(ProduceFailed("the local produce queue is full"))
+        except KafkaException as exc:
+            future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
+        return future
+
     def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
              partition: int | None = None, headers: Headers | None = None) -> Acknowledged:
         """Produce one message and block until the broker acknowledged it; raises ProduceFailed."""
@@ -140,10 +166,35 @@ class AckedProducer:
         close_producer(self._producer, timeout)
 
 
-def _poll_until(producer: Producer, closing: threading.Event) -> None:
-    """Serve delivery callbacks until ``closing`` is set."""
+_Settled = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", KafkaError | None]
+
+
+def _poll_until(producer: Producer, closing: threading.Event, settled: list[_Settled]) -> None:
+    """Serve delivery callbacks until ``closing`` is set; hand the asyncio writes each poll
+    settled to their loops, one call per loop."""
     while not closing.is_set():
         producer.poll(0.05)
+        if settled:
+            batch = settled[:]
+            del settled[:len(batch)]
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+            for item in batch:
+                by_loop.setdefault(item[0], []).append(item)
+            for loop, items in by_loop.items():
+                # A closed loop raises RuntimeError: nobody awaits these writes any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[_Settled]) -> None:
+    """In the event loop: resolve the futures of acknowledged (or failed) writes."""
+    for _, future, err in items:
+        if future.done():
+            continue  # cancelled meanwhile
+        if err is None:
+            future.set_result(None)
+        else:
+            future.set_exception(ProduceFailed(err))
 
 
 class _Tally:

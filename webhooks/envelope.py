@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
@@ -96,3 +97,8 @@ class Envelope(JsonRecord):
         """Fill in the id and timestamp, then validate against ``envelope.v1``."""
         return cls(id=id or new_event_id(), type=type, api_version=api_version,
                    created=created or utcnow(), tenant=tenant, data=data).check_schema()
+
+    def to_json(self) -> bytes:
+        """The exact body that is signed and delivered: compact :func:`json.dumps`, non-ASCII
+        as UTF-8 (pinned by a golden test; do not change its spelling)."""
+        return json.dumps(self.model_dump(), separators=(",", ":"), ensure_ascii=False).encode()

@@ -11,7 +11,10 @@ two ways in:
   endpoints topic, envelopes ingest builds).
 
 and one way out, :meth:`JsonRecord.to_json`: compact JSON bytes in field order, written
-by :func:`json.dumps` (its spelling of floats, ``1e+100``, is part of the signed body).
+by pydantic's serializer (Rust, ~10x faster than :func:`json.dumps`). The envelope is the
+exception: its bytes are what is signed and delivered, written by :func:`json.dumps`
+(whose spelling of floats, ``1e+100``, a golden test pins), so a task carrying an
+envelope may spell its floats otherwise, but the body sent is always the envelope's own.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class JsonRecord(BaseModel):
 
     def to_json(self) -> bytes:
         """Compact JSON bytes, non-ASCII as UTF-8."""
-        return json.dumps(self.model_dump(), separators=(",", ":"), ensure_ascii=False).encode()
+        return self.__pydantic_serializer__.to_json(self)
 
     @classmethod
     def _validate_schema(cls, document: Any) -> None:

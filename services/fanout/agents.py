@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import faust
 
-from services.fanout.dispatch import AckSlot, OrderedAcks
+from services.fanout.dispatch import AckSlot, OrderedAcks, until_durable
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.worker import FanoutWorker
 from webhooks.delivery import DeliveryTask
@@ -33,10 +33,15 @@ from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MATCHING_IN_FLIGHT = 256
 """Events being matched (tasks being produced) at once per worker."""
 
 VIEW_READY_LOG_EVERY = 30.0
+
+YIELD_EVERY = 16
+"""Records an agent takes before it lets the event loop run other work."""
 
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                        "key_serializer": "raw", "value_serializer": "raw"}
@@ -59,29 +64,14 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
     async def match(stream: faust.StreamT) -> None:
         await view_ready()
         slots = asyncio.Semaphore(MATCHING_IN_FLIGHT)
-        async for event in stream.noack().events():
-            slot = acks.track(event.message.tp, event.ack)
-            try:
-                envelope = Envelope.from_json(event.value)
-            except Exception:
-                # Ingest validated it; an unreadable record can never match, and stopping
-                # here would stall the partition forever.
-                log.exception("skipping unreadable event at %s", event.message.tp)
-                acks.done(slot)
-                continue
+        async for slot, envelope in _readable(stream, acks, Envelope.from_json, "event"):
             await slots.acquire()
             _spawn(_fan_out(worker, envelope, acks, slot, slots))
 
     async def deliver(stream: faust.StreamT, topic: str, max_waiting: int | None) -> None:
         await view_ready()
-        async for event in stream.noack().events():
-            slot = acks.track(event.message.tp, event.ack)
-            try:
-                task = DeliveryTask.from_json(event.value)
-            except Exception:
-                log.exception("skipping unreadable delivery task at %s", event.message.tp)
-                acks.done(slot)
-                continue
+        async for slot, task in _readable(stream, acks, DeliveryTask.from_json,
+                                          "delivery task"):
             worker.accept(task, on_durable=lambda slot=slot: acks.done(slot),
                           cancelled=lambda slot=slot: slot.cancelled)
             # Memory bound for a tier: past the limit this agent stops reading (Faust then
@@ -118,21 +108,35 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_background.discard)
 
 
+async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[bytes], T],
+                    what: str) -> AsyncIterator[tuple[AckSlot, T]]:
+    """The stream's records, parsed, each with its acknowledgement slot (in offset order).
+
+    The platform wrote every record; one that cannot be parsed can never be handled, and
+    stopping on it would stall its partition forever, so it is logged and acknowledged.
+    """
+    handled = 0
+    async for event in stream.noack().events():
+        handled += 1
+        if handled % YIELD_EVERY == 0:
+            # Faust hands over buffered records without returning to the event loop; a
+            # long run of them would hold up the HTTP attempts in flight meanwhile.
+            await asyncio.sleep(0)
+        slot = acks.track(event.message.tp, event.ack)
+        try:
+            record = parse(event.value)
+        except Exception:
+            log.exception("skipping unreadable %s at %s", what, event.message.tp)
+            acks.done(slot)
+            continue
+        yield slot, record
+
+
 async def _fan_out(worker: FanoutWorker, envelope: Envelope, acks: OrderedAcks, slot: AckSlot,
                    slots: asyncio.Semaphore) -> None:
     """Fan ``envelope`` out until its tasks are durable, then acknowledge its event."""
-    backoff = 0.5
     try:
-        while True:
-            try:
-                await worker.fan_out(envelope)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # not durable: keep the event unacknowledged and try again
-                log.exception("fan-out of %s failed; retrying in %.1fs", envelope.id, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+        await until_durable(lambda: worker.fan_out(envelope), f"fan-out of {envelope.id}")
         acks.done(slot)
     finally:
         slots.release()

@@ -13,6 +13,7 @@ flow:
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
@@ -25,9 +26,13 @@ from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics, consumer_lag
 from services.fanout.pages import add_pages
 from services.fanout.worker import FanoutWorker
+from webhooks.acked_producer import AckedProducer
 from webhooks.settings import Settings
 from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
+
+PRODUCE_TIMEOUT = 30.0
+"""How long a write may wait for Kafka before it fails (and its message is retried)."""
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -68,13 +73,16 @@ def create_app(settings: Settings) -> faust.App:
         TargetPolicy.create(settings.allow_private_targets,
                             production=settings.environment == "production"),
         timeout=settings.delivery_timeout,
-        connections_per_endpoint=settings.endpoint_max_in_flight,
+        concurrency=settings.delivery_concurrency,
     )
+    # Every Kafka write of the worker goes through one confluent-kafka producer: writes
+    # are queued at once and acknowledged by delivery callbacks, so concurrent writes
+    # travel in shared batches instead of one broker round trip each.
+    producer = AckedProducer(settings.kafka, timeout=PRODUCE_TIMEOUT,
+                             **{"linger.ms": settings.kafka_linger_ms})
 
-    async def publish(topic: str, key: bytes, value: bytes | None) -> None:
-        # Every Kafka write of the worker goes through here.
-        await app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None,
-                                         headers=None)
+    def publish(topic: str, key: bytes, value: bytes | None) -> asyncio.Future[None]:
+        return producer.produce_async(topic, value, key=key)
 
     worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics)
     add_agents(app, topics, worker, view, acks, tier_max_waiting=settings.fanout_max_waiting)
@@ -88,6 +96,7 @@ def create_app(settings: Settings) -> faust.App:
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
         await dispatcher.close()
         await deliverer.aclose()
+        await asyncio.to_thread(producer.close)
         view.stop()
 
     return app

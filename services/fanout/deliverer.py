@@ -14,34 +14,37 @@ class, latency, ``Retry-After``). Error classes, as recorded on attempt records:
     endpoint_misconfigured
                      a signing secret of the endpoint is unusable; nothing was sent
 
-One :class:`Deliverer` per worker holds long-lived ``httpx.AsyncClient`` pools, one per
-endpoint (keep-alive, explicit timeouts and limits, redirects off).
+One :class:`Deliverer` per worker holds one aiohttp connection pool (keep-alive, one TLS
+context) whose DNS answers come from the :class:`CheckedResolver`: the request goes to
+an address that passed the SSRF check, with the original ``Host`` and TLS server name.
+aiohttp was measured against httpx on this path (same receiver, 10 endpoints, 100 in
+flight): 67 µs of CPU per request against 1.9 ms (httpx) and 0.2 ms (httpx on an
+aiohttp transport); see the benchmark's client ceiling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-import httpx
+import aiohttp
 
+from services.fanout.checked_resolver import CheckedResolver
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import utcnow
 from webhooks.signing import InvalidSecret, signature_header
-from webhooks.target_policy import IPAddress, TargetPolicy, TargetRefused
+from webhooks.target_policy import TargetPolicy, TargetRefused
 
 USER_AGENT = "kafka-webhooks/0.1 (+https://www.standardwebhooks.com/)"
 MAX_RESPONSE_BODY = 1024
-RESOLVER_THREADS = 8
-"""Concurrent DNS lookups per worker. They run in their own threads so that lookups
-hanging on a slow resolver never starve the default executor the rest of the worker uses."""
+KEEPALIVE_SECONDS = 15.0
+"""How long an idle connection is kept: a connection reused within this time goes to
+an address checked at most this long before (plus the resolver's cache interval)."""
 
 HEADER_ID = "webhook-id"
 HEADER_TIMESTAMP = "webhook-timestamp"
@@ -50,7 +53,7 @@ HEADER_ATTEMPT = "webhook-attempt"
 HEADER_EVENT_TYPE = "webhook-event-type"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """What one attempt produced."""
 
@@ -102,63 +105,35 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 class Deliverer:
-    """Sends delivery tasks over one pooled ``httpx.AsyncClient``."""
+    """Sends delivery tasks over one pooled aiohttp session; create it inside a running loop
+    (or let the first :meth:`deliver` create its session)."""
 
-    def __init__(self, policy: TargetPolicy, timeout: float, connections_per_endpoint: int = 10,
-                 max_idle_clients: int = 1000,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._policy = policy
-        # httpx's timeouts apply per phase (a receiver sending one byte per second never
-        # trips the read timeout), so deliver() also bounds the whole attempt.
-        self._timeout = httpx.Timeout(timeout)
+    def __init__(self, policy: TargetPolicy, timeout: float, concurrency: int = 200,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._timeout_seconds = timeout
-        self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolve")
-        self._limits = httpx.Limits(max_connections=connections_per_endpoint,
-                                    max_keepalive_connections=connections_per_endpoint,
-                                    keepalive_expiry=30.0)
-        self._transport = transport
-        self._max_idle = max_idle_clients
-        # One pooled client per endpoint, least recently used first. httpcore scans its
-        # whole pool for every request, which collapses with hundreds of connections in one
-        # pool (measured: 40 req/s at 200 connections); small per-endpoint pools keep each
-        # scan short and also keep one endpoint's connections from crowding out another's.
-        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
-        self._busy: Counter[str] = Counter()
-        self._closing: set[asyncio.Task[None]] = set()
+        self.resolver = CheckedResolver(policy)
+        self._concurrency = concurrency
+        # One TLS context for every connection (building one costs ~46 ms of CPU).
+        self._ssl = ssl_context or ssl.create_default_context()
+        self._session: aiohttp.ClientSession | None = None
 
-    def _client(self, key: str) -> httpx.AsyncClient:
-        client = self._clients.pop(key, None)
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=self._timeout, limits=self._limits, follow_redirects=False,
-                transport=self._transport,
-                # Never pick up proxies from the environment: the SSRF check is on the target.
-                trust_env=False)
-        self._clients[key] = client
-        if len(self._clients) > self._max_idle:
-            for idle in [k for k in self._clients if not self._busy[k]][:len(self._clients)
-                                                                         - self._max_idle]:
-                closing = asyncio.get_running_loop().create_task(self._clients.pop(idle).aclose())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
-        return client
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=self.resolver, use_dns_cache=False, ssl=self._ssl,
+            # Per-endpoint concurrency is bounded by the dispatcher; this is the pool's
+            # overall bound, the worker's global delivery concurrency.
+            limit=self._concurrency, limit_per_host=0,
+            keepalive_timeout=KEEPALIVE_SECONDS)
+        return aiohttp.ClientSession(
+            connector=connector, trust_env=False,  # proxies never: the check is on the target
+            timeout=aiohttp.ClientTimeout(total=None),  # deliver() bounds the whole attempt
+            skip_auto_headers=("User-Agent",))
 
     async def aclose(self) -> None:
-        """Close every pool; lookups still hanging in the resolver are abandoned."""
-        clients = list(self._clients.values())
-        self._clients.clear()
-        await asyncio.gather(*(client.aclose() for client in clients), *self._closing,
-                             return_exceptions=True)
-        self._resolver.shutdown(wait=False, cancel_futures=True)
-
-    async def resolve_target(self, url: str) -> list[IPAddress]:
-        """The checked addresses ``url`` resolves to now (raises TargetRefused).
-
-        Resolved at send time, every time, so a DNS change after the endpoint was
-        created cannot smuggle a private address in.
-        """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._resolver, self._policy.resolve, url)
+        """Close the pool; lookups still hanging in the resolver are abandoned."""
+        if self._session is not None:
+            await self._session.close()
+        await self.resolver.close()
 
     async def deliver(self, task: DeliveryTask, endpoint: Endpoint) -> DeliveryResult:
         """POST the task's envelope to the endpoint and classify the answer.
@@ -167,25 +142,23 @@ class Deliverer:
         reading the (capped) response.
         """
         started = time.perf_counter()
-
-        def elapsed() -> float:
-            return round((time.perf_counter() - started) * 1000, 3)
-
         try:
             async with asyncio.timeout(self._timeout_seconds):
-                return await self._attempt(task, endpoint, elapsed)
+                result = await self._attempt(task, endpoint)
         except TimeoutError:
-            return DeliveryResult(False, elapsed(), error="timeout", response_body=(
+            result = DeliveryResult(False, 0.0, error="timeout", response_body=(
                 f"the attempt took longer than the delivery timeout of "
                 f"{self._timeout_seconds:g}s"))
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        return DeliveryResult(result.succeeded, latency, result.response_status,
+                              result.response_body, result.error, result.retry_after)
 
-    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint,
-                       elapsed: Callable[[], float]) -> DeliveryResult:
-        """One attempt, not bounded as a whole: :meth:`deliver` does that."""
+    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint) -> DeliveryResult:
+        """One attempt, not bounded as a whole (:meth:`deliver` does that); latency unset."""
         try:
-            addresses = await self.resolve_target(endpoint.url)
+            await self.resolver.check(endpoint.url)
         except TargetRefused as exc:
-            return DeliveryResult(False, elapsed(), error="refused_target",
+            return DeliveryResult(False, 0.0, error="refused_target",
                                   response_body=str(exc)[:MAX_RESPONSE_BODY])
         body = task.event.to_json()
         try:
@@ -193,77 +166,39 @@ class Deliverer:
         except InvalidSecret as exc:
             # The schema lets through secrets that are not base64 of 24-64 bytes. An
             # ordinary failure moves the task on, and a fixed secret is used next attempt.
-            return DeliveryResult(False, elapsed(), error="endpoint_misconfigured",
+            return DeliveryResult(False, 0.0, error="endpoint_misconfigured",
                                   response_body=f"cannot sign the request: {exc}")
-        client = self._client(endpoint.id)
-        self._busy[endpoint.id] += 1
+        if self._session is None:
+            self._session = self._open_session()
         try:
-            response, excerpt = await _post_pinned(client, httpx.URL(endpoint.url), addresses,
-                                                   body, headers)
-        except httpx.TimeoutException:
-            return DeliveryResult(False, elapsed(), error="timeout")
-        except httpx.ConnectError as exc:
-            return DeliveryResult(False, elapsed(), error="connect",
-                                  response_body=_describe(exc))
-        except httpx.HTTPError as exc:
-            return DeliveryResult(False, elapsed(), error="network",
-                                  response_body=_describe(exc))
-        finally:
-            self._busy[endpoint.id] -= 1
-            if not self._busy[endpoint.id]:
-                del self._busy[endpoint.id]
-        status = response.status_code
+            async with self._session.post(endpoint.url, data=body, headers=headers,
+                                          allow_redirects=False) as response:
+                status = response.status
+                excerpt = await _read_capped(response.content)
+                retry_after = response.headers.get("retry-after")
+        except aiohttp.ClientConnectorError as exc:
+            return DeliveryResult(False, 0.0, error="connect", response_body=_describe(exc))
+        except (aiohttp.ClientError, OSError) as exc:
+            return DeliveryResult(False, 0.0, error="network", response_body=_describe(exc))
         if 200 <= status < 300:
-            return DeliveryResult(True, elapsed(), response_status=status,
-                                  response_body=excerpt)
+            return DeliveryResult(True, 0.0, response_status=status, response_body=excerpt)
         return DeliveryResult(
-            False, elapsed(), response_status=status, response_body=excerpt,
+            False, 0.0, response_status=status, response_body=excerpt,
             error="redirect" if 300 <= status < 400 else "http_status",
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=parse_retry_after(retry_after),
         )
 
 
-async def _post_pinned(client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress],
-                       body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, str]:
-    """POST to the addresses that were checked, never to a fresh lookup of the name.
-
-    Letting httpx resolve the host again would reopen the DNS-rebinding window: a
-    name can answer a public address to the check and a private one to the connect.
-    So the request goes to the checked IP, with the original ``Host`` header and the
-    original name as TLS server name (SNI and certificate check). Addresses are
-    tried in resolver order while the connection is refused, as a dual-stack client would.
-    """
-    pinned_headers = {**headers, "host": url.netloc.decode("ascii")}
-    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
-
-    async def post_to(address: IPAddress) -> tuple[httpx.Response, str]:
-        async with client.stream("POST", url.copy_with(host=str(address)), content=body,
-                                 headers=pinned_headers, extensions=extensions) as response:
-            return response, await _read_capped(response)
-
-    *fallbacks, last = dict.fromkeys(addresses)
-    for address in fallbacks:
-        try:
-            return await post_to(address)
-        except httpx.ConnectError:
-            continue
-    return await post_to(last)
-
-
-async def _read_capped(response: httpx.Response) -> str:
+async def _read_capped(content: aiohttp.StreamReader) -> str:
     """The first 1 KiB of the body (decoded leniently); the rest is not read."""
-    try:
-        # Already in memory (some transports read bodies eagerly).
-        return response.content[:MAX_RESPONSE_BODY].decode("utf-8", errors="replace")
-    except httpx.ResponseNotRead:
-        pass
     chunks = bytearray()
-    async for chunk in response.aiter_bytes():
-        chunks += chunk
-        if len(chunks) >= MAX_RESPONSE_BODY:
+    while len(chunks) < MAX_RESPONSE_BODY:
+        chunk = await content.read(MAX_RESPONSE_BODY - len(chunks))
+        if not chunk:
             break
+        chunks += chunk
     # Each byte decodes to at most one character, so the schema's maxLength holds.
-    return bytes(chunks[:MAX_RESPONSE_BODY]).decode("utf-8", errors="replace")
+    return bytes(chunks).decode("utf-8", errors="replace")
 
 
 def _describe(exc: Exception) -> str:

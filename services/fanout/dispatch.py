@@ -144,7 +144,7 @@ class EndpointDispatcher:
         queue = self._queues.get(endpoint_id)
         if (overflow is not None and self._max_queued is not None and queue is not None
                 and len(queue) >= self._max_queued):
-            self._start(self._run_until_durable(overflow))
+            self._start(until_durable(overflow, "deferring a task"))
             return
         self._set_rate_limit(endpoint_id, rate_limit)
         self._queues.setdefault(endpoint_id, deque()).append(job)
@@ -209,11 +209,11 @@ class EndpointDispatcher:
                 async with self._global:
                     self.in_flight += 1
                     try:
-                        finish = await self._run_until_durable(job)
+                        finish = await until_durable(job, "delivery job")
                     finally:
                         self.in_flight -= 1
                 if finish is not None:
-                    self._start(self._run_until_durable(finish))
+                    self._start(until_durable(finish, "recording an attempt"))
         finally:
             self._active[endpoint_id] -= 1
             if not self._active[endpoint_id]:
@@ -240,15 +240,18 @@ class EndpointDispatcher:
         handle = asyncio.get_running_loop().call_later(limiter.busy_for(), forget)
         self._timers.add(handle)
 
-    @staticmethod
-    async def _run_until_durable(step: Callable[[], Awaitable[Any]]) -> Any:
-        backoff = 0.5
-        while True:
-            try:
-                return await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("delivery job failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+
+
+async def until_durable(step: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Run ``step`` until it succeeds, backing off (0.5 s doubling to 30 s) after each
+    failure: its message stays unacknowledged meanwhile (Kafka down, say), never lost."""
+    backoff = 0.5
+    while True:
+        try:
+            return await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; retrying in %.1fs", what, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)

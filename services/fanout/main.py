@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
+import mode.loop
 from faust.worker import Worker
 
 from services.fanout.app import create_app
@@ -14,7 +13,7 @@ from webhooks.topics import ensure_topics
 def run(settings: Settings) -> None:
     """Create missing topics, then run the Faust worker in the foreground."""
     ensure_topics(settings)
-    # httpx logs every request at INFO; attempts are recorded on the attempts topic instead.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvloop: the worker's event loop runs every HTTP attempt and Kafka callback.
+    mode.loop.use("uvloop")
     app = create_app(settings)
     Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()

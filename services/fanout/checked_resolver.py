@@ -1,0 +1,108 @@
+"""The SSRF guard at send time: target addresses resolved, checked, cached briefly.
+
+Every delivery's target is checked before its request (:meth:`CheckedResolver.check`),
+and the HTTP client connects only to addresses that passed the check: the client's own
+DNS lookups go through :meth:`CheckedResolver.resolve`, which answers from the same
+checked answers. A name that answers a public address to the check and a private one a
+moment later (DNS rebinding) therefore cannot steer the connection; the request keeps the
+original ``Host`` header and TLS server name, because the URL is unchanged.
+
+Answers are cached for :data:`CACHE_SECONDS` (at most :data:`CACHE_ENTRIES` names), so a
+busy endpoint costs one lookup per interval instead of one per delivery; a DNS change
+is seen within that interval. IP-literal targets are checked inline without a lookup.
+Lookups run in the resolver's own small thread pool, so a resolver that hangs cannot
+starve the default executor the rest of the worker uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from webhooks.target_policy import IPAddress, TargetPolicy, TargetRefused
+
+CACHE_SECONDS = 10.0
+CACHE_ENTRIES = 10_000
+RESOLVER_THREADS = 8
+
+
+class CheckedResolver(AbstractResolver):
+    """Resolves and checks webhook hosts against a :class:`TargetPolicy`."""
+
+    def __init__(self, policy: TargetPolicy, cache_seconds: float | None = None) -> None:
+        self._policy = policy
+        self._cache_seconds = CACHE_SECONDS if cache_seconds is None else cache_seconds
+        self._answers: OrderedDict[str, tuple[float, list[IPAddress]]] = OrderedDict()
+        self._lookups = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolve")
+
+    async def check(self, url: str) -> list[IPAddress]:
+        """The checked addresses of ``url``'s host; raises :class:`TargetRefused`."""
+        self._policy.check_url(url)  # shape, scheme, credentials, literal address
+        # The host as aiohttp will see it (IDNA per UTS 46, where urlsplit keeps Unicode
+        # and getaddrinfo would apply IDNA 2003): the check looks up, caches and literal-
+        # checks the very name whose addresses the connection asks resolve() for.
+        try:
+            host = URL(url).raw_host
+        except ValueError as exc:
+            raise TargetRefused(f"url is malformed: {exc}") from exc
+        if not host:
+            raise TargetRefused("url has no host")
+        literal = _as_address(host)
+        if literal is not None:
+            self._policy.check_address(literal)
+            return [literal]
+        return await self._checked_answer(host)
+
+    async def _checked_answer(self, host: str) -> list[IPAddress]:
+        cached = self._answers.get(host)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        loop = asyncio.get_running_loop()
+        addresses = await loop.run_in_executor(self._lookups, self._lookup_and_check, host)
+        self._answers[host] = (time.monotonic() + self._cache_seconds, addresses)
+        self._answers.move_to_end(host)
+        while len(self._answers) > CACHE_ENTRIES:
+            self._answers.popitem(last=False)
+        return addresses
+
+    def _lookup_and_check(self, host: str) -> list[IPAddress]:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses
+            reason = getattr(exc, "strerror", None) or exc
+            raise TargetRefused(f"cannot resolve {host}: {reason}") from exc
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        for address in addresses:
+            self._policy.check_address(address)
+        return addresses
+
+    # -- aiohttp's resolver interface: the client connects only to checked addresses ----
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        try:
+            addresses = await self._checked_answer(host)
+        except TargetRefused as exc:
+            raise OSError(str(exc)) from exc
+        return [ResolveResult(hostname=host, host=str(address), port=port,
+                              family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                              proto=0, flags=socket.AI_NUMERICHOST)
+                for address in addresses]
+
+    async def close(self) -> None:
+        """Abandon lookups still hanging in the pool."""
+        self._lookups.shutdown(wait=False, cancel_futures=True)
+
+
+def _as_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
