@@ -16,8 +16,10 @@ Ceilings, in the same run and against the same receiver:
   receiver, no Kafka): what the worker could reach if Kafka cost nothing.
 
 Scenarios: a burst (all events published at once) with 1, 10 and 100 endpoints; the same
-endpoint counts paced at half the burst's rate; 1,000 deliveries/s (100 events/s to 10
-endpoints); 10% of endpoints hanging (never answering, until the delivery timeout).
+endpoint counts paced at half the burst's rate; 50 events/s to one endpoint and 1,000
+deliveries/s (100 events/s to 10 endpoints), each with the time spent per hop (from the
+task and attempt records: publish -> task appended -> attempt started -> answered); 10%
+of endpoints hanging (never answering, until the delivery timeout).
 Each reports deliveries/s, CPU-seconds per 1,000 deliveries of the worker, the broker and
 the receiver, and publish-to-receipt p50/p95/p99. A scenario that received fewer distinct
 deliveries than it should reports ``missing`` and fails the run.
@@ -34,6 +36,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from webhooks.acked_producer import AckedProducer
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, utcnow
+from webhooks.kafka import create_consumer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetPolicy
@@ -61,6 +66,10 @@ TARGETS = {
     "worker_cpu_ms_per_delivery": 0.5,
     "paced_1000_per_s_p99_ms": 100,
     "hanging_10pct_healthy_share": 0.9,
+    # The latency issue's targets, with events published straight to the events topic.
+    "paced_50_per_s_1_endpoint_p50_ms": 5,
+    "paced_50_per_s_1_endpoint_p99_ms": 8,
+    "paced_1000_per_s_p99_ms_latency_issue": 25,
 }
 
 
@@ -167,6 +176,45 @@ class Fanout:
                 "cpu_s_per_1000_deliveries": cpu,
                 "latency": percentiles(stats["latencies"])}
 
+    def hops(self, tenant: str) -> dict[str, dict[str, float]]:
+        """Where the time of ``tenant``'s deliveries went, from the records they left:
+        publish -> the task's append by the matcher (the task record's timestamp) -> the
+        attempt's start (the attempt record's ``timestamp``) -> the receiver's answer."""
+        tasks = {(task["event"]["id"], task["endpoint_id"]): (written, task)
+                 for written, task in self._records(self.topics.deliveries, tenant)}
+        matched, dispatched, http = [], [], []
+        for _, attempt in self._records(self.topics.attempts, tenant):
+            written, task = tasks.get((attempt["event_id"], attempt["endpoint_id"]),
+                                      (None, None))
+            if task is None or attempt["attempt"] != 1:
+                continue
+            started = datetime.fromisoformat(attempt["timestamp"]).timestamp()
+            matched.append(written - task["event"]["data"]["object"]["sent_at"])
+            dispatched.append(started - written)
+            http.append(attempt["latency_ms"] / 1000)
+        return {"publish_to_task_appended": percentiles(matched),
+                "task_appended_to_attempt_start": percentiles(dispatched),
+                "http_attempt": percentiles(http)}
+
+    def _records(self, topic: str, tenant: str) -> list[tuple[float, dict[str, Any]]]:
+        """(record timestamp in seconds, document) of ``tenant``'s records on ``topic``."""
+        consumer = create_consumer(self.settings.kafka, f"bench-hops-{uuid.uuid4().hex}")
+        found = []
+        try:
+            consumer.subscribe([topic])
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < 2.0:
+                message = consumer.poll(0.5)
+                if message is None or message.error():
+                    continue
+                idle_since = time.monotonic()
+                document = json.loads(message.value())
+                if document.get("tenant") == tenant:
+                    found.append((message.timestamp()[1] / 1000, document))
+        finally:
+            consumer.close()
+        return found
+
     def _cpu(self) -> dict[str, float]:
         pids = {"worker": self.worker.process.pid if self.worker.process else None,
                 "broker": self.broker_pid, "receiver": self.receiver.process.pid}
@@ -269,9 +317,14 @@ def run(context: BenchContext) -> dict[str, Any]:
                 rate = burst["deliveries_per_s"] / 2 / endpoints  # events/s
                 result[f"paced_half_max_{endpoints}_endpoints"] = fanout.run(
                     tenant, endpoints, max(1, int(rate * PACED_SECONDS)), rate=rate)
+            tenant = fanout.endpoints(1)
+            result["paced_50_per_s_1_endpoint"] = fanout.run(
+                tenant, 1, int(50 * PACED_SECONDS), rate=50.0)
+            result["paced_50_per_s_1_endpoint"]["hops"] = fanout.hops(tenant)
             tenant = fanout.endpoints(10)
             result["paced_1000_per_s_10_endpoints"] = fanout.run(
                 tenant, 10, int(100 * PACED_SECONDS), rate=100.0)
+            result["paced_1000_per_s_10_endpoints"]["hops"] = fanout.hops(tenant)
             for endpoints in (10, 100):
                 hanging = endpoints // 10
                 tenant = fanout.endpoints(endpoints, hanging=hanging)
@@ -295,6 +348,7 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ceiling10 = result["ceiling_delivery_client"]["endpoints_10"]["requests_per_s"]
     worker_ms = burst10["cpu_s_per_1000_deliveries"]["worker"]
     paced = result["paced_1000_per_s_10_endpoints"]["latency"].get("p99_ms")
+    slow = result["paced_50_per_s_1_endpoint"]["latency"]
     hanging = result["hanging_10pct_10_endpoints"]["deliveries_per_s"]
     # The hanging run has 9 healthy endpoints of 10: compare per healthy endpoint.
     healthy_share = (hanging / 9) / (burst10["deliveries_per_s"] / 10)
@@ -304,8 +358,13 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         "worker_cpu_ms_per_delivery": worker_ms,
         "paced_1000_per_s_p99_ms": paced,
         "hanging_10pct_healthy_share": round(healthy_share, 2),
+        "paced_50_per_s_1_endpoint_p50_ms": slow["p50_ms"],
+        "paced_50_per_s_1_endpoint_p99_ms": slow["p99_ms"],
+        "paced_1000_per_s_p99_ms_latency_issue": paced,
     }
-    lower_is_better = {"worker_cpu_ms_per_delivery", "paced_1000_per_s_p99_ms"}
+    lower_is_better = {"worker_cpu_ms_per_delivery", "paced_1000_per_s_p99_ms",
+                       "paced_50_per_s_1_endpoint_p50_ms", "paced_50_per_s_1_endpoint_p99_ms",
+                       "paced_1000_per_s_p99_ms_latency_issue"}
     return [{"target": name, "goal": goal, "measured": measured[name],
              "met": measured[name] is not None and (
                  measured[name] <= goal if name in lower_is_better else measured[name] >= goal)}

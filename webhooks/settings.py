@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     ingest_max_batch_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     ingest_produce_timeout: Annotated[float, NoDecode] = 5.0
     ingest_kafka_intake: bool = True
+    # uvicorn worker processes of `webhooks serve ingest`; each is a replica of its own.
+    ingest_workers: int = Field(default=1, ge=1)
 
     # Delivery.
     # Read as "1m,5m,30m,…" (one retry tier per delay); written back the same way.

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 INTAKE_GROUP = "ingest-intake"
 IDEMPOTENCY_KEY_HEADER = "idempotency-key"
-BATCH_SIZE = 500
+BATCH_SIZE = 2000  # per poll: one claim, append and acceptance round trip each
 RETRY_PAUSE = 1.0
 
 

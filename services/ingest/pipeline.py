@@ -7,20 +7,29 @@ after the broker acknowledged its envelope on the events topic (keyed by tenant,
 one tenant's events keep their order); it is ``replayed`` when it repeats an accepted
 alias; otherwise it carries an :class:`IntakeError` (409 in progress, 503 unavailable).
 See :mod:`services.ingest.idempotency_ledger` for the claim protocol.
+
+Every Kafka write of a call is produced before any is awaited, one step at a time
+(claims, then appends, then acceptance records), and each step's acknowledgements are
+collected together with one wake-up of the event loop: a request batch or an intake
+poll costs three broker round trips, not three per event. Answers carry the envelope
+JSON exactly as appended, so nothing is serialised twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from services.ingest.idempotency_ledger import ClaimOutcome, LedgerRecord, new_claim_id
 from services.ingest.idempotency_view import IdempotencyView, now_ms
 from services.ingest.metrics import IngestMetrics
 from webhooks.acked_producer import AckedProducer, Acknowledged
-from webhooks.envelope import Envelope
 from webhooks.event_create import EventRequest, IntakeError
 from webhooks.topics import Topics
 
@@ -31,9 +40,12 @@ ACCEPTANCE_POLL = 0.02  # seconds between looks at the ledger while a claimant a
 
 @dataclass(frozen=True)
 class AcceptResult:
-    """The outcome for one event: appended, replayed, or refused with a problem."""
+    """The outcome for one event: appended, replayed, or refused with a problem.
 
-    envelope: Envelope | None = None
+    ``envelope`` is the envelope's JSON exactly as appended to the events topic.
+    """
+
+    envelope: bytes | None = None
     replayed: bool = False
     error: IntakeError | None = None
 
@@ -48,6 +60,41 @@ class AcceptResult:
 def unavailable(detail: str) -> IntakeError:
     """A 503 refusal: Kafka did not acknowledge in time; the caller may retry."""
     return IntakeError(503, "unavailable", detail)
+
+
+async def settled(futures: Sequence[Future[Any]], timeout: float | None = None) -> None:
+    """Wait until every future is done (or ``timeout`` passed), with one wake-up of the
+    loop for all of them instead of one per future; the caller reads each outcome."""
+    if not futures:
+        return
+    loop = asyncio.get_running_loop()
+    all_done = loop.create_future()
+    pending = len(futures)
+    lock = threading.Lock()  # done-callbacks run in the producer's and the view's threads
+
+    def finish() -> None:
+        if not all_done.done():
+            all_done.set_result(None)
+
+    def one_done(_: Future[Any]) -> None:
+        nonlocal pending
+        with lock:
+            pending -= 1
+            last = pending == 0
+        if last:
+            loop.call_soon_threadsafe(finish)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    with contextlib.suppress(TimeoutError):  # the caller finds the futures still pending
+        await asyncio.wait_for(asyncio.shield(all_done), timeout)
+
+
+def _failure(future: Future[Any]) -> BaseException | None:
+    """Why ``future`` failed; a future still pending counts as timed out."""
+    if not future.done():
+        return TimeoutError("no answer in time")
+    return future.exception()
 
 
 class IngestPipeline:
@@ -71,7 +118,7 @@ class IngestPipeline:
             return self._count([AcceptResult(error=problem)] * len(requests), source)
         results: list[AcceptResult | None] = [None] * len(requests)
         to_append: dict[int, LedgerRecord] = {}
-        claims: dict[int, tuple[LedgerRecord, Future[Acknowledged], Future[ClaimOutcome]]] = {}
+        claims: list[tuple[int, LedgerRecord, Future[Acknowledged], Future[ClaimOutcome]]] = []
 
         for index, request in enumerate(requests):
             # The event's own id always becomes an alias, so a later repeat that names the
@@ -88,7 +135,7 @@ class IngestPipeline:
                 continue
             entry = self._view.lookup(request.tenant, request.aliases)
             if entry is not None and entry.accepted:
-                results[index] = AcceptResult(Envelope.from_json(entry.envelope), replayed=True)
+                results[index] = AcceptResult(entry.envelope.encode(), replayed=True)
                 continue
             if entry is not None:
                 if now_ms() - entry.since_ms < self._stale_after_ms:
@@ -100,35 +147,43 @@ class IngestPipeline:
             written = self._producer.produce(self._topics.idempotency, record.to_json(),
                                              key=record.key(),
                                              partition=self._view.partition_for(request.tenant))
-            claims[index] = (record, written, verdict)
+            claims.append((index, record, written, verdict))
 
-        for index, (record, written, verdict) in claims.items():
-            try:
-                await asyncio.wrap_future(written)
-                outcome = await asyncio.wait_for(asyncio.wrap_future(verdict),
-                                                 self._verdict_timeout)
-            except Exception as exc:  # claim not written or not seen back: nothing appended
+        if claims:
+            await self._settle_claims(claims, to_append, results)
+        await self._append(to_append, results)
+        waiting = [index for index, result in enumerate(results) if result is None]
+        settled_results = await asyncio.gather(*(self._await_acceptance(requests[index])
+                                                 for index in waiting))
+        for index, result in zip(waiting, settled_results, strict=True):
+            results[index] = result
+        return self._count([r for r in results if r is not None], source)
+
+    async def _settle_claims(
+            self, claims: list[tuple[int, LedgerRecord, Future[Acknowledged],
+                                     Future[ClaimOutcome]]],
+            to_append: dict[int, LedgerRecord], results: list[AcceptResult | None]) -> None:
+        """Wait for every claim's acknowledgement, then for the follower's verdicts on them
+        (bounded); winners go to ``to_append``, repeats of accepted events are replayed."""
+        await settled([written for _, _, written, _ in claims])
+        await settled([verdict for _, _, written, verdict in claims
+                       if _failure(written) is None], self._verdict_timeout)
+        for index, record, written, verdict in claims:
+            failure = _failure(written) or _failure(verdict)
+            if failure is not None:  # claim not written or not seen back: nothing appended
                 self._view.forget(record.claim_id)
-                log.warning("idempotency claim failed: %s", exc)
+                log.warning("idempotency claim failed: %s", failure)
                 results[index] = AcceptResult(error=unavailable(
                     "Kafka did not acknowledge the idempotency claim in time; nothing was "
                     "appended, retry with the same id or Idempotency-Key"))
                 continue
+            outcome = verdict.result()
             if outcome.won:
                 to_append[index] = record
             elif outcome.entry is not None and outcome.entry.accepted:
-                results[index] = AcceptResult(Envelope.from_json(outcome.entry.envelope),
-                                              replayed=True)
+                results[index] = AcceptResult(outcome.entry.envelope.encode(), replayed=True)
             # else: lost to a claim still being appended (maybe an earlier item of this
             # very call); wait for it below.
-
-        await self._append(to_append, results)
-        waiting = [index for index, result in enumerate(results) if result is None]
-        settled = await asyncio.gather(*(self._await_acceptance(requests[index])
-                                         for index in waiting))
-        for index, result in zip(waiting, settled, strict=True):
-            results[index] = result
-        return self._count([r for r in results if r is not None], source)
 
     async def _await_acceptance(self, request: EventRequest) -> AcceptResult:
         """Replay the original once its claimant appended it; 409 if that takes too long."""
@@ -136,7 +191,7 @@ class IngestPipeline:
         while True:
             entry = self._view.lookup(request.tenant, request.aliases)
             if entry is not None and entry.accepted:
-                return AcceptResult(Envelope.from_json(entry.envelope), replayed=True)
+                return AcceptResult(entry.envelope.encode(), replayed=True)
             if asyncio.get_running_loop().time() >= deadline:
                 return AcceptResult(error=self._in_progress(request))
             await asyncio.sleep(ACCEPTANCE_POLL)
@@ -148,35 +203,40 @@ class IngestPipeline:
         Strictly in that order: an ``accepted`` record for an event that never reached
         the events topic would make every later repeat replay an event nobody stored.
         """
-        appends = []
-        for index in sorted(to_append):
-            record = to_append[index]
-            appended = self._producer.produce(self._topics.events, record.envelope.encode(),
-                                              key=record.tenant.encode())
-            appends.append((index, record, appended))
+        if not to_append:
+            return
+        order = sorted(to_append)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        appended = await asyncio.gather(
+            *(self._producer.produce_async(self._topics.events,
+                                           to_append[index].envelope.encode(),
+                                           key=to_append[index].tenant.encode())
+              for index in order), return_exceptions=True)
+        latency = loop.time() - started
         marks = []
-        for index, record, appended in appends:
-            try:
-                ack = await asyncio.wrap_future(appended)
-            except Exception as exc:
-                log.warning("events append failed: %s", exc)
+        for index, failure in zip(order, appended, strict=True):
+            record = to_append[index]
+            if failure is not None:
+                log.warning("events append failed: %s", failure)
                 results[index] = AcceptResult(error=unavailable(
                     f"Kafka did not acknowledge the event within {self._producer.timeout:g}s; "
                     "retry with the same id or Idempotency-Key"))
                 continue
-            self._metrics.produce_latency.observe(ack.latency)
+            self._metrics.produce_latency.observe(latency)
             marked = self._producer.produce(self._topics.idempotency, record.accepted().to_json(),
                                             key=record.key(),
                                             partition=self._view.partition_for(record.tenant))
             marks.append((index, record, marked))
+        await settled([marked for _, _, marked in marks])
         for index, record, marked in marks:
-            try:
-                await asyncio.wrap_future(marked)
-            except Exception as exc:
+            failure = _failure(marked)
+            if failure is not None:
                 # The event is durable, so it is accepted; only its dedupe record is missing
                 # (a repeat after the stale period re-appends the same envelope, same id).
-                log.warning("accepted record for claim %s not written: %s", record.claim_id, exc)
-            results[index] = AcceptResult(Envelope.from_json(record.envelope))
+                log.warning("accepted record for claim %s not written: %s", record.claim_id,
+                            failure)
+            results[index] = AcceptResult(record.envelope.encode())
 
     def _in_progress(self, request: EventRequest) -> IntakeError:
         aliases = ", ".join(request.aliases)

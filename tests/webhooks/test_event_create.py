@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -11,8 +12,10 @@ from webhooks.event_create import (
     IntakeError,
     build_event,
     check_idempotency_key,
+    item_too_large,
     parse_event_json,
 )
+from webhooks.json_schema import SchemaError, flat_object_checker, validate
 
 VERSION = "2026-11-01"
 
@@ -54,7 +57,7 @@ def test_derived_id_is_used_only_without_a_supplied_one() -> None:
                  event_id="evt_derived").envelope.id == "evt_mine"
 
 
-@pytest.mark.parametrize(("document", "field", "reason"), [
+INVALID = [
     ({"type": "a.b", "data": {}, "colour": "red"}, "colour: unknown field", "unknown_field"),
     ({"type": "Order.Shipped", "data": {}}, "type: must be lower-case", "schema"),
     ({"type": "shipped", "data": {}}, "type: must be lower-case", "schema"),
@@ -71,7 +74,10 @@ def test_derived_id_is_used_only_without_a_supplied_one() -> None:
     ({"type": "a.b", "data": {}, "created": "2300-01-01T00:00:00Z"}, "created: must lie", "schema"),
     ({"type": "a.b", "data": {}, "api_version": "v1"}, "api_version: must be a date", "schema"),
     (["not", "an", "object"], "body: must be a JSON object, not an array", "schema"),
-])
+]
+
+
+@pytest.mark.parametrize(("document", "field", "reason"), INVALID)
 def test_invalid_documents_are_refused_with_422_naming_the_field(
         document: object, field: str, reason: str) -> None:
     error = refusal(document)
@@ -116,3 +122,53 @@ def test_bad_idempotency_keys_are_refused(key: str) -> None:
     with pytest.raises(IntakeError) as caught:
         check_idempotency_key(key)
     assert caught.value.status == 422 and caught.value.detail.startswith("Idempotency-Key:")
+
+
+# Documents on both sides of every rule of event_create.v1, beside the refusals above.
+EDGE_CASES = [
+    {"type": "a.b", "data": {}},
+    {"type": "a.b", "data": {}, "id": "evt_abc", "api_version": "2026-11-01",
+     "tenant": "acme", "created": "2026-11-22T10:30:00.5+02:00"},
+    {"type": "a.b\n", "data": {}},  # jsonschema's re.search lets "$" match before "\n"
+    {"type": "a." + "b" * 126, "data": {}}, {"type": "a." + "b" * 127, "data": {}},
+    {"type": "a.b", "data": {}, "id": None}, {"type": "a.b", "data": {}, "id": "evt_"},
+    {"type": "a.b", "data": {}, "id": "evt_" + "x" * 65}, {"type": True, "data": {}},
+    {"type": "a.b", "data": {}, "tenant": ".acme"}, {"type": "a.b", "data": {}, "tenant": 5},
+    {"type": "a.b", "data": None}, {"type": "a.b"}, {}, "a.b", None, 7,
+]
+
+
+@pytest.mark.parametrize("document", [case[0] for case in INVALID] + EDGE_CASES)
+def test_the_fast_check_accepts_exactly_what_the_schema_accepts(document: object) -> None:
+    try:
+        validate("event_create.v1", document)
+        accepted = True
+    except SchemaError:
+        accepted = False
+    assert flat_object_checker("event_create.v1")(document) is accepted
+
+
+@pytest.mark.parametrize("document", [{"events": []}, {"events": [{}]}, {"events": [1] * 1000},
+                                      {"events": [1] * 1001}, {"events": {}}, {"other": []},
+                                      {"events": [1], "more": 1}, []])
+def test_the_fast_batch_check_accepts_exactly_what_the_schema_accepts(document: object) -> None:
+    try:
+        validate("event_batch.v1", document)
+        accepted = True
+    except SchemaError:
+        accepted = False
+    assert flat_object_checker("event_batch.v1")(document) is accepted
+
+
+@pytest.mark.parametrize("raw", [b'{"a": 1}', b'{"a": 123456789012345678901234567890}',
+                                 b'{"a": 1e400}', b'{"a": "\\ud800"}', b'{"a": -0.0}',
+                                 '{"a": "caf\u00e9"}'.encode("utf-16"), b'{"a": 1.5e-7}'])
+def test_json_is_decoded_as_the_json_module_decodes_it(raw: bytes) -> None:
+    assert repr(parse_event_json(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize("item", [{"x": "a" * 100}, {"x": "\u00e9" * 200}, {"x": [1.5e-7] * 60},
+                                  {"x": 10 ** 30}, {"x": "\ud800" * 50}])
+@pytest.mark.parametrize("limit", [100, 1024, 4096])
+def test_batch_item_size_is_json_dumps_size(item: object, limit: int) -> None:
+    assert item_too_large(item, limit) is (len(json.dumps(item).encode()) > limit)

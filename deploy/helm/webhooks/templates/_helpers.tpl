@@ -108,6 +108,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_FANOUT_PORT" (.Values.fanout.port | int64 | toString)
   "WEBHOOKS_KAFKA_BOOTSTRAP" .Values.kafka.bootstrap
   "WEBHOOKS_KAFKA_SECURITY_PROTOCOL" .Values.kafka.securityProtocol
+  "WEBHOOKS_KAFKA_LINGER_MS" ($c.kafkaLingerMs | toString)
   "WEBHOOKS_TOPIC_PREFIX" $c.topicPrefix
   "WEBHOOKS_TOPIC_PARTITIONS" ($c.topicPartitions | int64 | toString)
   "WEBHOOKS_TOPIC_REPLICATION" ($c.topicReplication | int64 | toString)
