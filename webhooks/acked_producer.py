@@ -112,8 +112,8 @@ class AckedProducer:
                 future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
                 return future
 
-    def produce_async(self, topic: str, value: bytes | None, *,
-                      key: bytes | None = None) -> asyncio.Future[None]:
+    def produce_async(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+                      headers: Headers | None = None) -> asyncio.Future[None]:
         """Queue one message from asyncio code: a future of the running loop, resolved on
         acknowledgement or failed with ProduceFailed. Never blocks the loop: a full local
         queue fails the write at once (the caller retries)."""
@@ -125,7 +125,8 @@ class AckedProducer:
             settled.append((loop, future, err))  # handed to the loop after this poll
 
         try:
-            self._producer.produce(topic, value, key=key, on_delivery=on_delivery)
+            self._producer.produce(topic, value, key=key, headers=headers,
+                                   on_delivery=on_delivery)
         except BufferError:
             future.set_exception(ProduceFailed("the local produce queue is full"))
         except KafkaException as exc:

@@ -2,12 +2,13 @@
 
 Data flow::
 
-    events ──match──▶ deliveries ──deliver──▶ receiver
-                          ▲   │ failure
-                 retry.<tier> ◀┘ ... ──▶ dlq         every attempt ──▶ attempts
+    events ──match──▶ task appended to deliveries, then attempted at once ──▶ receiver
+    deliveries (redeliver, recover, test) ──deliver──┘   │ failure
+    retry.<tier> ──deliver── ◀───────────────────────────┘ ... ──▶ dlq
+                                                   every attempt ──▶ attempts
 
 Agents consume with manual acknowledgement (``stream.noack()``): each message is
-handed to the :class:`EndpointDispatcher` (or, for events, to a bounded set of
+handed to the :class:`EndpointDispatcher` (for events, through a bounded set of
 matching tasks) and the agent moves straight on, so one slow endpoint or one waiting
 retry never holds up the stream. :class:`OrderedAcks` acknowledges each partition's
 messages in offset order once their outcome is durable, so Faust commits only
@@ -26,7 +27,7 @@ import faust
 
 from services.fanout.dispatch import AckSlot, OrderedAcks, until_durable
 from services.fanout.endpoint_view import EndpointView
-from services.fanout.worker import FanoutWorker
+from services.fanout.worker import DIRECT_HEADER, FanoutWorker
 from webhooks.delivery import DeliveryTask
 from webhooks.envelope import Envelope
 from webhooks.topics import Topics
@@ -71,7 +72,7 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
     async def deliver(stream: faust.StreamT, topic: str, max_waiting: int | None) -> None:
         await view_ready()
         async for slot, task in _readable(stream, acks, DeliveryTask.from_json,
-                                          "delivery task"):
+                                          "delivery task", skip_header=DIRECT_HEADER):
             worker.accept(task, on_durable=lambda slot=slot: acks.done(slot),
                           cancelled=lambda slot=slot: slot.cancelled)
             # Memory bound for a tier: past the limit this agent stops reading (Faust then
@@ -109,8 +110,10 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[bytes], T],
-                    what: str) -> AsyncIterator[tuple[AckSlot, T]]:
-    """The stream's records, parsed, each with its acknowledgement slot (in offset order).
+                    what: str, skip_header: str | None = None
+                    ) -> AsyncIterator[tuple[AckSlot, T]]:
+    """The stream's records, parsed, each with its acknowledgement slot (in offset order);
+    records carrying ``skip_header`` are acknowledged unread (their work is done elsewhere).
 
     The platform wrote every record; one that cannot be parsed can never be handled, and
     stopping on it would stall its partition forever, so it is logged and acknowledged.
@@ -123,6 +126,9 @@ async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[b
             # long run of them would hold up the HTTP attempts in flight meanwhile.
             await asyncio.sleep(0)
         slot = acks.track(event.message.tp, event.ack)
+        if skip_header is not None and skip_header in event.headers:
+            acks.done(slot)
+            continue
         try:
             record = parse(event.value)
         except Exception:
@@ -134,9 +140,12 @@ async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[b
 
 async def _fan_out(worker: FanoutWorker, envelope: Envelope, acks: OrderedAcks, slot: AckSlot,
                    slots: asyncio.Semaphore) -> None:
-    """Fan ``envelope`` out until its tasks are durable, then acknowledge its event."""
+    """Fan ``envelope`` out until its task records are durable (freeing a matching slot);
+    its event is acknowledged once every task's first outcome is durable too."""
     try:
-        await until_durable(lambda: worker.fan_out(envelope), f"fan-out of {envelope.id}")
-        acks.done(slot)
+        await until_durable(
+            lambda: worker.fan_out(envelope, on_durable=lambda: acks.done(slot),
+                                   cancelled=lambda: slot.cancelled),
+            f"fan-out of {envelope.id}")
     finally:
         slots.release()

@@ -81,8 +81,9 @@ def create_app(settings: Settings) -> faust.App:
     producer = AckedProducer(settings.kafka, timeout=PRODUCE_TIMEOUT,
                              **{"linger.ms": settings.kafka_linger_ms})
 
-    def publish(topic: str, key: bytes, value: bytes | None) -> asyncio.Future[None]:
-        return producer.produce_async(topic, value, key=key)
+    def publish(topic: str, key: bytes, value: bytes | None,
+                headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
+        return producer.produce_async(topic, value, key=key, headers=headers)
 
     worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics)
     add_agents(app, topics, worker, view, acks, tier_max_waiting=settings.fanout_max_waiting)
