@@ -149,11 +149,6 @@ class FanoutWorker:
                            parked.to_json())
         self.metrics.deferred.inc()
 
-    async def attempt(self, task: DeliveryTask) -> Outcome:
-        """Make one attempt and make its outcome durable; returns the outcome."""
-        finish = await self.send(task)
-        return await finish()
-
     async def send(self, task: DeliveryTask) -> Callable[[], Awaitable[Outcome]]:
         """The HTTP attempt; returns the step that makes its outcome durable.
 
