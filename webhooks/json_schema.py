@@ -91,13 +91,14 @@ _OBJECT_KEYWORDS = {"$schema", "$id", "title", "description", "type", "additiona
 
 
 def _resolve(node: dict[str, Any]) -> dict[str, Any]:
-    """A property schema with its ``other.v1.json#/a/b`` reference followed."""
+    """A property schema with its ``other.v1.json`` or ``other.v1.json#/a/b`` reference
+    followed."""
     ref = node.get("$ref")
     if ref is None:
         return node
     document, _, pointer = ref.partition("#/")
     target: Any = load_schema(document.removesuffix(".json"))
-    for part in pointer.split("/"):
+    for part in filter(None, pointer.split("/")):
         target = target[part]
     return _resolve({**{k: v for k, v in node.items() if k != "$ref"}, **target})
 
@@ -155,9 +156,21 @@ def flat_object_checker(name: str) -> Callable[[Any], bool]:
     return check_object
 
 
+@cache
+def _fast_checker(name: str) -> Callable[[Any], bool] | None:
+    """The compiled checker of schema ``name``; None when the schema is outside its subset
+    (``jsonschema`` then decides alone, never a more lenient check)."""
+    try:
+        return flat_object_checker(name)
+    except ValueError:
+        return None
+
+
 def check(name: str, document: Any) -> None:
-    """:func:`validate` for a flat-object schema at a fraction of the cost: the compiled
-    checker passes valid documents; only a refused one is validated by ``jsonschema``,
-    which raises :class:`SchemaError` with the exact messages."""
-    if not flat_object_checker(name)(document):
+    """:func:`validate` at a fraction of the cost for a flat-object schema: the compiled
+    checker passes valid documents; only a refused one (or any document of a schema the
+    checker does not cover) is validated by ``jsonschema``, which raises
+    :class:`SchemaError` with the exact messages."""
+    fast = _fast_checker(name)
+    if fast is None or not fast(document):
         validate(name, document)

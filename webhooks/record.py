@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
-from webhooks.json_schema import validate
+from webhooks.json_schema import check
 
 
 class JsonRecord(BaseModel):
@@ -67,4 +67,4 @@ class JsonRecord(BaseModel):
     def _validate_schema(cls, document: Any) -> None:
         if cls.schema_name is None:
             raise TypeError(f"{cls.__name__} has no JSON Schema")
-        validate(cls.schema_name, document)
+        check(cls.schema_name, document)
