@@ -10,6 +10,7 @@ import pytest
 
 from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform
+from tests.support.fake_dns import fake_dns  # noqa: F401 (a fixture of the SSRF tests)
 from webhooks.settings import Settings
 
 

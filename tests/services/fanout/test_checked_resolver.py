@@ -10,52 +10,18 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from services.fanout import checked_resolver
 from services.fanout.checked_resolver import CheckedResolver
+from tests.support.fake_dns import FakeDNS
 from webhooks.target_policy import TargetPolicy, TargetRefused
 
 PUBLIC = TargetPolicy.create((), production=False)
 V4, V6 = "93.184.215.14", "2606:4700:4700::1111"
 
 
-@dataclass
-class FakeDNS:
-    """Answers ``*.test`` names from a table, one answer (a list of addresses) per lookup,
-    the last one repeating; records every call to ``getaddrinfo``."""
-
-    answers: dict[str, list[list[str]]] = field(default_factory=dict)
-    calls: list[str] = field(default_factory=list)
-
-    def lookups(self, name: str) -> int:
-        return self.calls.count(name)
-
-
-@pytest.fixture
-def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
-    fake = FakeDNS()
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
-        name = host.decode() if isinstance(host, bytes) else host
-        fake.calls.append(name)
-        if isinstance(name, str):
-            name.encode("idna")  # as the real one does: UnicodeError for a label IDNA refuses
-        if not (isinstance(name, str) and name.endswith(".test")):
-            return real_getaddrinfo(host, port, *args, **kwargs)
-        if name not in fake.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        answers = fake.answers[name]
-        answer = answers[min(fake.lookups(name), len(answers)) - 1]
-        return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM,
-                 socket.IPPROTO_TCP, "", (address, int(port or 0))) for address in answer]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return fake
 
 
 @asynccontextmanager
@@ -77,78 +43,79 @@ def ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     (f"https://[{V6}]:8443/hook", V6),
     ("http://１２７.０.０.１/hook", "127.0.0.1"),  # an address once IDNA-mapped, as aiohttp does
 ])
-async def test_an_ip_literal_is_checked_without_a_lookup(dns: FakeDNS, url: str,
+async def test_an_ip_literal_is_checked_without_a_lookup(fake_dns: FakeDNS, url: str,
                                                          expected: str) -> None:
     async with checked(TargetPolicy.create(("127.0.0.1/32",), production=False)) as resolver:
         assert await resolver.check(url) == [ip(expected)]
-    assert dns.calls == []
+    assert fake_dns.calls == []
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.7/hook", "http://[::ffff:10.0.0.7]/",
                                  "http://１２７.０.０.１/hook", "http://169.254.169.254/"])
-async def test_a_refused_ip_literal_is_refused_without_a_lookup(dns: FakeDNS, url: str) -> None:
+async def test_a_refused_ip_literal_is_refused_without_a_lookup(fake_dns: FakeDNS,
+                                                                url: str) -> None:
     async with checked() as resolver:
         with pytest.raises(TargetRefused, match="is not public"):
             await resolver.check(url)
-    assert dns.calls == []
+    assert fake_dns.calls == []
 
 
-async def test_a_name_is_looked_up_once_per_cache_interval(dns: FakeDNS) -> None:
-    dns.answers["hooks.test"] = [[V4], [V6]]
+async def test_a_name_is_looked_up_once_per_cache_interval(fake_dns: FakeDNS) -> None:
+    fake_dns.answers["hooks.test"] = [[V4], [V6]]
     async with checked(cache_seconds=0.3) as resolver:
         for path in ("/a", "/b", "/c"):
             assert await resolver.check(f"https://hooks.test{path}") == [ip(V4)]
         [answer] = await resolver.resolve("hooks.test", 443)  # aiohttp's lookup: cached
         assert answer["host"] == V4
-        assert dns.lookups("hooks.test") == 1
+        assert fake_dns.lookups["hooks.test"] == 1
 
         await asyncio.sleep(0.35)
         assert await resolver.check("https://hooks.test/a") == [ip(V6)]
-        assert dns.lookups("hooks.test") == 2
+        assert fake_dns.lookups["hooks.test"] == 2
 
 
 async def test_the_cache_interval_defaults_to_cache_seconds(
-        dns: FakeDNS, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake_dns: FakeDNS, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checked_resolver, "CACHE_SECONDS", 0.2)
-    dns.answers["hooks.test"] = [[V4]]
+    fake_dns.answers["hooks.test"] = [[V4]]
     async with checked() as resolver:
         await resolver.check("https://hooks.test/")
         await asyncio.sleep(0.25)
         await resolver.check("https://hooks.test/")
-    assert dns.lookups("hooks.test") == 2
+    assert fake_dns.lookups["hooks.test"] == 2
 
 
 async def test_the_cache_is_bounded_and_evicts_the_oldest_name(
-        dns: FakeDNS, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake_dns: FakeDNS, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checked_resolver, "CACHE_ENTRIES", 2)
     for name in ("a.test", "b.test", "c.test"):
-        dns.answers[name] = [[V4]]
+        fake_dns.answers[name] = [[V4]]
     async with checked() as resolver:
         for name in ("a", "b", "c"):
             await resolver.check(f"https://{name}.test/")
-        assert len(dns.calls) == 3
+        assert len(fake_dns.calls) == 3
         await resolver.check("https://b.test/")
         await resolver.check("https://c.test/")
-        assert len(dns.calls) == 3  # the two newest are cached
+        assert len(fake_dns.calls) == 3  # the two newest are cached
         await resolver.check("https://a.test/")
-        assert dns.calls[3:] == ["a.test"]  # the oldest was evicted; now b is the oldest
+        assert fake_dns.calls[3:] == ["a.test"]  # the oldest was evicted; now b is the oldest
         await resolver.check("https://c.test/")
         await resolver.check("https://b.test/")
-        assert dns.calls[3:] == ["a.test", "b.test"]
+        assert fake_dns.calls[3:] == ["a.test", "b.test"]
 
 
-async def test_a_refused_answer_is_not_cached(dns: FakeDNS) -> None:
-    dns.answers["flip.test"] = [["10.0.0.7"], [V4]]
+async def test_a_refused_answer_is_not_cached(fake_dns: FakeDNS) -> None:
+    fake_dns.answers["flip.test"] = [["10.0.0.7"], [V4]]
     async with checked() as resolver:
         with pytest.raises(TargetRefused, match="10.0.0.7"):
             await resolver.check("https://flip.test/")
         assert await resolver.check("https://flip.test/") == [ip(V4)]  # looked up again
-    assert dns.lookups("flip.test") == 2
+    assert fake_dns.lookups["flip.test"] == 2
 
 
 async def test_an_expired_allowed_answer_is_not_served_once_the_name_turns_private(
-        dns: FakeDNS) -> None:
-    dns.answers["turns.test"] = [[V4], ["10.0.0.7"]]
+        fake_dns: FakeDNS) -> None:
+    fake_dns.answers["turns.test"] = [[V4], ["10.0.0.7"]]
     async with checked(cache_seconds=0.2) as resolver:
         assert await resolver.check("https://turns.test/") == [ip(V4)]
         await asyncio.sleep(0.25)
@@ -158,11 +125,11 @@ async def test_an_expired_allowed_answer_is_not_served_once_the_name_turns_priva
             await resolver.resolve("turns.test", 443)
         with pytest.raises(TargetRefused, match="10.0.0.7"):
             await resolver.check("https://turns.test/")
-    assert dns.lookups("turns.test") == 4  # every refused answer was looked up afresh
+    assert fake_dns.lookups["turns.test"] == 4  # every refused answer was looked up afresh
 
 
-async def test_one_private_address_refuses_the_whole_answer(dns: FakeDNS) -> None:
-    dns.answers["mixed.test"] = [[V4, "127.0.0.1"]]
+async def test_one_private_address_refuses_the_whole_answer(fake_dns: FakeDNS) -> None:
+    fake_dns.answers["mixed.test"] = [[V4, "127.0.0.1"]]
     async with checked() as resolver:
         with pytest.raises(TargetRefused, match="127.0.0.1"):
             await resolver.check("https://mixed.test/")
@@ -170,20 +137,20 @@ async def test_one_private_address_refuses_the_whole_answer(dns: FakeDNS) -> Non
             await resolver.resolve("mixed.test", 443)
 
 
-async def test_resolve_answers_the_checked_addresses_for_aiohttp(dns: FakeDNS) -> None:
-    dns.answers["dual.test"] = [[V4, V6, V4], ["10.0.0.7"]]
+async def test_resolve_answers_the_checked_addresses_for_aiohttp(fake_dns: FakeDNS) -> None:
+    fake_dns.answers["dual.test"] = [[V4, V6, V4], ["10.0.0.7"]]
     async with checked() as resolver:
         assert await resolver.check("https://dual.test/hook") == [ip(V4), ip(V6)]
         answers = await resolver.resolve("dual.test", 8443, family=socket.AF_UNSPEC)
     assert [(a["hostname"], a["host"], a["port"], a["family"], a["flags"]) for a in answers] == [
         ("dual.test", V4, 8443, socket.AF_INET, socket.AI_NUMERICHOST),
         ("dual.test", V6, 8443, socket.AF_INET6, socket.AI_NUMERICHOST)]
-    assert dns.lookups("dual.test") == 1
+    assert fake_dns.lookups["dual.test"] == 1
 
 
-async def test_resolve_checks_a_name_it_was_not_asked_to_check_before(dns: FakeDNS) -> None:
-    dns.answers["fresh.test"] = [[V4]]
-    dns.answers["private.test"] = [["192.168.1.1"]]
+async def test_resolve_checks_a_name_it_was_not_asked_to_check_before(fake_dns: FakeDNS) -> None:
+    fake_dns.answers["fresh.test"] = [[V4]]
+    fake_dns.answers["private.test"] = [["192.168.1.1"]]
     async with checked() as resolver:
         [answer] = await resolver.resolve("fresh.test", 80)
         assert answer["host"] == V4
@@ -196,7 +163,7 @@ async def test_resolve_checks_a_name_it_was_not_asked_to_check_before(dns: FakeD
     "https://" + "a" * 64 + ".test/",  # IDNA refuses a 64-character label
     "https://a..test/",  # and an empty one
 ])
-async def test_a_name_that_cannot_be_resolved_is_refused(dns: FakeDNS, url: str) -> None:
+async def test_a_name_that_cannot_be_resolved_is_refused(fake_dns: FakeDNS, url: str) -> None:
     async with checked() as resolver:
         with pytest.raises(TargetRefused, match="cannot resolve"):
             await resolver.check(url)
@@ -205,13 +172,13 @@ async def test_a_name_that_cannot_be_resolved_is_refused(dns: FakeDNS, url: str)
             await resolver.resolve(host, 443)
 
 
-async def test_an_international_name_is_looked_up_as_aiohttp_spells_it(dns: FakeDNS) -> None:
+async def test_an_international_name_is_looked_up_as_aiohttp_spells_it(fake_dns: FakeDNS) -> None:
     # urlsplit keeps "faß", getaddrinfo would make it "fass" (IDNA 2003); aiohttp asks for
     # "xn--fa-hia" (UTS 46). The check must cache the name the connection will ask for.
-    dns.answers["xn--fa-hia.test"] = [[V4]]
-    dns.answers["fass.test"] = [["10.0.0.7"]]
+    fake_dns.answers["xn--fa-hia.test"] = [[V4]]
+    fake_dns.answers["fass.test"] = [["10.0.0.7"]]
     async with checked() as resolver:
         assert await resolver.check("https://faß.test/hook") == [ip(V4)]
         [answer] = await resolver.resolve("xn--fa-hia.test", 443)
         assert answer["host"] == V4
-    assert dns.calls == ["xn--fa-hia.test"]
+    assert fake_dns.calls == ["xn--fa-hia.test"]

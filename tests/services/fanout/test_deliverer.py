@@ -7,10 +7,9 @@ import asyncio
 import socket
 import ssl
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from types import TracebackType
@@ -30,6 +29,7 @@ from services.fanout.deliverer import (
     build_headers,
     parse_retry_after,
 )
+from tests.support.fake_dns import FakeDNS
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, utcnow
@@ -340,34 +340,6 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
 
 # --- The connection goes to the address that was checked ----------------------------
 
-@dataclass
-class FakeDNS:
-    """Answers ``*.test`` names from a table, one answer per lookup (the last repeats)."""
-
-    answers: dict[str, list[str]] = field(default_factory=dict)
-    lookups: Counter[str] = field(default_factory=Counter)
-
-
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
-    """Patches ``socket.getaddrinfo`` (which the checked resolver calls) for ``*.test``."""
-    dns = FakeDNS()
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
-        name = host.decode() if isinstance(host, bytes) else host
-        if not (isinstance(name, str) and name.endswith(".test")):
-            return real_getaddrinfo(host, port, *args, **kwargs)
-        dns.lookups[name] += 1
-        if name not in dns.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        answers = dns.answers[name]
-        address = answers[min(dns.lookups[name], len(answers)) - 1]
-        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
-                 (address, int(port or 0)))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return dns
 
 
 @pytest.mark.parametrize("allow_listed", [
@@ -380,7 +352,7 @@ async def test_a_rebinding_name_cannot_redirect_the_connection(
     # fail, were the victim refused); the deliverer must connect to what it checked.
     async with LoopbackReceiver() as allowed, \
             LoopbackReceiver(host="127.0.0.2", port=allowed.port) as victim:
-        fake_dns.answers["rebind.test"] = ["127.0.0.1", "127.0.0.2"]
+        fake_dns.answers["rebind.test"] = [["127.0.0.1"], ["127.0.0.2"]]
         endpoint = make_endpoint(url=allowed.url(host="rebind.test"))
         policy = TargetPolicy.create((allow_listed,), production=False)
 
@@ -401,8 +373,8 @@ async def test_a_rebinding_name_cannot_redirect_the_connection(
 async def test_an_international_name_is_checked_as_the_connection_spells_it(
         fake_dns: FakeDNS, receiver: LoopbackReceiver) -> None:
     # aiohttp asks for the IDNA (UTS 46) form; the check must look up that same name.
-    fake_dns.answers["xn--fa-hia.test"] = ["127.0.0.1"]
-    fake_dns.answers["fass.test"] = ["127.0.0.2"]  # what IDNA 2003 would make of it
+    fake_dns.answers["xn--fa-hia.test"] = [["127.0.0.1"]]
+    fake_dns.answers["fass.test"] = [["127.0.0.2"]]  # what IDNA 2003 would make of it
     endpoint = make_endpoint(url=receiver.url(host="faß.test"))
     result = await deliver_with(endpoint, make_task(endpoint))
     assert result.succeeded, result
@@ -421,7 +393,7 @@ async def test_a_name_that_cannot_be_looked_up_is_refused_not_raised(
 
 async def test_one_deliverer_reuses_a_checked_answer_within_the_cache_interval(
         fake_dns: FakeDNS, receiver: LoopbackReceiver) -> None:
-    fake_dns.answers["busy.test"] = ["127.0.0.1", "127.0.0.2"]
+    fake_dns.answers["busy.test"] = [["127.0.0.1"], ["127.0.0.2"]]
     endpoint = make_endpoint(url=receiver.url(host="busy.test"))
     deliverer = Deliverer(LOOPBACK, timeout=2.0)
     try:
@@ -441,7 +413,7 @@ async def test_after_the_cache_interval_a_changed_answer_is_seen(
     async with LoopbackReceiver(keep_alive=False) as first, \
             LoopbackReceiver(host="127.0.0.3", port=first.port, keep_alive=False) as moved, \
             LoopbackReceiver(host="127.0.0.2", port=first.port) as victim:
-        fake_dns.answers["moving.test"] = ["127.0.0.1", "127.0.0.3", "127.0.0.2"]
+        fake_dns.answers["moving.test"] = [["127.0.0.1"], ["127.0.0.3"], ["127.0.0.2"]]
         endpoint = make_endpoint(url=first.url(host="moving.test"))
         deliverer = Deliverer(policy, timeout=2.0)
         try:
@@ -466,7 +438,7 @@ async def test_after_the_cache_interval_a_changed_answer_is_seen(
 @pytest.mark.parametrize("via_name", [False, True], ids=["address", "name"])
 async def test_a_receiver_outside_the_policy_gets_no_request(
         fake_dns: FakeDNS, receiver: LoopbackReceiver, via_name: bool) -> None:
-    fake_dns.answers["loopback.test"] = ["127.0.0.1"]
+    fake_dns.answers["loopback.test"] = [["127.0.0.1"]]
     endpoint = make_endpoint(url=receiver.url(host="loopback.test" if via_name else None))
     result = await deliver_with(endpoint, make_task(endpoint),
                                 policy=TargetPolicy.create((), production=False))
@@ -500,7 +472,7 @@ async def https_delivery(ca: trustme.CA, url: str) -> tuple[DeliveryResult, Endp
 async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(
         fake_dns: FakeDNS, certificate_authority: trustme.CA) -> None:
     async with https_receiver(certificate_authority, "hooks.example.test") as receiver:
-        fake_dns.answers["hooks.example.test"] = ["127.0.0.1"]
+        fake_dns.answers["hooks.example.test"] = [["127.0.0.1"]]
         result, endpoint = await https_delivery(
             certificate_authority, receiver.url(host="hooks.example.test"))
         assert result.succeeded, result
@@ -515,7 +487,7 @@ async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(
 async def test_https_refuses_a_certificate_for_another_name(
         fake_dns: FakeDNS, certificate_authority: trustme.CA) -> None:
     async with https_receiver(certificate_authority, "someone-else.test") as receiver:
-        fake_dns.answers["hooks.example.test"] = ["127.0.0.1"]
+        fake_dns.answers["hooks.example.test"] = [["127.0.0.1"]]
         result, _ = await https_delivery(
             certificate_authority, receiver.url(host="hooks.example.test"))
         assert result.error == "connect", result
