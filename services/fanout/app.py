@@ -27,6 +27,7 @@ from services.fanout.metrics import FanoutMetrics, consumer_lag
 from services.fanout.pages import add_pages
 from services.fanout.worker import FanoutWorker
 from webhooks.acked_producer import AckedProducer
+from webhooks.kafka import KafkaConnection
 from webhooks.settings import Settings
 from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
@@ -38,17 +39,17 @@ PRODUCE_TIMEOUT = 30.0
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings``: agents plus /healthz and /metrics pages."""
     topics = Topics.from_settings(settings)
+    connection = settings.kafka
     app = faust.App(
         f"{settings.topic_prefix}-fanout",
-        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
-        broker_credentials=_broker_credentials(settings),
+        broker=[f"kafka://{server.strip()}" for server in connection.bootstrap.split(",")],
+        broker_credentials=_broker_credentials(connection),
         store="memory://",
         web_port=settings.fanout_port,
         web_bind=settings.host,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
-        producer_acks=-1,
-        producer_enable_idempotence=True,
+        # Faust only consumes: every write goes through the confluent producer below.
         # Retry tasks are held for minutes; a rebalance must not wait for them to finish
         # (their offsets are uncommitted, so the next owner simply consumes them again).
         stream_wait_empty=False,
@@ -60,7 +61,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
     )
 
-    view = EndpointView(settings.kafka, topics.endpoints)
+    view = EndpointView(connection, topics.endpoints)
     dispatcher = EndpointDispatcher(settings.delivery_concurrency,
                                     settings.endpoint_max_in_flight,
                                     settings.endpoint_max_queued)
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> faust.App:
     # Every Kafka write of the worker goes through one confluent-kafka producer: writes
     # are queued at once and acknowledged by delivery callbacks, so concurrent writes
     # travel in shared batches instead of one broker round trip each.
-    producer = AckedProducer(settings.kafka, timeout=PRODUCE_TIMEOUT,
+    producer = AckedProducer(connection, timeout=PRODUCE_TIMEOUT,
                              **{"linger.ms": settings.kafka_linger_ms})
 
     def publish(topic: str, key: bytes, value: bytes | None,
@@ -103,17 +104,17 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _broker_credentials(settings: Settings) -> Any:
+def _broker_credentials(connection: KafkaConnection) -> Any:
     """The same Kafka security settings the confluent clients use, for aiokafka."""
-    protocol = settings.kafka_security_protocol.upper()
+    protocol = connection.security_protocol.upper()
     if protocol == "PLAINTEXT":
         return None
     context = None
     if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location)
+        context = ssl.create_default_context(cafile=connection.ssl_ca_location)
     if protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=settings.kafka_sasl_username,
-                                     password=settings.kafka_sasl_password,
-                                     mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        return faust.SASLCredentials(username=connection.sasl_username,
+                                     password=connection.sasl_password,
+                                     mechanism=connection.sasl_mechanism or "PLAIN",
                                      ssl_context=context)
     return faust.SSLCredentials(context)
