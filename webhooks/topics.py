@@ -63,6 +63,11 @@ class Topics:
         return f"{self.prefix}.endpoints"
 
     @property
+    def endpoint_health(self) -> str:
+        """Compacted failure streaks of failing endpoints (auto-disable), keyed by endpoint id."""
+        return f"{self.prefix}.endpoint-health"
+
+    @property
     def deliveries(self) -> str:
         """Delivery tasks (event x endpoint) due now, keyed by endpoint id."""
         return f"{self.prefix}.deliveries"
@@ -95,6 +100,7 @@ class Topics:
             TopicSpec(self.ingest_rejected, retention),
             TopicSpec(self.events, retention),
             TopicSpec(self.endpoints, compacted),
+            TopicSpec(self.endpoint_health, compacted),
             TopicSpec(self.deliveries, retention),
             TopicSpec(self.dlq, {"retention.ms": str(max(retention_days, 30) * DAY_MS)}),
             TopicSpec(self.attempts, retention),

@@ -57,9 +57,12 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
     """
 
     async def view_ready() -> None:
-        # Until the view caught up nothing is consumed (and /healthz says 503).
-        while not await asyncio.to_thread(view.wait_ready, VIEW_READY_LOG_EVERY):
-            log.warning("still waiting for the endpoints view to catch up")
+        # Until the views caught up nothing is consumed (and /healthz says 503): the
+        # endpoints to match and deliver to, and the failure streaks saved before a restart.
+        followers = [view] + ([worker.health.saved] if worker.health.saved else [])
+        for follower in followers:
+            while not await asyncio.to_thread(follower.wait_ready, VIEW_READY_LOG_EVERY):
+                log.warning("still waiting for %s to catch up", follower.topic)
 
     @app.agent(app.topic(topics.events, **RAW))
     async def match(stream: faust.StreamT) -> None:
@@ -97,6 +100,8 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
         # The next owner consumes these again from the committed offset; tasks of these
         # partitions still waiting here are cancelled so that they are not sent twice.
         acks.forget(set(revoked))
+        # Another worker may now see these endpoints' attempts: continue from saved streaks.
+        worker.health.reset()
 
 
 _background: set[asyncio.Task[None]] = set()

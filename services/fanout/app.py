@@ -22,6 +22,7 @@ import faust
 from services.fanout.agents import add_agents
 from services.fanout.deliverer import Deliverer
 from services.fanout.dispatch import EndpointDispatcher, OrderedAcks
+from services.fanout.endpoint_health import StreakView
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics, consumer_lag
 from services.fanout.pages import add_pages
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> faust.App:
     )
 
     view = EndpointView(connection, topics.endpoints)
+    streaks = StreakView(connection, topics.endpoint_health)
     dispatcher = EndpointDispatcher(settings.delivery_concurrency,
                                     settings.endpoint_max_in_flight,
                                     settings.endpoint_max_queued)
@@ -86,13 +88,14 @@ def create_app(settings: Settings) -> faust.App:
                 headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
         return producer.produce_async(topic, value, key=key, headers=headers)
 
-    worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics)
+    worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics, streaks)
     add_agents(app, topics, worker, view, acks, tier_max_waiting=settings.fanout_max_waiting)
     add_pages(app, settings, view, metrics)
 
     @app.task
     async def start_view() -> None:
         view.start()
+        streaks.start()
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
@@ -100,6 +103,7 @@ def create_app(settings: Settings) -> faust.App:
         await deliverer.aclose()
         await asyncio.to_thread(producer.close)
         view.stop()
+        streaks.stop()
 
     return app
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from services.fanout.deliverer import Deliverer, DeliveryResult
 from services.fanout.dispatch import EndpointDispatcher
-from services.fanout.endpoint_health import FailureTracker
+from services.fanout.endpoint_health import FailureTracker, StreakView, Verdict
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
 from services.fanout.retry_plan import plan_after_failure
@@ -52,7 +52,7 @@ class FanoutWorker:
 
     def __init__(self, settings: Settings, view: EndpointView, deliverer: Deliverer,
                  publish: Publish, dispatcher: EndpointDispatcher,
-                 metrics: FanoutMetrics) -> None:
+                 metrics: FanoutMetrics, streaks: StreakView | None = None) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.schedule = settings.retry_schedule
@@ -61,7 +61,8 @@ class FanoutWorker:
         self.publish = publish
         self.dispatcher = dispatcher
         self.metrics = metrics
-        self.health = FailureTracker(settings.disable_after, settings.disable_after_failures)
+        self.health = FailureTracker(settings.disable_after, settings.disable_after_failures,
+                                     saved=streaks)
 
     # -- matching --------------------------------------------------------------------
 
@@ -162,19 +163,23 @@ class FanoutWorker:
         result = await self.deliverer.deliver(task, endpoint)
         self.metrics.latency.observe(result.latency_ms / 1000)
         if result.succeeded:
-            self.health.record(endpoint.id, True, time.time())
+            verdict = self.health.record(endpoint.id, True, time.time())
 
             async def delivered() -> Outcome:
-                await self._record(task, endpoint, result, started, "delivered")
+                await asyncio.gather(self._record(task, endpoint, result, started, "delivered"),
+                                     self._save_streak(endpoint.id, verdict))
                 return "delivered"
 
             return delivered
 
         disable_reason = None
+        verdict = Verdict()
         if result.gone:
             disable_reason = "endpoint answered 410 Gone"
-        elif self.health.record(endpoint.id, False, time.time()):
-            disable_reason = "every delivery attempt failed for too long"
+        else:
+            verdict = self.health.record(endpoint.id, False, time.time())
+            if verdict.disable:
+                disable_reason = "every delivery attempt failed for too long"
         disabled = self._mark_disabled(endpoint, disable_reason) if disable_reason else None
 
         step = plan_after_failure(
@@ -189,6 +194,7 @@ class FanoutWorker:
             await asyncio.gather(
                 self.publish(step.topic, step.task.key, step.task.to_json()),
                 self._record(task, endpoint, result, started, outcome, step.due),
+                self._save_streak(endpoint.id, verdict),
             )
             if step.dead_letter:
                 self.metrics.dead_lettered.inc()
@@ -249,9 +255,18 @@ class FanoutWorker:
         await asyncio.gather(
             self.publish(self.topics.endpoints, disabled.id.encode(), disabled.to_json()),
             self.publish(self.topics.events, disabled.tenant.encode(), notice.to_json()),
+            # A re-enabled endpoint starts with a clean streak (disables are rare, so the
+            # tombstone is written whether or not a streak was saved).
+            self.publish(self.topics.endpoint_health, disabled.id.encode(), None),
         )
         self.metrics.endpoints_disabled.labels("gone" if "410" in reason else "failing").inc()
         log.warning("disabled endpoint %s: %s", disabled.id, reason)
+
+    async def _save_streak(self, endpoint_id: str, verdict: Verdict) -> None:
+        """Write the endpoint's failure streak (or its tombstone) when it changed."""
+        if verdict.save:
+            value = verdict.saved.to_json() if verdict.saved is not None else None
+            await self.publish(self.topics.endpoint_health, endpoint_id.encode(), value)
 
     async def _drop(self, task: DeliveryTask, endpoint: Endpoint | None,
                     started: datetime) -> Outcome:

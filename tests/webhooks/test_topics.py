@@ -1,5 +1,6 @@
 from confluent_kafka.admin import ConfigResource
 
+from tests.support.eventlog import eventually
 from webhooks.kafka import create_admin
 from webhooks.settings import Settings
 from webhooks.topics import DAY_MS, Topics, ensure_topics
@@ -37,7 +38,8 @@ def test_a_changed_retention_reaches_existing_topics(
 
     assert retention_days(topics.events) == settings.retention_days == 30
     assert ensure_topics(shorter) == []  # nothing created, only reconfigured
-    assert retention_days(topics.events) == 7
+    # The controller accepted the change; the broker applies it from metadata moments later.
+    eventually(lambda: retention_days(topics.events) == 7, timeout=10)
     assert retention_days(topics.retry(topics.retry_tiers[0])) == 7
     assert retention_days(topics.dlq) == 30  # dead letters are kept at least 30 days
     assert ensure_topics(shorter) == []  # idempotent
