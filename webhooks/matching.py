@@ -11,7 +11,7 @@ _FILTER = re.compile(FILTER_PATTERN)
 
 def is_valid_filter(pattern: str) -> bool:
     """True for ``*``, ``order.*``, ``order.shipped`` and the like."""
-    return bool(_FILTER.match(pattern))
+    return bool(_FILTER.fullmatch(pattern))  # fullmatch: a bare "$" lets a final newline pass
 
 
 def type_matches(pattern: str, event_type: str) -> bool:

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhooks.envelope import Envelope
 from webhooks.event_create import (
@@ -176,3 +178,71 @@ def test_json_is_decoded_as_the_json_module_decodes_it(raw: bytes) -> None:
 @pytest.mark.parametrize("limit", [100, 1024, 4096])
 def test_batch_item_size_is_json_dumps_size(item: object, limit: int) -> None:
     assert item_too_large(item, limit) is (len(json.dumps(item).encode()) > limit)
+
+
+# -- properties (hypothesis): any document, not only the cases above ---------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+# Field values that lie on both sides of event_create.v1's rules (valid ones twice as likely).
+VALID_FIELDS = {
+    "type": st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z][a-z0-9_]{0,8}){1,3}", fullmatch=True),
+    "data": st.dictionaries(st.text(max_size=5), JSON_VALUES, max_size=3),
+    "id": st.from_regex(r"evt_[0-9A-Za-z_-]{1,64}", fullmatch=True),
+    "api_version": st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", fullmatch=True),
+    "tenant": st.just("acme"),
+    "created": st.datetimes(datetime(1900, 1, 2), datetime(2299, 12, 30),
+                            timezones=st.just(UTC)).map(lambda d: d.isoformat()),
+}
+INVALID_FIELDS = {
+    "type": st.text(max_size=12) | JSON_VALUES,
+    "data": JSON_VALUES,
+    "id": st.from_regex(r"evt_[0-9A-Za-z_-]{60,70}", fullmatch=True) | JSON_VALUES,
+    "api_version": st.text(max_size=12) | JSON_VALUES,
+    "tenant": st.from_regex(r"[A-Za-z0-9.][A-Za-z0-9_.-]{0,70}", fullmatch=True) | JSON_VALUES,
+    "created": st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()) | JSON_VALUES,
+}
+
+
+def either(name: str) -> st.SearchStrategy[object]:
+    return st.one_of(VALID_FIELDS[name], VALID_FIELDS[name], INVALID_FIELDS[name])
+
+
+DOCUMENTS = st.fixed_dictionaries(
+    {"type": either("type"), "data": either("data")},
+    optional={**{name: either(name) for name in ("id", "api_version", "tenant", "created")},
+              "extra": JSON_VALUES}) | JSON_VALUES
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=DOCUMENTS, tenant=st.sampled_from(["acme", None]))
+def test_any_document_becomes_a_valid_envelope_or_a_clear_refusal(document: object,
+                                                         tenant: str | None) -> None:
+    try:
+        request = build(document, tenant)
+    except IntakeError as exc:
+        assert exc.detail
+        if exc.status == 403:  # a tenant key naming another tenant
+            assert tenant == "acme" and isinstance(document, dict)
+            assert document["tenant"] != "acme"
+        else:
+            assert exc.status == 422
+        return
+    raw = request.envelope.to_json()
+    validate("envelope.v1", json.loads(raw))  # what goes onto the topic is always valid
+    assert Envelope.from_json(raw) == request.envelope
+    assert isinstance(document, dict) and request.envelope.type == document["type"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=DOCUMENTS)
+def test_the_fast_check_agrees_with_jsonschema_on_any_document(document: object) -> None:
+    for schema in ("event_create.v1", "envelope.v1"):
+        try:
+            validate(schema, document)
+            accepted = True
+        except SchemaError:
+            accepted = False
+        assert flat_object_checker(schema)(document) is accepted
