@@ -9,33 +9,57 @@
 #                              migrations are package data inside it
 #   /var/lib/webhooks          the only writable directory besides /tmp (mount a volume here)
 
+# The official image where a registry is reachable; `make image` passes a local Debian
+# bookworm + python3 base (deploy/image/build-base.sh) where none is.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Keep in step with UV_VERSION in the Makefile, which writes uv.lock.
+ARG UV_VERSION=0.13.8
 
-# ---- builder: resolve and install dependencies into a self-contained virtualenv ----------
+# ---- builder: install the locked dependencies into a self-contained virtualenv ----------
 FROM ${PYTHON_IMAGE} AS builder
+ARG UV_VERSION
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON=python3 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1
 
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+# The steps that reach PyPI mount the build secret "host-ca" when given: the CA bundle of a
+# host whose egress proxy re-signs TLS (`make image` passes the host's own bundle). It is a
+# secret mount, so it never lands in a layer; without it the base image's CAs are used.
+# uv reads uv.lock, the one list of pinned versions that `make test` also installs from.
+# It lives in its own virtualenv of this stage only, so it never reaches the final image.
+RUN --mount=type=secret,id=host-ca \
+    if [ -s /run/secrets/host-ca ]; then export PIP_CERT=/run/secrets/host-ca; fi \
+ && python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install -q "uv==${UV_VERSION}"
 WORKDIR /app
 
-# Dependencies first, read from pyproject.toml (the single list), so that a code change
-# does not reinstall them. Every dependency ships manylinux or pure-Python wheels
-# (chdb-core, confluent-kafka, aiokafka), so no compiler is needed even here.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# Dependencies, then the project itself, editable, installed from stand-ins of its two
+# packages: what that install writes into /opt/venv (the `webhooks` console script, the
+# package metadata, a path entry to /app) depends on pyproject.toml only (an empty
+# README.md stands in for the long description). So /opt/venv,
+# about 1 GB, changes only with pyproject.toml or uv.lock, and a code change rebuilds and
+# ships only the /app layer. --locked fails the build when uv.lock no longer matches
+# pyproject.toml (run `make lock`). Every dependency ships manylinux or pure-Python wheels,
+# so no compiler is needed even here.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=secret,id=host-ca \
+    if [ -s /run/secrets/host-ca ]; then export SSL_CERT_FILE=/run/secrets/host-ca; fi \
+ && mkdir webhooks services \
+ && touch webhooks/__init__.py services/__init__.py README.md \
+ && /opt/uv/bin/uv sync --locked --no-dev \
+ && rm -r webhooks services README.md
 
-# The project itself, editable, so the code stays where it is in /app
-# and pip only adds the `webhooks` console script and the package metadata.
+# The code, where the editable install points.
 COPY webhooks ./webhooks
 COPY services ./services
-RUN pip install --no-deps -e . \
- && python -m compileall -q /app/webhooks /app/services
+RUN python3 -m compileall -q /app/webhooks /app/services
 
 # ---- runtime: no compiler, no package caches, non-root ----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

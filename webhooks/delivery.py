@@ -20,7 +20,7 @@ from webhooks.record import JsonRecord
 DELIVERY_TASK_SCHEMA = "delivery_task.v1"
 ATTEMPT_SCHEMA = "attempt.v1"
 
-Trigger = Literal["event", "redeliver", "recover", "test"]
+Trigger = Literal["event", "redeliver", "recover", "test", "replay"]
 AttemptStatus = Literal["succeeded", "failed"]
 Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped"]
 

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     eventlog_port: int = 8082
     fanout_port: int = 8083
     log_level: str = "INFO"
+    # text: one readable line per record; json: one JSON object per line (log shippers).
+    log_format: Literal["text", "json"] = "text"
 
     # Kafka.
     kafka_bootstrap: str = "127.0.0.1:9092"

@@ -23,9 +23,13 @@ from services.eventlog.clickhouse import (
     create_clickhouse_client,
 )
 from services.eventlog.context import EventlogContext
+from services.eventlog.dashboard import dashboard_router
+from services.eventlog.dlq_api import dlq_router
 from services.eventlog.endpoints_api import endpoints_router
 from services.eventlog.events_api import events_router
+from services.eventlog.metrics import eventlog_registry
 from services.eventlog.sink import EventLogSink
+from services.eventlog.stream_api import stream_router
 from webhooks.acked_producer import AckedProducer
 from webhooks.auth import ApiKeys
 from webhooks.kafka import kafka_reachable
@@ -78,12 +82,15 @@ def create_app(settings: Settings) -> FastAPI:
               "clickhouse": lambda: clickhouse_reachable(client)}
     if sink is not None:
         checks["sink"] = lambda: sink.alive
-    app.include_router(health_router(checks))
+    app.include_router(health_router(checks, eventlog_registry(settings, client)))
     if context is not None:
         app.state.context = context
         app.state.api_keys = ApiKeys(settings.api_keys)
+        app.include_router(stream_router)  # before events_router: /stream is no event id
         app.include_router(events_router)
         app.include_router(endpoints_router)
+        app.include_router(dlq_router)
+        app.include_router(dashboard_router)
     return app
 
 

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DATABASE = "webhooks"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Tables whose rows expire after WEBHOOKS_RETENTION_DAYS (TTL on `inserted`, see 0001).
-RETENTION_TABLES = ("events", "attempts")
+# Tables whose rows expire after WEBHOOKS_RETENTION_DAYS (TTL on `inserted`, see 0001, 0003).
+RETENTION_TABLES = ("events", "attempts", "dlq")
 # How ClickHouse shows that TTL in system.tables.engine_full once it is stored.
 _RETENTION_TTL = re.compile(r"\bTTL toDateTime\(inserted\) \+ toIntervalDay\((\d+)\)")
 

@@ -9,7 +9,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from fastapi import Response
 
-from services.eventlog.cursor import Cursor, CursorError, cursor_key, request_binding
+from services.eventlog.cursor import Cursor, CursorError, cursor_key, resume
 from services.eventlog.endpoint_store import EndpointStore
 from services.eventlog.event_store import EventStore, Page
 from services.eventlog.redelivery import DeliveryQueue
@@ -62,13 +62,17 @@ class EventlogContext:
         )
 
     def decode_cursor(self, token: str | None, listing: str, tenant: str,
-                      filters: dict[str, Any]) -> tuple[Cursor, str]:
-        """The cursor to resume from (empty without a token) and the binding to re-issue it."""
-        binding = request_binding(listing, tenant, filters)
-        if not token:
-            return Cursor(), binding
+                      filters: dict[str, Any], *, filters_given: bool = True
+                      ) -> tuple[Cursor, str]:
+        """The cursor to resume from (empty without a token) and the binding to re-issue it.
+
+        The cursor carries the filters to list with (``cursor.filters``): a token's own
+        when the request gives none (``filters_given=False``), else ``filters``, which
+        must then be the token's (see :func:`services.eventlog.cursor.resume`).
+        """
         try:
-            return Cursor.decode(token, binding, self.cursor_key), binding
+            return resume(token, listing, tenant, filters, self.cursor_key,
+                          filters_given=filters_given)
         except CursorError as exc:
             raise Problem(400, f"cursor: {exc}") from exc
 

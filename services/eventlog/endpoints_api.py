@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
 from services.eventlog.deps import ContextDep, TenantDep
-from services.eventlog.event_store import EventFilters
+from services.eventlog.event_store import AttemptFilters, EventFilters
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
     AttemptPage,
@@ -23,13 +23,14 @@ from services.eventlog.models import (
     RecoverRequest,
 )
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, utcnow
+from webhooks.envelope import Envelope, to_utc, utcnow
 from webhooks.problems import Problem
 from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetRefused
 
 ENDPOINT_ID = Path(description="Endpoint id (ep_…).", max_length=80)
 TEST_EVENT_TYPE = "webhook.test"
+ERROR_CLASS_PATTERN = r"^[a-z][a-z_]{0,39}$"
 
 
 # Routes over the endpoints of the caller's tenant.
@@ -163,14 +164,39 @@ def list_attempts(
     tenant: TenantDep,
     endpoint_id: Annotated[str, ENDPOINT_ID],
     status: Annotated[Literal["succeeded", "failed"] | None, Query()] = None,
+    event_id: Annotated[str | None, Query(
+        description="Only attempts to deliver this event (evt_…).", max_length=80)] = None,
+    error: Annotated[str | None, Query(
+        description="Only attempts that failed with this error class: timeout, connect, "
+                    "network, redirect, http_status, refused_target, "
+                    "endpoint_misconfigured, endpoint_missing, endpoint_disabled.",
+        pattern=ERROR_CLASS_PATTERN)] = None,
+    created_after: Annotated[datetime | None, Query(
+        description="Only attempts made strictly after this instant (UTC if no zone).")
+    ] = None,
+    created_before: Annotated[datetime | None, Query(
+        description="Only attempts made strictly before this instant.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    cursor: Annotated[str | None, Query(
+        description="next_cursor of the previous page. It carries the filters of its "
+                    "listing: send it alone, or with exactly the same filters.",
+        max_length=4096)] = None,
 ) -> Response:
     """Attempts in log order (newest last); resume with ``next_cursor``."""
     _load(ctx, tenant, endpoint_id)
+    filters = AttemptFilters(status=status, event_id=event_id, error=error,
+                             created_after=created_after and to_utc(created_after),
+                             created_before=created_before and to_utc(created_before))
+    if (filters.created_after and filters.created_before
+            and filters.created_after >= filters.created_before):
+        raise Problem(400, "created_after (query parameter): must be before created_before",
+                      code="invalid_parameter")
     position, binding = ctx.decode_cursor(
-        cursor, "attempts", tenant, {"endpoint": endpoint_id, "status": status})
-    page = ctx.events.page_attempts(tenant, endpoint_id, status, position, limit)
+        cursor, f"attempts/{endpoint_id}", tenant, filters.describe(),
+        filters_given=filters != AttemptFilters())
+    if position.filters is not None:
+        filters = AttemptFilters.from_description(position.filters)
+    page = ctx.events.page_attempts(tenant, endpoint_id, filters, position, limit)
     return page_response(page, binding, ctx.cursor_key)
 
 

@@ -8,7 +8,7 @@ rules make pages gap-free and duplicate-free while the sink is writing:
   so a page never runs ahead of an offset that is not yet visible;
 - each partition's rows are served in offset order from just after the cursor;
 - rows come back ordered by position, so a batch the sink re-inserted before merges
-  shows up as adjacent duplicates, which :func:`_distinct_page` drops (fetching more
+  shows up as adjacent duplicates, which :func:`distinct_page` drops (fetching more
   if that leaves the page short). ``LIMIT 1 BY`` does the same in SQL but measured
   ~4x slower on 10M rows, as it stops the ordered read from ending early.
 
@@ -47,10 +47,66 @@ class EventFilters:
     created_before: datetime | None = None
 
     def describe(self) -> dict[str, Any]:
-        """The filters as a plain dict: what a cursor is bound to."""
+        """The filters as a plain dict: what a cursor carries and is bound to."""
         return {"types": list(self.types),
-                "created_after": self.created_after and self.created_after.isoformat(),
-                "created_before": self.created_before and self.created_before.isoformat()}
+                "created_after": moment_text(self.created_after),
+                "created_before": moment_text(self.created_before)}
+
+    @classmethod
+    def from_description(cls, described: dict[str, Any]) -> EventFilters:
+        """The filters :meth:`describe` gave (as a cursor carries them back)."""
+        return cls(types=tuple(described.get("types") or ()),
+                   created_after=text_moment(described.get("created_after")),
+                   created_before=text_moment(described.get("created_before")))
+
+
+@dataclass(frozen=True)
+class AttemptFilters:
+    """What a listing of one endpoint's attempts is restricted to; ``created_*`` bound
+    the attempt's time, ``error`` is its error class (``timeout``, ``http_status``, …)."""
+
+    status: str | None = None
+    event_id: str | None = None
+    error: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The filters as a plain dict: what a cursor carries and is bound to."""
+        return {"status": self.status, "event_id": self.event_id, "error": self.error,
+                "created_after": moment_text(self.created_after),
+                "created_before": moment_text(self.created_before)}
+
+    @classmethod
+    def from_description(cls, described: dict[str, Any]) -> AttemptFilters:
+        """The filters :meth:`describe` gave (as a cursor carries them back)."""
+        return cls(status=described.get("status"), event_id=described.get("event_id"),
+                   error=described.get("error"),
+                   created_after=text_moment(described.get("created_after")),
+                   created_before=text_moment(described.get("created_before")))
+
+
+def moment_text(moment: datetime | None) -> str | None:
+    """A filter's datetime as a cursor carries it (ISO text), or None."""
+    return moment.isoformat() if moment is not None else None
+
+
+def text_moment(text: Any) -> datetime | None:
+    """A datetime a cursor carried back as ISO text (its MAC vouches for the text)."""
+    return to_utc(datetime.fromisoformat(text)) if isinstance(text, str) else None
+
+
+def time_conditions(column: str, after: datetime | None, before: datetime | None,
+                    params: dict[str, Any]) -> list[str]:
+    """Exclusive bounds on the DateTime64(6) ``column``, adding their parameters."""
+    conditions = []
+    if after is not None:
+        params["after"] = clickhouse_time(after)
+        conditions.append(f"{column} > {{after:DateTime64(6, 'UTC')}}")
+    if before is not None:
+        params["before"] = clickhouse_time(before)
+        conditions.append(f"{column} < {{before:DateTime64(6, 'UTC')}}")
+    return conditions
 
 
 @dataclass
@@ -62,7 +118,7 @@ class Page:
     cursor: Cursor
 
 
-def _position_ranges(cursor: Cursor, watermarks: dict[int, int]) -> str:
+def position_ranges(cursor: Cursor, watermarks: dict[int, int]) -> str:
     """``(partition = p AND offset > after AND offset < watermark) OR …`` for visible rows."""
     clauses = []
     for partition, next_offset in sorted(watermarks.items()):
@@ -73,7 +129,8 @@ def _position_ranges(cursor: Cursor, watermarks: dict[int, int]) -> str:
     return "(" + " OR ".join(clauses) + ")" if clauses else "0"
 
 
-def _type_condition(types: tuple[str, ...], params: dict[str, Any]) -> str:
+def type_condition(types: tuple[str, ...], params: dict[str, Any], column: str = "type") -> str:
+    """Rows whose ``column`` matches one of ``types`` (exact or ``order.*`` prefixes)."""
     if not types or "*" in types:
         return "1"
     clauses = []
@@ -81,10 +138,10 @@ def _type_condition(types: tuple[str, ...], params: dict[str, Any]) -> str:
         name = f"type_{index}"
         if pattern.endswith(".*"):
             params[name] = pattern[:-1]
-            clauses.append(f"startsWith(type, {{{name}:String}})")
+            clauses.append(f"startsWith({column}, {{{name}:String}})")
         else:
             params[name] = pattern
-            clauses.append(f"type = {{{name}:String}}")
+            clauses.append(f"{column} = {{{name}:String}}")
     return "(" + " OR ".join(clauses) + ")"
 
 
@@ -94,8 +151,8 @@ ATTEMPT_FIELDS = ("id", "task_id", "event_id", "event_type", "attempt", "trigger
                   "timestamp", "next_attempt_at", "outcome")
 
 
-def _distinct_page(client: Client, build: Callable[[int], Query], limit: int
-                   ) -> tuple[list[Sequence[Any]], bool]:
+def distinct_page(client: Client, build: Callable[[int], Query], limit: int
+                  ) -> tuple[list[Sequence[Any]], bool]:
     """Up to ``limit`` rows of distinct (partition, offset) — the first two columns — and
     whether more follow. ``build(n)`` gives the query for the first ``n`` raw rows."""
     fetch = limit + 1
@@ -112,8 +169,8 @@ def _distinct_page(client: Client, build: Callable[[int], Query], limit: int
         fetch *= 4
 
 
-def _next_cursor(cursor: Cursor, served: list[tuple[int, int]], has_more: bool,
-                 watermarks: dict[int, int]) -> Cursor:
+def next_cursor(cursor: Cursor, served: list[tuple[int, int]], has_more: bool,
+                watermarks: dict[int, int]) -> Cursor:
     """Where the next page starts. At the end of the listing every visible row up to the
     watermarks was examined, so the cursor may skip there: a client polling with a rare
     filter then rescans only what arrived since, not the whole tenant."""
@@ -146,14 +203,10 @@ class EventStore:
         if watermarks is None:
             watermarks = self.watermarks(self.topics.events)
         params: dict[str, Any] = {"tenant": tenant}
-        conditions = ["tenant = {tenant:String}", _position_ranges(cursor, watermarks),
-                      _type_condition(filters.types, params)]
-        if filters.created_after is not None:
-            params["created_after"] = clickhouse_time(filters.created_after)
-            conditions.append("created > {created_after:DateTime64(6, 'UTC')}")
-        if filters.created_before is not None:
-            params["created_before"] = clickhouse_time(filters.created_before)
-            conditions.append("created < {created_before:DateTime64(6, 'UTC')}")
+        conditions = ["tenant = {tenant:String}", position_ranges(cursor, watermarks),
+                      type_condition(filters.types, params),
+                      *time_conditions("created", filters.created_after,
+                                       filters.created_before, params)]
         sql = (
             "SELECT kafka_partition, kafka_offset, envelope FROM events "
             f"WHERE {' AND '.join(conditions)} "
@@ -165,12 +218,12 @@ class EventStore:
                     ) -> Page:
         """Up to ``limit`` envelopes (raw JSON) after ``cursor``, oldest position first."""
         watermarks = self.watermarks(self.topics.events)
-        served, has_more = _distinct_page(
+        served, has_more = distinct_page(
             self.client,
             lambda n: self.events_query(tenant, filters, cursor, n, watermarks), limit)
         positions = [(int(p), int(o)) for p, o, _ in served]
         return Page(rows=[envelope for _, _, envelope in served], has_more=has_more,
-                    cursor=_next_cursor(cursor, positions, has_more, watermarks))
+                    cursor=next_cursor(cursor, positions, has_more, watermarks))
 
     def iter_events(self, tenant: str, filters: EventFilters, chunk: int = 1000
                     ) -> Iterator[str]:
@@ -221,17 +274,22 @@ class EventStore:
         result = self.client.query(sql, parameters=params)
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
-    def attempts_query(self, tenant: str, endpoint_id: str, status: str | None, cursor: Cursor,
-                       rows: int, watermarks: dict[int, int] | None = None) -> Query:
+    def attempts_query(self, tenant: str, endpoint_id: str, filters: AttemptFilters,
+                       cursor: Cursor, rows: int, watermarks: dict[int, int] | None = None
+                       ) -> Query:
         """The SQL and parameters of the first ``rows`` raw attempt rows after ``cursor``."""
         if watermarks is None:
             watermarks = self.watermarks(self.topics.attempts)
         params: dict[str, Any] = {"tenant": tenant, "endpoint": endpoint_id}
         conditions = ["tenant = {tenant:String}", "endpoint_id = {endpoint:String}",
-                      _position_ranges(cursor, watermarks)]
-        if status is not None:
-            params["status"] = status
-            conditions.append("status = {status:String}")
+                      position_ranges(cursor, watermarks),
+                      *time_conditions("timestamp", filters.created_after,
+                                       filters.created_before, params)]
+        for column in ("status", "event_id", "error"):
+            value = getattr(filters, column)
+            if value is not None:
+                params[column] = value
+                conditions.append(f"{column} = {{{column}:String}}")
         sql = (
             f"SELECT kafka_partition, kafka_offset, {', '.join(ATTEMPT_FIELDS)} FROM attempts "
             f"WHERE {' AND '.join(conditions)} "
@@ -239,18 +297,18 @@ class EventStore:
         )
         return sql, params
 
-    def page_attempts(self, tenant: str, endpoint_id: str, status: str | None, cursor: Cursor,
-                      limit: int) -> Page:
+    def page_attempts(self, tenant: str, endpoint_id: str, filters: AttemptFilters,
+                      cursor: Cursor, limit: int) -> Page:
         """Up to ``limit`` attempts (as JSON documents) of one endpoint after ``cursor``."""
         watermarks = self.watermarks(self.topics.attempts)
-        served, has_more = _distinct_page(
+        served, has_more = distinct_page(
             self.client,
-            lambda n: self.attempts_query(tenant, endpoint_id, status, cursor, n, watermarks),
+            lambda n: self.attempts_query(tenant, endpoint_id, filters, cursor, n, watermarks),
             limit)
         positions = [(int(row[0]), int(row[1])) for row in served]
         rows = [json.dumps(_attempt_document(ATTEMPT_FIELDS, row[2:])) for row in served]
         return Page(rows=rows, has_more=has_more,
-                    cursor=_next_cursor(cursor, positions, has_more, watermarks))
+                    cursor=next_cursor(cursor, positions, has_more, watermarks))
 
 
 def _attempt_document(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:

@@ -49,13 +49,15 @@ def list_events(
         description="Only events created strictly before this instant.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(
-        description="next_cursor of the previous page, issued for the same filters.",
+        description="next_cursor of the previous page. It carries the filters of its "
+                    "listing: send it alone, or with exactly the same filters.",
         max_length=4096)] = None,
 ) -> Response:
     """Events of the tenant in log order (newest last), gap-free and duplicate-free.
 
     Page until ``has_more`` is false; later, resume with the last ``next_cursor`` to
-    get exactly the events that arrived since.
+    get exactly the events that arrived since. The cursor alone continues the listing
+    with its filters; other filters with it answer 400.
     """
     if type is not None and not is_valid_filter(type):
         raise Problem(400, f"type (query parameter): {type!r} is not an event type or a "
@@ -67,7 +69,10 @@ def list_events(
             and filters.created_after >= filters.created_before):
         raise Problem(400, "created_after (query parameter): must be before created_before",
                       code="invalid_parameter")
-    position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe())
+    position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe(),
+                                          filters_given=filters != EventFilters())
+    if position.filters is not None:
+        filters = EventFilters.from_description(position.filters)
     page = ctx.events.page_events(tenant, filters, position, limit)
     return page_response(page, binding, ctx.cursor_key)
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from services.eventlog.redelivery import QueuedTasks
+from webhooks.delivery import AttemptSummary
 from webhooks.endpoints import Endpoint, EndpointSecret
 from webhooks.envelope import Envelope
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000
+ENDPOINT_ID_PATTERN = r"^ep_[0-9A-Za-z]{1,64}$"
 
 # Checked by _check_filters (for a clearer message than a regex mismatch); the pattern is
 # published so that clients and API fuzzers know the shape.
@@ -209,3 +211,70 @@ class Queued(BaseModel):
         return cls(queued=queued.count, tasks=[
             QueuedTask(task_id=t.task_id, endpoint_id=t.endpoint_id, event_id=t.event.id)
             for t in queued.first])
+
+
+class DeadTask(BaseModel):
+    """A delivery task the fanout gave up on (the DLQ), with its attempt history."""
+
+    id: str = Field(description="The task id (dlv_…).")
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    event: Envelope
+    trigger: str = Field(description="What queued the task that died (event, redeliver, "
+                                     "recover, test, replay).")
+    attempts: int = Field(description="How many attempts were made.")
+    history: list[AttemptSummary] = Field(description="Every attempt, oldest first.")
+    reason: str = Field(description="Why delivery stopped (retries exhausted, endpoint "
+                                    "disabled, …).")
+    last_error: str | None = Field(default=None, description="Error class of the last attempt.")
+    last_response_status: int | None = None
+    dead_lettered_at: str = Field(description="When the task went to the DLQ (UTC).")
+
+
+class DeadTaskPage(BaseModel):
+    """A page of dead tasks, oldest DLQ position first."""
+
+    data: list[DeadTask]
+    has_more: bool
+    next_cursor: str
+
+
+class DlqReplayRequest(BaseModel):
+    """``POST /v1/dlq/replay``: either ``ids``, or filters like ``GET /v1/dlq``'s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(max_length=80)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_LISTED_TASKS,
+        description="Dead task ids (dlv_…), 1-1000; not together with filters.")
+    endpoint_id: str | None = Field(default=None, pattern=ENDPOINT_ID_PATTERN)
+    type: EventFilter | None = Field(
+        default=None, description="Exact event type or prefix wildcard (order.*).")
+    created_after: datetime | None = Field(
+        default=None, description="Dead-lettered strictly after this instant (UTC if no zone).")
+    created_before: datetime | None = Field(
+        default=None, description="Dead-lettered strictly before this instant.")
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_filter(value):
+            raise ValueError(f"{value!r} is not an event type or a prefix like order.*")
+        return value
+
+
+class SkippedEndpoint(BaseModel):
+    """An endpoint whose dead tasks a replay left alone, and why."""
+
+    endpoint_id: str
+    reason: Literal["deleted", "disabled"]
+
+
+class Replayed(Queued):
+    """Dead tasks queued again (new task ids, same events), and those left alone."""
+
+    skipped: int = Field(description="Dead tasks not replayed: their endpoint was deleted "
+                                     "or is disabled.")
+    skipped_endpoints: list[SkippedEndpoint] = Field(
+        description="The endpoints those tasks were for, and why.")

@@ -1,9 +1,10 @@
-"""The eventlog sink: events, attempts and endpoint records from Kafka into ClickHouse.
+"""The eventlog sink: events, attempts, endpoint records and dead-lettered delivery tasks
+from Kafka into ClickHouse.
 
-One consumer group reads the three topics and writes size/time-bounded batches:
+One consumer group reads the four topics and writes size/time-bounded batches:
 
-1. insert the batch's rows (``events``, ``attempts``, ``endpoints``), each table in one
-   INSERT, every partition's rows in offset order;
+1. insert the batch's rows (``events``, ``attempts``, ``endpoints``, ``dlq``), each table
+   in one INSERT, every partition's rows in offset order;
 2. insert, per topic partition, the next offset to read into ``sink_positions`` — the
    visibility watermark: the API serves only rows below it, so a reader never sees a
    row while an earlier offset of its partition is still on its way;
@@ -11,9 +12,10 @@ One consumer group reads the three topics and writes size/time-bounded batches:
 
 A crash anywhere re-reads from the last commit. Events the log already holds (by tenant
 and id) are not inserted again, so neither a re-read batch nor the same event appended
-twice to the topic shows twice; attempts and endpoints re-insert with the same
-(partition, offset) keys, which ReplacingMergeTree collapses and the queries skip
-before merges. Nothing acknowledged is lost.
+twice to the topic shows twice; likewise dead tasks by (tenant, task id), since a fanout
+that crashed before committing may dead-letter a task again. Attempts and endpoints
+re-insert with the same (partition, offset) keys, which ReplacingMergeTree collapses and
+the queries skip before merges. Nothing acknowledged is lost.
 If an insert fails, the consumer seeks back to the batch's first offsets and tries again.
 """
 
@@ -24,16 +26,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import Counter
 
 from services.eventlog.clickhouse import create_clickhouse_client
 from webhooks.background import BackgroundWorker
-from webhooks.delivery import AttemptRecord
-from webhooks.envelope import Envelope
+from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.envelope import Envelope, utcnow
 from webhooks.kafka import create_consumer
 from webhooks.settings import Settings
 from webhooks.topics import Topics
@@ -48,6 +58,9 @@ ATTEMPT_COLUMNS = ["tenant", "endpoint_id", "kafka_partition", "kafka_offset", "
                    "response_status", "response_body", "error", "latency_ms", "timestamp",
                    "next_attempt_at", "outcome"]
 ENDPOINT_COLUMNS = ["id", "kafka_partition", "kafka_offset", "tenant", "deleted", "record"]
+DLQ_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "task_id", "endpoint_id",
+               "event_id", "event_type", "attempts", "reason", "last_error",
+               "last_response_status", "dead_lettered_at", "task"]
 POSITION_COLUMNS = ["topic", "kafka_partition", "next_offset"]
 
 DUPLICATE_WINDOW_SECONDS = 3600
@@ -59,6 +72,8 @@ SINK_SKIPPED = Counter("eventlog_sink_skipped_total",
                        ["topic"])
 SINK_DUPLICATES = Counter("eventlog_sink_duplicate_events_total",
                           "Events not inserted because the log already holds their id")
+SINK_DUPLICATE_DEAD = Counter("eventlog_sink_duplicate_dead_tasks_total",
+                              "Dead tasks not inserted because the DLQ table holds their id")
 SINK_FAILURES = Counter("eventlog_sink_insert_failures_total",
                         "Batches whose insert failed and were re-read")
 
@@ -70,6 +85,7 @@ class Batch:
     events: list[list[Any]] = field(default_factory=list)
     attempts: list[list[Any]] = field(default_factory=list)
     endpoints: list[list[Any]] = field(default_factory=list)
+    dead: list[list[Any]] = field(default_factory=list)
     first: dict[tuple[str, int], int] = field(default_factory=dict)
     last: dict[tuple[str, int], int] = field(default_factory=dict)
     size: int = 0
@@ -108,6 +124,23 @@ def _endpoint_row(message: Message) -> list[Any]:
             document["tenant"], 0, raw.decode()]
 
 
+def _dead_task_row(message: Message) -> list[Any]:
+    raw = message.value()
+    task = DeliveryTask.from_json(raw)
+    last = task.history[-1] if task.history else None
+    kind, millis = message.timestamp()
+    # The record's timestamp is when the fanout dead-lettered the task; without one
+    # (never with the platform's producers) the last attempt is the closest we know.
+    if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0:
+        dead_lettered_at = datetime.fromtimestamp(millis / 1000, UTC)
+    else:
+        dead_lettered_at = last.timestamp if last is not None else utcnow()
+    return [task.tenant, message.partition(), message.offset(), task.task_id,
+            task.endpoint_id, task.event.id, task.event.type, len(task.history),
+            task.dlq_reason or "", last.error if last else None,
+            last.response_status if last else None, dead_lettered_at, raw.decode()]
+
+
 class EventLogSink(BackgroundWorker):
     """Runs the consume → insert → commit loop in a background thread.
 
@@ -130,6 +163,7 @@ class EventLogSink(BackgroundWorker):
             self.topics.events: _event_row,
             self.topics.attempts: _attempt_row,
             self.topics.endpoints: _endpoint_row,
+            self.topics.dlq: _dead_task_row,
         }
         self._consumer: Consumer | None = None
         self._batch = Batch()
@@ -175,6 +209,8 @@ class EventLogSink(BackgroundWorker):
             self._batch.events.append(row)
         elif topic == self.topics.attempts:
             self._batch.attempts.append(row)
+        elif topic == self.topics.dlq:
+            self._batch.dead.append(row)
         else:
             self._batch.endpoints.append(row)
 
@@ -203,7 +239,8 @@ class EventLogSink(BackgroundWorker):
         """Insert the batch's rows, then advance the visibility watermarks."""
         for table, rows, columns in (("events", self._unseen(batch.events), EVENT_COLUMNS),
                                      ("attempts", batch.attempts, ATTEMPT_COLUMNS),
-                                     ("endpoints", batch.endpoints, ENDPOINT_COLUMNS)):
+                                     ("endpoints", batch.endpoints, ENDPOINT_COLUMNS),
+                                     ("dlq", self._unseen_dead(batch.dead), DLQ_COLUMNS)):
             if rows:
                 self.client.insert(table, rows, column_names=columns)
                 SINK_ROWS.labels(table=table).inc(len(rows))
@@ -238,6 +275,31 @@ class EventLogSink(BackgroundWorker):
         if skipped := len(events) - len(first):
             SINK_DUPLICATES.inc(skipped)
             log.info("skipped %d events whose id the log already holds", skipped)
+        return list(first.values())
+
+    def _unseen_dead(self, dead: list[list[Any]]) -> list[list[Any]]:
+        """The dead task rows whose (tenant, task id) the DLQ table does not hold yet.
+
+        A fanout worker that crashed after dead-lettering a task but before committing
+        reads the task's retry record again and dead-letters it once more (same task id,
+        later offset); the DLQ listing shows it once. The DLQ is small and the lookup
+        goes through the ``task_id`` bloom filter index, so no time window is needed.
+        """
+        if not dead:
+            return dead
+        first: dict[tuple[str, str], list[Any]] = {}
+        for row in dead:
+            first.setdefault((row[0], row[3]), row)
+        known = self.client.query(
+            "SELECT DISTINCT tenant, task_id FROM dlq "
+            "WHERE tenant IN {tenants:Array(String)} AND task_id IN {ids:Array(String)}",
+            parameters={"tenants": sorted({tenant for tenant, _ in first}),
+                        "ids": [task_id for _, task_id in first]}).result_rows
+        for key in known:
+            first.pop(tuple(key), None)
+        if skipped := len(dead) - len(first):
+            SINK_DUPLICATE_DEAD.inc(skipped)
+            log.info("skipped %d dead tasks the DLQ table already holds", skipped)
         return list(first.values())
 
     def commit(self, consumer: Consumer, batch: Batch) -> None:

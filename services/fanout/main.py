@@ -6,6 +6,7 @@ import mode.loop
 from faust.worker import Worker
 
 from services.fanout.app import create_app
+from webhooks.observability import logging_config
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
@@ -16,4 +17,6 @@ def run(settings: Settings) -> None:
     # uvloop: the worker's event loop runs every HTTP attempt and Kafka callback.
     mode.loop.use("uvloop")
     app = create_app(settings)
-    Worker(app, loglevel=settings.log_level.lower()).execute_from_commandline()
+    Worker(app, loglevel=settings.log_level.lower(),
+           logging_config=logging_config(settings.log_level, settings.log_format)
+           ).execute_from_commandline()

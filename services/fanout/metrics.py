@@ -17,7 +17,8 @@ LagReader = Callable[[], Iterable[tuple[str, int, int]]]
 
 
 class FanoutMetrics:
-    """Deliveries by outcome, latency, retries by tier, DLQ, in-flight, consumer lag."""
+    """Deliveries by outcome and error class, latency, retries by tier, DLQ, in-flight,
+    consumer lag."""
 
     def __init__(self, in_flight: Callable[[], float], waiting: Callable[[], float],
                  lag: LagReader, unacked: Callable[[], dict[str, int]]) -> None:
@@ -29,6 +30,9 @@ class FanoutMetrics:
             "webhooks_delivery_latency_seconds", "HTTP attempt latency.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry)
+        self.delivery_errors = Counter(
+            "webhooks_delivery_errors", "Failed attempts by error class (timeout, connect, "
+            "http_status, …).", ["error"], registry=self.registry)
         self.retries = Counter(
             "webhooks_retries", "Tasks moved to a retry tier.", ["tier"], registry=self.registry)
         self.deferred = Counter(

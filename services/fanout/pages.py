@@ -1,4 +1,4 @@
-"""The fanout's web pages: /healthz (ready to deliver?) and /metrics (Prometheus)."""
+"""The fanout's web pages: /livez (alive), /healthz (ready to deliver?), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ from webhooks.settings import Settings
 
 def add_pages(app: faust.App, settings: Settings, view: EndpointView,
               metrics: FanoutMetrics) -> None:
-    """Serve /healthz and /metrics on ``app``'s web server."""
+    """Serve /livez, /healthz and /metrics on ``app``'s web server."""
+
+    @app.page("/livez")
+    async def livez(web, request):  # type: ignore[no-untyped-def]
+        # The liveness probe: the worker's event loop answers. Kafka is /healthz's concern.
+        return web.json({"status": "alive"})
 
     @app.page("/healthz")
     async def healthz(web, request):  # type: ignore[no-untyped-def]

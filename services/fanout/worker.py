@@ -198,6 +198,10 @@ class FanoutWorker:
             )
             if step.dead_letter:
                 self.metrics.dead_lettered.inc()
+                log.info("dead-lettered: %s", step.task.dlq_reason, extra={
+                    "tenant": task.tenant, "event_id": task.event.id,
+                    "endpoint_id": task.endpoint_id, "task_id": task.task_id,
+                    "attempt": task.attempt})
             else:
                 self.metrics.retries.labels(step.topic.rsplit(".", 1)[-1]).inc()
             return outcome
@@ -260,7 +264,8 @@ class FanoutWorker:
             self.publish(self.topics.endpoint_health, disabled.id.encode(), None),
         )
         self.metrics.endpoints_disabled.labels("gone" if "410" in reason else "failing").inc()
-        log.warning("disabled endpoint %s: %s", disabled.id, reason)
+        log.warning("disabled endpoint %s: %s", disabled.id, reason,
+                    extra={"tenant": disabled.tenant, "endpoint_id": disabled.id})
 
     async def _save_streak(self, endpoint_id: str, verdict: Verdict) -> None:
         """Write the endpoint's failure streak (or its tombstone) when it changed."""
@@ -290,3 +295,5 @@ class FanoutWorker:
             outcome=outcome)
         await self.publish(self.topics.attempts, task.key, record.to_json())
         self.metrics.deliveries.labels(outcome).inc()
+        if result.error is not None:
+            self.metrics.delivery_errors.labels(result.error).inc()

@@ -6,6 +6,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.ingest.app import create_app
+from webhooks.observability import logging_config
 from webhooks.settings import Settings, get_settings
 
 
@@ -25,7 +26,8 @@ def run(settings: Settings) -> None:
     environment, as ``settings`` was (see ``services.cli``).
     """
     options = {"host": settings.host, "port": settings.ingest_port, "loop": "uvloop",
-               "http": "httptools", "log_level": settings.log_level.lower()}
+               "http": "httptools", "log_level": settings.log_level.lower(),
+               "log_config": logging_config(settings.log_level, settings.log_format)}
     if settings.ingest_workers > 1:
         uvicorn.run("services.ingest.main:app_from_environment", factory=True,
                     workers=settings.ingest_workers, **options)

@@ -119,6 +119,13 @@ def container_environment(manifests: Manifests, workload: dict[str, Any],
     return environment
 
 
+def settings_config_maps(manifests: Manifests) -> list[dict[str, Any]]:
+    """The ConfigMaps of ``WEBHOOKS_*`` settings (and their hook copy): every ConfigMap but
+    the optional Grafana board (``metrics.grafanaDashboard``)."""
+    return [c for c in manifests.of_kind("ConfigMap")
+            if not c["metadata"]["name"].endswith("-grafana-dashboard")]
+
+
 def name(component: str) -> str:
     """Resource name of a component for the test release (default fullname)."""
     return f"{RELEASE}-webhooks-{component}"

@@ -27,6 +27,7 @@ from tests.deploy.chart import (
     name,
     pod_spec,
     run_helm,
+    settings_config_maps,
     write_values,
 )
 from webhooks.settings import Settings
@@ -62,7 +63,7 @@ def role_of(deployment: dict[str, Any]) -> str | None:
 
 def release_config(manifests: Manifests) -> dict[str, str]:
     """Data of the release's ConfigMap (not its hook copy for the setup Jobs)."""
-    [config] = [c for c in manifests.of_kind("ConfigMap")
+    [config] = [c for c in settings_config_maps(manifests)
                 if "helm.sh/hook" not in c["metadata"].get("annotations", {})]
     return config["data"]
 
@@ -167,8 +168,11 @@ def test_each_service_listens_on_the_port_the_probes_and_service_use(
         service = container["args"][1]
         assert int(config[SERVICE_PORT_SETTING[service]]) == \
             container["ports"][0]["containerPort"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+        # Liveness (and the start-up probe that gates it) must not depend on Kafka or
+        # ClickHouse, or an outage of either restarts every pod: /livez; readiness /healthz.
+        assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        for probe in ("startupProbe", "livenessProbe"):
+            assert container[probe]["httpGet"] == {"path": "/livez", "port": "http"}
 
 
 def test_every_secret_key_a_pod_reads_is_in_the_secret(any_render: Manifests) -> None:
@@ -262,9 +266,9 @@ def test_setup_jobs_only_use_configuration_that_exists_before_them(
 
 
 def test_hook_configuration_equals_the_release_configuration(any_render: Manifests) -> None:
-    hooks = [c for c in any_render.of_kind("ConfigMap") if "helm.sh/hook" in
+    hooks = [c for c in settings_config_maps(any_render) if "helm.sh/hook" in
              c["metadata"].get("annotations", {})]
-    releases = [c for c in any_render.of_kind("ConfigMap") if c not in hooks]
+    releases = [c for c in settings_config_maps(any_render) if c not in hooks]
     assert len(hooks) == 1
     assert len(releases) == 1
     assert hooks[0]["data"] == releases[0]["data"]

@@ -36,7 +36,8 @@ VALUES_FILES = {
 KUBERNETES_VERSIONS = ("1.25.0", "1.29.0", "1.33.0", "1.37.0")
 # Custom resources have no schema in the Kubernetes distribution; these are skipped by name,
 # every other kind must have a schema and pass it.
-CUSTOM_RESOURCE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_RESOURCE_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"),
+                         ("monitoring.coreos.com/v1", "PrometheusRule")}
 
 
 @pytest.fixture(scope="module", params=sorted(VALUES_FILES))

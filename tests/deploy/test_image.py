@@ -8,14 +8,16 @@ with the image's PYTHONPATH; and every command the rendered chart runs is parsed
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -103,14 +105,30 @@ def test_image_layout_keeps_schemas_and_migrations_next_to_the_code(tmp_path: Pa
 
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
-    for path in ("pyproject.toml", "README.md", "services/cli.py",
+    for path in ("pyproject.toml", "uv.lock", "services/cli/__init__.py",
                  "services/eventlog/migrations/x.sql", "services/ingest/app.py",
                  "webhooks/schemas/envelope.v1.json"):
         assert not IGNORE.excludes(path), path
     for path in (".venv/bin/python", ".cache/bin/helm", ".git/HEAD", ".data/clickhouse/x",
                  "tests/conftest.py", "services/__pycache__/cli.cpython-311.pyc",
-                 "deploy/helm/webhooks/values.yaml", "bench-results/latest.json"):
+                 "deploy/helm/webhooks/values.yaml", "bench-results/latest.json", "README.md"):
         assert IGNORE.excludes(path), path
+
+
+def test_dependencies_come_from_the_lock_file_the_tests_install_from() -> None:
+    """One lock file: the image installs exactly it, as `make test`'s venv does."""
+    builder = DOCKERFILE.stage("builder")
+    assert any("uv.lock" in copy.split()[:-1] for copy in builder.all("COPY"))
+    installs = [run for run in builder.all("RUN") if "uv sync" in run]
+    assert installs and all("--locked" in run and "--no-dev" in run for run in installs)
+    assert not any("pip install -r" in run or "pip install -e" in run
+                   for run in builder.all("RUN")), "dependencies bypass uv.lock"
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"^\$\(INSTALLED\):.*\buv\.lock\b", makefile, re.MULTILINE)
+    assert "$(UV) sync --locked --extra test" in makefile
+    # The same uv writes the lock (make lock) and reads it in the image.
+    [make_uv] = re.findall(r"^UV_VERSION := (\S+)$", makefile, re.MULTILINE)
+    assert DOCKERFILE.global_args["UV_VERSION"] == make_uv
 
 
 def test_entrypoint_is_the_webhooks_console_script() -> None:
@@ -125,18 +143,29 @@ def test_entrypoint_is_the_webhooks_console_script() -> None:
 
 
 class _Parsed(Exception):
-    """Raised with the parsed namespace to stop ``cli.main`` before it runs anything."""
+    """Raised with the parsed command to stop ``cli.main`` before it runs anything."""
 
 
-def cli_parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace | int:
-    """What the real ``webhooks`` parser makes of ``argv``: a namespace, or its exit code."""
-    parse_args = argparse.ArgumentParser.parse_args
+@dataclass(frozen=True)
+class ParsedCommand:
+    """What the ``webhooks`` parser made of an argv: the command's name and arguments."""
 
-    def parse_then_stop(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
-        raise _Parsed(parse_args(self, *args, **kwargs))
+    command: str
+    params: dict[str, object]
+
+
+def cli_parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> ParsedCommand | int:
+    """What the real ``webhooks`` parser (click) makes of ``argv``: the command it would
+    run, or its exit code. Groups still dispatch; the chosen command is stopped."""
+    invoke = click.Command.invoke
+
+    def parse_then_stop(self: click.Command, ctx: click.Context) -> object:
+        if isinstance(self, click.Group):
+            return invoke(self, ctx)
+        raise _Parsed(ParsedCommand(ctx.info_name or "", dict(ctx.params)))
 
     with monkeypatch.context() as patch:
-        patch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+        patch.setattr(click.Command, "invoke", parse_then_stop)
         try:
             cli.main(argv)
         except _Parsed as parsed:
@@ -157,11 +186,11 @@ def test_every_command_the_chart_runs_is_a_cli_command(
                 assert "command" not in container
                 argv = [*entrypoint[1:], *container["args"]]
                 parsed = cli_parse(argv, monkeypatch)
-                assert isinstance(parsed, argparse.Namespace), \
+                assert isinstance(parsed, ParsedCommand), \
                     f"`webhooks {' '.join(argv)}` is not a command (exit {parsed})"
                 assert parsed.command == argv[0]
                 if parsed.command == "serve":
-                    assert [parsed.service] == argv[1:]
+                    assert [parsed.params["service"]] == argv[1:]
                 else:
                     assert argv[1:] == []
                 seen.add(tuple(argv))
@@ -173,9 +202,9 @@ def test_every_command_the_chart_runs_is_a_cli_command(
 def test_the_cli_check_rejects_commands_that_do_not_exist(
         argv: list[str], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Negative control for the test above: argparse exits 2 on a wrong command."""
+    """Negative control for the test above: the parser exits 2 on a wrong command."""
     assert cli_parse(argv, monkeypatch) == 2
-    assert "error" in capsys.readouterr().err
+    assert "error" in capsys.readouterr().err.lower()
 
 
 def test_image_defaults_fit_a_read_only_pod(renders: list[Manifests]) -> None:

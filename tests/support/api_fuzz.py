@@ -25,7 +25,10 @@ def fuzz_every_operation(client: TestClient, headers: dict[str, str],
     """Check ``max_examples`` generated requests (valid and invalid) per operation;
     raises on the first failing answer; returns the operations checked."""
     schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # An endless response (x-endless: the event stream) cannot be read to its end here;
+    # such operations have their own tests of bad input.
+    operations = [op for op in (result.ok() for result in schema.get_all_operations())
+                  if not op.definition.raw.get("x-endless")]
     for operation in operations:
         # derandomize: the same requests on every run, so CI cannot flake on a new draw.
         # Both modes: schemathesis generates only valid requests unless asked for invalid

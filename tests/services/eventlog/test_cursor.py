@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from services.eventlog.cursor import Cursor, CursorError, cursor_key, request_binding
+from services.eventlog.cursor import Cursor, CursorError, cursor_key, request_binding, resume
 from webhooks.settings import Settings
 
 KEY = cursor_key(Settings(api_keys={"k": "acme"}))
@@ -17,7 +17,7 @@ def test_round_trip_and_advance() -> None:
     assert cursor.positions == {0: 9, 2: 3}
     token = cursor.encode(BINDING, KEY)
     assert Cursor.decode(token, BINDING, KEY) == cursor
-    assert "acme" not in token and "order" not in token  # opaque: only a digest of filters
+    assert "acme" not in token  # the tenant is only in the digest (it comes from the key)
 
 
 def test_binding_covers_listing_tenant_and_filters() -> None:
@@ -58,3 +58,46 @@ def test_unknown_version_is_refused() -> None:
              + base64.urlsafe_b64encode(mac).decode().rstrip("="))
     with pytest.raises(CursorError, match="version"):
         Cursor.decode(token, BINDING, KEY)
+
+
+FILTERS = {"types": ["order.*"], "created_after": None}
+
+
+def test_a_token_carries_its_filters_so_it_resumes_alone() -> None:
+    start, binding = resume(None, "events", "acme", FILTERS, KEY)
+    assert start == Cursor({}, FILTERS) and binding == binding_of(FILTERS)
+    token = start.advanced([(0, 4)]).encode(binding, KEY)
+    alone, again = resume(token, "events", "acme", {"types": [], "created_after": None}, KEY,
+                          filters_given=False)
+    assert alone == Cursor({0: 4}, FILTERS) and again == binding
+    same, _ = resume(token, "events", "acme", FILTERS, KEY)
+    assert same == alone
+    with pytest.raises(CursorError, match="different filters"):
+        resume(token, "events", "acme", {"types": ["order.created"], "created_after": None},
+               KEY)
+    for listing, tenant in (("attempts/ep_1", "acme"), ("events", "globex")):
+        with pytest.raises(CursorError, match="different listing"):
+            resume(token, listing, tenant, FILTERS, KEY, filters_given=False)
+
+
+def test_a_version_1_token_resumes_only_with_its_own_filters() -> None:
+    token = Cursor({0: 4}).encode(binding_of(FILTERS), KEY)  # no filters: version 1
+    resumed, _ = resume(token, "events", "acme", FILTERS, KEY)
+    assert resumed == Cursor({0: 4}, FILTERS)  # the next token carries them
+    with pytest.raises(CursorError, match="different"):
+        resume(token, "events", "acme", {"types": [], "created_after": None}, KEY,
+               filters_given=False)
+
+
+def test_carried_filters_cannot_be_changed_without_the_key() -> None:
+    token = Cursor({0: 4}, FILTERS).encode(binding_of(FILTERS), KEY)
+    body, mac = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["f"]["types"] = ["*"]
+    forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    with pytest.raises(CursorError, match="tampered"):
+        resume(f"{forged}.{mac}", "events", "acme", {}, KEY, filters_given=False)
+
+
+def binding_of(filters: dict) -> str:
+    return request_binding("events", "acme", filters)

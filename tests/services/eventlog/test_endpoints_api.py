@@ -416,3 +416,62 @@ def test_attempt_log_pages_by_status(api: TestClient, eventlog_settings: Setting
     assert mismatched.status_code == 400
     assert tenant.call("GET", f"/v1/endpoints/{endpoint}/attempts",
                        params={"status": "lost"}).status_code == 400
+
+
+def test_attempt_log_filters_by_event_error_and_time_and_the_cursor_carries_them(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    endpoint = tenant.endpoint(["*"])["id"]
+    base = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    # (event, error, minutes after base)
+    shape = [("evt_a", "timeout", 0), ("evt_a", "http_status", 10), ("evt_a", None, 20),
+             ("evt_b", "connect", 5), ("evt_b", "http_status", 15), ("evt_c", None, 25)]
+    records = [AttemptRecord(task_id="dlv_x", event_id=event_id, event_type="order.created",
+                             endpoint_id=endpoint, tenant=tenant.name, attempt=1,
+                             trigger="event", url=URL,
+                             status="failed" if error else "succeeded",
+                             response_status=None if error == "connect" else 200,
+                             error=error, latency_ms=1.0,
+                             timestamp=base + timedelta(minutes=minutes),
+                             outcome="retrying" if error else "delivered")
+               for event_id, error, minutes in shape]
+    publish_attempts(eventlog_settings, records)
+    path = f"/v1/endpoints/{endpoint}/attempts"
+
+    def ids(**params: Any) -> list[str]:
+        """Every attempt, one per page, sending the cursor alone after the first page."""
+        seen: list[str] = []
+        query = {**params, "limit": 1}
+        while True:
+            response = tenant.call("GET", path, params=query)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            seen += [a["id"] for a in body["data"]]
+            if not body["has_more"]:
+                return seen
+            query = {"cursor": body["next_cursor"], "limit": 1}
+
+    eventually(lambda: len(ids()) == len(records))
+    by = {(r.event_id, r.error): r.id for r in records}
+    assert ids(event_id="evt_a") == [by["evt_a", "timeout"], by["evt_a", "http_status"],
+                                     by["evt_a", None]]
+    assert ids(error="http_status") == [by["evt_a", "http_status"], by["evt_b", "http_status"]]
+    assert ids(event_id="evt_b", error="http_status") == [by["evt_b", "http_status"]]
+    assert ids(status="succeeded") == [by["evt_a", None], by["evt_c", None]]
+    assert ids(created_after=(base + timedelta(minutes=10)).isoformat(),
+               created_before=(base + timedelta(minutes=25)).isoformat()) == [
+        by["evt_a", None], by["evt_b", "http_status"]]
+    assert ids(created_after=(base + timedelta(minutes=24)).isoformat()) == [by["evt_c", None]]
+    first = tenant.call("GET", path, params={"event_id": "evt_a", "limit": 1}).json()
+    for params, status in (({"error": "timeout"}, 400), ({"event_id": "evt_b"}, 400),
+                           ({"event_id": "evt_a"}, 200), ({}, 200)):
+        response = tenant.call("GET", path, params={"cursor": first["next_cursor"], **params})
+        assert response.status_code == status, (params, response.text)
+    other = tenant.endpoint(["*"])["id"]  # a cursor of one endpoint's log is not another's
+    assert tenant.call("GET", f"/v1/endpoints/{other}/attempts",
+                       params={"cursor": first["next_cursor"]}).status_code == 400
+    for bad in ({"error": "Not A Class"}, {"event_id": "e" * 81},
+                {"created_after": base.isoformat(), "created_before": base.isoformat()}):
+        response = tenant.call("GET", path, params=bad)
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["code"] == "invalid_parameter"

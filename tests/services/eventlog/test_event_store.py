@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
 from services.eventlog.cursor import Cursor
-from services.eventlog.event_store import EventFilters, EventStore
+from services.eventlog.event_store import AttemptFilters, EventFilters, EventStore
 from services.eventlog.sink import EVENT_COLUMNS, POSITION_COLUMNS
 from webhooks.settings import Settings
 from webhooks.topics import Topics
@@ -227,7 +227,7 @@ def test_every_query_shape_reads_a_few_granules(client: Client, store: EventStor
             "big", EventFilters(created_after=BASE + timedelta(days=3),
                                 created_before=BASE + timedelta(days=9)), near_end, 101),
         "attempts page": store.attempts_query(
-            "big", endpoint, "failed",
+            "big", endpoint, AttemptFilters(status="failed"),
             Cursor({endpoint_partition: attempts[endpoint_partition] - 20_000}), 101),
     }
     for name, (sql, params) in pages.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -21,8 +22,9 @@ from tests.support.eventlog import (
     rows_written,
 )
 from webhooks.acked_producer import AckedProducer
-from webhooks.delivery import AttemptRecord
+from webhooks.delivery import AttemptRecord, AttemptSummary, DeliveryTask
 from webhooks.endpoints import Endpoint, EndpointSecret
+from webhooks.kafka import create_producer
 from webhooks.settings import Settings
 from webhooks.signing import generate_secret
 from webhooks.topics import Topics
@@ -174,3 +176,45 @@ def test_failed_inserts_are_retried_from_kafka_without_loss(sink_settings: Setti
     stored = late.query("SELECT id FROM events WHERE tenant = 'late' "
                         "ORDER BY kafka_partition, kafka_offset").result_rows
     assert sorted({r[0] for r in stored}) == sorted(e.id for e in events)
+
+
+def test_dead_tasks_land_in_the_dlq_table_once_each(
+        sink_settings: Settings, client: Client) -> None:
+    """Dead tasks from the DLQ topic are stored with their history, last error and the
+    time they were dead-lettered (the record's timestamp); the same task dead-lettered
+    again (a fanout that crashed before committing) is stored once; an undecodable
+    record is skipped and left on the topic."""
+    topics = Topics.from_settings(sink_settings)
+    producer = create_producer(sink_settings.kafka)
+    dead_at = datetime(2026, 11, 20, 12, 0, 0, 123000, tzinfo=UTC)
+    history = [AttemptSummary(attempt=1, timestamp=dead_at - timedelta(seconds=2),
+                              status="failed", error="timeout"),
+               AttemptSummary(attempt=2, timestamp=dead_at - timedelta(seconds=1),
+                              status="failed", response_status=502, error="http_status")]
+    tasks = [DeliveryTask(task_id=f"dlv_sinkdead{n}", endpoint_id="ep_dead", tenant="dead",
+                          event=make_event("dead", "order.created"), attempt=2,
+                          history=history, dlq_reason="retries exhausted after 2 attempts")
+             for n in range(2)]
+    for value in (tasks[0].to_json(), b"not a task", tasks[1].to_json(), tasks[0].to_json()):
+        producer.produce(topics.dlq, key=b"ep_dead", value=value,
+                         timestamp=int(dead_at.timestamp() * 1000))
+    assert producer.flush(30) == 0
+    skipped_before = REGISTRY.get_sample_value(
+        "eventlog_sink_skipped_total", {"topic": topics.dlq}) or 0.0
+
+    sink = EventLogSink(sink_settings, group="sink-test-dlq").start()
+    try:
+        eventually(lambda: watermark_total(client, topics.dlq) >= 4)
+    finally:
+        sink.stop()
+    rows = client.query(
+        "SELECT task_id, endpoint_id, event_id, event_type, attempts, reason, last_error, "
+        "last_response_status, dead_lettered_at, task FROM dlq WHERE tenant = 'dead' "
+        "ORDER BY kafka_partition, kafka_offset").result_rows
+    assert [r[0] for r in rows] == ["dlv_sinkdead0", "dlv_sinkdead1"]
+    assert rows[0][1:8] == ("ep_dead", tasks[0].event.id, "order.created", 2,
+                            "retries exhausted after 2 attempts", "http_status", 502)
+    assert rows[0][8].replace(tzinfo=UTC) == dead_at
+    assert DeliveryTask.from_json(rows[0][9]) == tasks[0]  # the task as it was on the topic
+    assert REGISTRY.get_sample_value(
+        "eventlog_sink_skipped_total", {"topic": topics.dlq}) == skipped_before + 1

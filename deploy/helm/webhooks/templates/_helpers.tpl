@@ -103,6 +103,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_ENVIRONMENT" $c.environment
   "WEBHOOKS_HOST" "0.0.0.0"
   "WEBHOOKS_LOG_LEVEL" $c.logLevel
+  "WEBHOOKS_LOG_FORMAT" $c.logFormat
   "WEBHOOKS_INGEST_PORT" (.Values.ingest.port | int64 | toString)
   "WEBHOOKS_EVENTLOG_PORT" (.Values.eventlog.port | int64 | toString)
   "WEBHOOKS_FANOUT_PORT" (.Values.fanout.port | int64 | toString)

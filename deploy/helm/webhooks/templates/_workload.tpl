@@ -5,7 +5,7 @@ the eventlog role, the port and the Secret keys differ. Call with a dict:
   component   ingest | fanout | eventlog | eventlog-sink (resource name suffix and label)
   values      the component's values (replicaCount, resources, autoscaling, extraEnv, …)
   args        container args after the image's ENTRYPOINT `webhooks`
-  port        container port of the HTTP server (/healthz, /metrics and, for APIs, the API)
+  port        container port of the HTTP server (/livez, /healthz, /metrics and, for APIs, the API)
   role        WEBHOOKS_EVENTLOG_ROLE, or "" for other services
   secretKeys  Secret keys the container reads (see webhooks.secretKeys)
   embedded    true for the eventlog pod that holds the embedded ClickHouse volume
@@ -92,9 +92,12 @@ spec:
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+          # /livez: the process serves HTTP (restart it if not); /healthz: Kafka (and
+          # ClickHouse) reachable (take it out of the Service if not). An outage of either
+          # must not restart every pod, and the start-up probe only gates liveness.
           startupProbe:
             httpGet:
-              path: /healthz
+              path: /livez
               port: http
             {{- toYaml $root.Values.probes.startup | nindent 12 }}
           readinessProbe:
@@ -104,7 +107,7 @@ spec:
             {{- toYaml $root.Values.probes.readiness | nindent 12 }}
           livenessProbe:
             httpGet:
-              path: /healthz
+              path: /livez
               port: http
             {{- toYaml $root.Values.probes.liveness | nindent 12 }}
           resources:
@@ -154,7 +157,7 @@ spec:
       {{- end }}
 {{- end }}
 
-{{/* A ClusterIP Service whose port "http" reaches /healthz, /metrics and the API. */}}
+{{/* A ClusterIP Service whose port "http" reaches /livez, /healthz, /metrics and the API. */}}
 {{- define "webhooks.service" -}}
 {{- $selector := dict "root" .root "component" .component -}}
 apiVersion: v1

@@ -1,0 +1,84 @@
+"""Operator commands: run a service, set up Kafka topics and ClickHouse, the local stack.
+
+These are what the Helm chart and ``make up`` run (``webhooks serve ingest``, …); they
+import the services themselves, lazily, so that the tenant commands do not.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+
+from webhooks.settings import Settings, get_settings
+
+SERVICE_NAMES = ("ingest", "fanout", "eventlog")
+
+
+def _settings() -> Settings:
+    """The service settings (``WEBHOOKS_*``), with logging configured from them."""
+    settings = get_settings()
+    from webhooks.observability import configure_logging  # lazily: see the module docstring
+
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@click.command()
+@click.argument("service", type=click.Choice(SERVICE_NAMES))
+def serve(service: str) -> None:
+    """Run one service in the foreground."""
+    settings = _settings()
+    # Each service package exposes main.run(settings); the CLI is the only place
+    # that knows all three.
+    importlib.import_module(f"services.{service}.main").run(settings)
+
+
+@click.command("create-topics")
+def create_topics() -> None:
+    """Create missing Kafka topics (idempotent)."""
+    from webhooks.topics import ensure_topics
+
+    created = ensure_topics(_settings())
+    click.echo("created: " + (", ".join(created) or "nothing, all topics exist"))
+
+
+@click.command()
+def migrate() -> None:
+    """Apply ClickHouse migrations (idempotent)."""
+    from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
+
+    settings = _settings()
+    applied = apply_migrations(create_clickhouse_client(settings.clickhouse_url),
+                               settings.retention_days)
+    click.echo("applied: " + (", ".join(map(str, applied)) or "nothing, schema is current"))
+
+
+STATE_DIR = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Keep the stack's .data/ and .run/ here instead of in the checkout "
+         "(a second stack beside a running one, as the tests do).")
+
+
+@click.command()
+@STATE_DIR
+def up(state_dir: Path | None) -> None:
+    """Start local Kafka and all services in the background."""
+    from services.localdev import stack as localstack
+
+    folders = localstack.StackFolders(state_dir) if state_dir else localstack.StackFolders()
+    localstack.up(_settings(), folders)
+
+
+@click.command()
+@STATE_DIR
+def down(state_dir: Path | None) -> None:
+    """Stop what `up` started."""
+    from services.localdev import stack as localstack
+
+    _settings()
+    localstack.down(localstack.StackFolders(state_dir) if state_dir else localstack.StackFolders())
+
+
+OPERATOR_COMMANDS = (serve, create_topics, migrate, up, down)
