@@ -1,4 +1,8 @@
-"""``python -m benchmarks [name ...]``: run benchmarks against a fresh local broker."""
+"""``python -m benchmarks [name ...]``: run benchmarks against a fresh local broker.
+
+A name is a module (``bench_ledger``) or its short form (``ledger``); without names every
+benchmark runs. With names, the other benchmarks' results already in
+``bench-results/latest.json`` are kept."""
 
 from __future__ import annotations
 
@@ -46,13 +50,20 @@ def main(selected: list[str]) -> int:
                     result = {"error": traceback.format_exc(limit=3)}
                     failed = True
                 result["seconds"] = round(time.monotonic() - started, 1)
+                failed |= bool(result.get("void"))  # e.g. a ledger that does not balance
                 report["results"][name] = result  # type: ignore[index]
                 print(json.dumps(result, indent=2), flush=True)
         finally:
             if broker:
                 broker.stop()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    latest = RESULTS / "latest.json"
+    if selected and latest.exists():
+        # A partial run replaces only its own benchmarks' results in the last report.
+        previous = json.loads(latest.read_text())
+        report["results"] = {**previous.get("results", {}), **report["results"]}
+        report["partial_run"] = sorted(names)
+    latest.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS / 'latest.json'}")
     return 1 if failed else 0
 

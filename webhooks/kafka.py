@@ -73,6 +73,11 @@ def create_consumer(connection: KafkaConnection, group: str, **overrides: Any) -
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        # A killed member's partitions move to a restarted or surviving one within ~10 s
+        # (librdkafka's default waits 45 s). Heartbeats run in librdkafka's own thread, so
+        # a long insert or delivery batch does not count against it (max.poll.interval.ms does).
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 3000,
     }
     config.update(overrides)
     return Consumer(config)

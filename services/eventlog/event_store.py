@@ -258,10 +258,12 @@ class EventStore:
             "SELECT endpoint_id, count() AS attempts, "
             "countIf(status = 'succeeded') > 0 AS delivered, "
             "argMax(status, (timestamp, attempt)) AS last_status, "
-            "argMax(response_status, (timestamp, attempt)) AS last_response_status, "
-            "argMax(error, (timestamp, attempt)) AS last_error, "
-            "argMax(outcome, (timestamp, attempt)) AS last_outcome, "
-            "argMax(next_attempt_at, (timestamp, attempt)) AS next_attempt_at, "
+            # argMax skips NULL values; wrapped in a tuple, the latest attempt's NULL
+            # (no error once delivered) wins as it should.
+            "argMax(tuple(response_status), (timestamp, attempt)).1 AS last_response_status, "
+            "argMax(tuple(error), (timestamp, attempt)).1 AS last_error, "
+            "argMax(tuple(outcome), (timestamp, attempt)).1 AS last_outcome, "
+            "argMax(tuple(next_attempt_at), (timestamp, attempt)).1 AS next_attempt_at, "
             "max(timestamp) AS last_attempt_at "
             "FROM (SELECT * FROM attempts WHERE tenant = {tenant:String} "
             "      AND event_id = {event:String} LIMIT 1 BY id) "

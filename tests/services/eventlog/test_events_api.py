@@ -237,22 +237,26 @@ def test_event_detail_shows_delivery_status_per_endpoint(
         api: TestClient, eventlog_settings: Settings) -> None:
     event = publish_events(eventlog_settings, [make_event("acme", "order.shipped")])[0]
 
-    def attempt(endpoint: str, number: int, status: str, code: int | None) -> AttemptRecord:
+    def attempt(endpoint: str, number: int, status: str, code: int | None,
+                error: str | None = None) -> AttemptRecord:
         return AttemptRecord(task_id="dlv_1", event_id=event.id, event_type=event.type,
                              endpoint_id=endpoint, tenant="acme", attempt=number,
                              trigger="event", url="https://example.com/hook", status=status,
-                             response_status=code, latency_ms=12.5,
+                             response_status=code, error=error, latency_ms=12.5,
                              timestamp=f"2026-11-22T10:00:0{number}.000000Z",
                              outcome="delivered" if status == "succeeded" else "retrying")
 
-    records = [attempt("ep_A", 1, "failed", 500), attempt("ep_A", 2, "succeeded", 200),
-               attempt("ep_B", 1, "failed", None)]
+    records = [attempt("ep_A", 1, "failed", 500, "http_500"),
+               attempt("ep_A", 2, "succeeded", 200),
+               attempt("ep_B", 1, "failed", None, "timeout"),
+               attempt("ep_C", 1, "failed", 503, "http_503"),
+               attempt("ep_C", 2, "failed", None, "timeout")]
     publish_attempts(eventlog_settings, records + records[:1])  # a duplicate record too
 
     def detail() -> dict | None:
         response = api.get(f"/v1/events/{event.id}", headers=ACME)
         body = response.json() if response.status_code == 200 else {}
-        return body if len(body.get("deliveries", [])) == 2 else None
+        return body if len(body.get("deliveries", [])) == 3 else None
 
     body = eventually(detail)
     assert {k: body[k] for k in ("id", "type", "tenant", "data")} == {
@@ -261,6 +265,9 @@ def test_event_detail_shows_delivery_status_per_endpoint(
     assert by_endpoint["ep_A"]["attempts"] == 2 and by_endpoint["ep_A"]["delivered"] is True
     assert by_endpoint["ep_A"]["last_status"] == "succeeded"
     assert by_endpoint["ep_A"]["last_response_status"] == 200
+    assert by_endpoint["ep_A"]["last_error"] is None  # the earlier failure is over
+    assert by_endpoint["ep_C"]["last_response_status"] is None  # the latest got no answer
+    assert by_endpoint["ep_C"]["last_error"] == "timeout"
     assert by_endpoint["ep_B"]["attempts"] == 1 and by_endpoint["ep_B"]["delivered"] is False
     assert by_endpoint["ep_B"]["last_attempt_at"] == "2026-11-22T10:00:01.000000Z"
     assert api.get("/v1/events/evt_missing", headers=ACME).status_code == 404

@@ -1,0 +1,180 @@
+"""The platform as deployed, for fault tests: every service a child process that a test
+can ``kill -9`` and start again, plus the helpers to feed it and wait for it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import ConsumerGroupState, KafkaException
+
+from services.localdev.service_process import ServiceProcess
+from tests.conftest import TEST_API_KEYS
+from tests.services.fanout.harness import Platform
+from tests.support.backends import with_database
+from tests.support.ledger import Ledger, TopicFollower, committed_offsets, fanout_group
+from tests.support.receiver import Behaviour, Receiver
+from webhooks.kafka import create_admin
+from webhooks.settings import Settings
+from webhooks.topics import Topics, ensure_topics
+
+
+def fault_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: object) -> Settings:
+    """Short retries and timeouts, smallish sink batches (so that a kill lands among the
+    inserts of a backlog), and every topic created."""
+    scope = f"f{uuid.uuid4().hex[:10]}"
+    settings = Settings(**{
+        "kafka_bootstrap": kafka_bootstrap,
+        "clickhouse_url": with_database(clickhouse_url, scope),
+        "topic_prefix": scope,
+        "topic_partitions": 3,
+        "retry_schedule": "1s,2s",
+        "retry_jitter": 0.0,
+        "api_keys": TEST_API_KEYS,
+        "allow_private_targets": ("127.0.0.0/8",),
+        "delivery_timeout": 2.0,
+        "sink_batch_size": 200,
+        "sink_batch_wait": 0.2,
+        "cursor_secret": "fault-suite-cursor-secret",
+        **overrides,
+    })
+    ensure_topics(settings)
+    return settings
+
+
+def own_clickhouse(clickhouse_base_url: str, folder: Path) -> str:
+    """The embedded engine belongs to one process: the eventlog gets its own folder."""
+    return f"chdb://{folder}" if clickhouse_base_url.startswith("chdb://") \
+        else clickhouse_base_url
+
+
+class FaultStack:
+    """Named service processes (``eventlog``, ``fanout``, ``fanout-2``, ``ingest``…) of
+    one configuration, each started, killed and restarted on its own."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.processes: dict[str, ServiceProcess] = {}
+        self.platform = Platform(settings)
+
+    def start(self, name: str) -> ServiceProcess:
+        """Start ``name`` (its service is the part before any ``-``) and wait until healthy.
+
+        A restarted service gets a new port: read :meth:`url` again after a restart.
+        """
+        service = name.split("-")[0]
+        process = ServiceProcess(service, self.settings, self.log_dir / f"{name}.log")
+        self.processes[name] = process
+        return process.start(timeout=120)
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` of ``name``: no shutdown, no final flush or commit."""
+        self.processes[name].kill()
+
+    def stop(self, name: str) -> None:
+        self.processes.pop(name).stop()
+
+    def running(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.process is not None \
+            and process.process.poll() is None
+
+    def ensure(self, *names: str) -> None:
+        """Start each of ``names`` that is not running (a test before killed it)."""
+        for name in names:
+            if not self.running(name):
+                self.start(name)
+
+    def url(self, name: str) -> str:
+        return self.processes[name].url
+
+    def wait_fanout_committed(self, timeout: float = 60.0) -> None:
+        """Until the fanout committed everything on the events topic so far: on a fresh
+        broker its first commits come only once the offsets topic is ready."""
+        topic = Topics.from_settings(self.settings).events
+        follower = TopicFollower(self.settings, topic)
+        try:
+            follower.read()
+            ends = {p: follower.next_offsets[p] for p in follower.partitions}
+        finally:
+            follower.close()
+        deadline = time.monotonic() + timeout
+        while any(committed < ends[p] for p, committed in committed_offsets(
+                self.settings, fanout_group(self.settings), topic).items() if ends[p]):
+            assert time.monotonic() < deadline, "the fanout never committed its offsets"
+            time.sleep(0.5)
+
+    def wait_fanout_settled(self, timeout: float = 60.0) -> None:
+        """Until the fanout's consumer group is stable with one member per running worker:
+        a rebalance still to come would redo work in flight, which no fault explains."""
+        workers = sum(1 for name in self.processes if name.startswith("fanout")
+                      and self.running(name))
+        admin = create_admin(self.settings.kafka)
+        deadline = time.monotonic() + timeout
+        while True:
+            (future,) = admin.describe_consumer_groups([fanout_group(self.settings)]).values()
+            try:
+                group = future.result()
+                state, members = group.state, len(group.members)
+            except KafkaException as exc:  # e.g. a restarted coordinator still loading
+                state, members = str(exc), 0
+            if state == ConsumerGroupState.STABLE and members == workers:
+                return
+            assert time.monotonic() < deadline, (
+                f"fanout group {state}, {members} of {workers} members")
+            time.sleep(0.5)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0,
+               interval: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; fail, naming ``what``, after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(interval)
+
+
+def answer_500(_: int) -> tuple[int, dict[str, str], float]:
+    return 500, {}, 0.0
+
+
+def add_endpoint(stack: FaultStack, ledger: Ledger, receiver: Receiver, path: str,
+                 tenant: str = "acme", behaviour: Behaviour | None = None,
+                 failing: bool = False) -> str:
+    """An endpoint of ``tenant`` for the ledger's events at ``receiver``'s ``path``,
+    written to the endpoints topic as the eventlog API does; returns its id.
+
+    A ``failing`` endpoint answers 500 to everything: its events must end in the DLQ.
+    """
+    if failing:
+        behaviour = answer_500
+    url = receiver.on(path, behaviour) if behaviour else receiver.url(path)
+    events = [f"{ledger.event_prefix}.*"]
+    endpoint = stack.platform.endpoint(url, events, tenant=tenant)
+    ledger.endpoint(endpoint.id, tenant, path, events, failing=failing)
+    return endpoint.id
+
+
+def probe_until_live(stack: FaultStack, ledger: Ledger, receiver: Receiver,
+                     timeout: float = 60.0) -> None:
+    """Publish one event per tenant of the ledger's endpoints (part of the ledger) until
+    every endpoint got a request: the fanout's view has them and its group is settled."""
+    tenants = sorted({endpoint.tenant for endpoint in ledger.endpoints})
+    probes = {tenant: stack.platform.event(f"{ledger.event_prefix}.probe", tenant=tenant)
+              for tenant in tenants}
+    for envelope in probes.values():
+        ledger.accepted(envelope)
+    deadline = time.monotonic() + timeout
+    for endpoint in ledger.endpoints:
+        wanted = probes[endpoint.tenant].id
+        while wanted not in {r.event_id for r in receiver.at(endpoint.path)}:
+            assert time.monotonic() < deadline, f"{endpoint.path}: the probe never arrived"
+            time.sleep(0.1)
