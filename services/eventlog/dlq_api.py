@@ -18,6 +18,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
 from services.eventlog.deps import ContextDep, TenantDep
 from services.eventlog.dlq_store import DeadTaskFilters, DlqStore
+from services.eventlog.listing import CursorQuery, LimitQuery, checked_range, checked_types
 from services.eventlog.models import (
     ENDPOINT_ID_PATTERN,
     MAX_LISTED_TASKS,
@@ -30,8 +31,7 @@ from services.eventlog.models import (
 )
 from webhooks.delivery import DeliveryTask
 from webhooks.endpoints import Endpoint
-from webhooks.envelope import Envelope, to_utc
-from webhooks.matching import is_valid_filter
+from webhooks.envelope import Envelope
 from webhooks.problems import Problem
 
 TASK_ID = Path(description="Dead task id (dlv_…).", max_length=80)
@@ -48,18 +48,9 @@ def _filters(endpoint_id: str | None, type: str | None, created_after: datetime 
              created_before: datetime | None, *, in_body: bool = False) -> DeadTaskFilters:
     """The filters, or a problem naming the bad one: 400 for a query parameter, 422 for a
     field of the JSON body (as everywhere in the API)."""
-    where, status = ("body field", 422) if in_body else ("query parameter", 400)
-    if type is not None and not is_valid_filter(type):
-        raise Problem(status, f"type ({where}): {type!r} is not an event type or a prefix "
-                              "like order.*", code="invalid_parameter")
-    filters = DeadTaskFilters(endpoint_id=endpoint_id, types=(type,) if type else (),
-                              created_after=created_after and to_utc(created_after),
-                              created_before=created_before and to_utc(created_before))
-    if (filters.created_after and filters.created_before
-            and filters.created_after >= filters.created_before):
-        raise Problem(status, f"created_after ({where}): must be before created_before",
-                      code="invalid_parameter")
-    return filters
+    after, before = checked_range(created_after, created_before, in_body=in_body)
+    return DeadTaskFilters(endpoint_id=endpoint_id, types=checked_types(type, in_body=in_body),
+                           created_after=after, created_before=before)
 
 
 @dlq_router.get("", response_model=DeadTaskPage, summary="Page through the dead-letter log")
@@ -77,11 +68,8 @@ def list_dead_tasks(
                     "the time the task went to the DLQ, not the event's creation.")] = None,
     created_before: Annotated[datetime | None, Query(
         description="Only tasks dead-lettered strictly before this instant.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(
-        description="next_cursor of the previous page. It carries the filters of its "
-                    "listing: send it alone, or with exactly the same filters.",
-        max_length=4096)] = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
 ) -> Response:
     """Dead tasks of the tenant in DLQ order (newest last), each with its event, attempt
     history and why delivery stopped; gap-free paging like ``/v1/events``, where

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
 from services.eventlog.deps import ContextDep, TenantDep
 from services.eventlog.event_store import AttemptFilters, EventFilters
+from services.eventlog.listing import CursorQuery, LimitQuery, checked_range
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
     AttemptPage,
@@ -23,7 +24,7 @@ from services.eventlog.models import (
     RecoverRequest,
 )
 from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
-from webhooks.envelope import Envelope, to_utc, utcnow
+from webhooks.envelope import Envelope, utcnow
 from webhooks.problems import Problem
 from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetRefused
@@ -176,21 +177,14 @@ def list_attempts(
     ] = None,
     created_before: Annotated[datetime | None, Query(
         description="Only attempts made strictly before this instant.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(
-        description="next_cursor of the previous page. It carries the filters of its "
-                    "listing: send it alone, or with exactly the same filters.",
-        max_length=4096)] = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
 ) -> Response:
     """Attempts in log order (newest last); resume with ``next_cursor``."""
     _load(ctx, tenant, endpoint_id)
+    after, before = checked_range(created_after, created_before)
     filters = AttemptFilters(status=status, event_id=event_id, error=error,
-                             created_after=created_after and to_utc(created_after),
-                             created_before=created_before and to_utc(created_before))
-    if (filters.created_after and filters.created_before
-            and filters.created_after >= filters.created_before):
-        raise Problem(400, "created_after (query parameter): must be before created_before",
-                      code="invalid_parameter")
+                             created_after=after, created_before=before)
     position, binding = ctx.decode_cursor(
         cursor, f"attempts/{endpoint_id}", tenant, filters.describe(),
         filters_given=filters != AttemptFilters())

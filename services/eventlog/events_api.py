@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from services.eventlog.context import PROBLEM_RESPONSES, page_response
 from services.eventlog.deps import ContextDep, TenantDep
 from services.eventlog.event_store import EventFilters
+from services.eventlog.listing import CursorQuery, LimitQuery, checked_range, checked_types
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
     EventDetail,
@@ -18,8 +19,7 @@ from services.eventlog.models import (
     Queued,
     RedeliverRequest,
 )
-from webhooks.envelope import Envelope, format_timestamp, to_utc
-from webhooks.matching import is_valid_filter
+from webhooks.envelope import Envelope, format_timestamp
 from webhooks.problems import Problem
 
 EVENT_ID = Path(description="Event id (evt_…).", max_length=80)
@@ -47,11 +47,8 @@ def list_events(
     ] = None,
     created_before: Annotated[datetime | None, Query(
         description="Only events created strictly before this instant.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(
-        description="next_cursor of the previous page. It carries the filters of its "
-                    "listing: send it alone, or with exactly the same filters.",
-        max_length=4096)] = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
 ) -> Response:
     """Events of the tenant in log order (newest last), gap-free and duplicate-free.
 
@@ -59,16 +56,8 @@ def list_events(
     get exactly the events that arrived since. The cursor alone continues the listing
     with its filters; other filters with it answer 400.
     """
-    if type is not None and not is_valid_filter(type):
-        raise Problem(400, f"type (query parameter): {type!r} is not an event type or a "
-                           "prefix like order.*", code="invalid_parameter")
-    filters = EventFilters(types=(type,) if type else (),
-                           created_after=created_after and to_utc(created_after),
-                           created_before=created_before and to_utc(created_before))
-    if (filters.created_after and filters.created_before
-            and filters.created_after >= filters.created_before):
-        raise Problem(400, "created_after (query parameter): must be before created_before",
-                      code="invalid_parameter")
+    after, before = checked_range(created_after, created_before)
+    filters = EventFilters(types=checked_types(type), created_after=after, created_before=before)
     position, binding = ctx.decode_cursor(cursor, "events", tenant, filters.describe(),
                                           filters_given=filters != EventFilters())
     if position.filters is not None:

@@ -158,6 +158,11 @@ ENVELOPE_CASES = [ENVELOPE, {**ENVELOPE, "type": "a.b\n"}, {**ENVELOPE, "id": "e
     *(("envelope.v1", document) for document in ENVELOPE_CASES)])
 def test_the_fast_check_accepts_exactly_what_the_schema_accepts(schema: str,
                                                                  document: object) -> None:
+    assert_fast_check_agrees(schema, document)
+
+
+def assert_fast_check_agrees(schema: str, document: object) -> None:
+    """The compiled checker accepts ``document`` exactly when jsonschema does."""
     try:
         validate(schema, document)
         accepted = True
@@ -240,9 +245,4 @@ def test_any_document_becomes_a_valid_envelope_or_a_clear_refusal(document: obje
 @given(document=DOCUMENTS)
 def test_the_fast_check_agrees_with_jsonschema_on_any_document(document: object) -> None:
     for schema in ("event_create.v1", "envelope.v1"):
-        try:
-            validate(schema, document)
-            accepted = True
-        except SchemaError:
-            accepted = False
-        assert flat_object_checker(schema)(document) is accepted
+        assert_fast_check_agrees(schema, document)
