@@ -4,13 +4,11 @@ them: gap-free pages below the watermark, and every query shape reads a few gran
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
 from services.eventlog.cursor import Cursor
 from services.eventlog.dlq_store import DeadTaskFilters, DlqStore
 from services.eventlog.sink import DLQ_COLUMNS, POSITION_COLUMNS
@@ -23,13 +21,6 @@ from webhooks.topics import Topics
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 ROWS = 600_000
 PARTITIONS = 6
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[Client]:
-    client = create_clickhouse_client(settings.clickhouse_url)
-    apply_migrations(client, settings.retention_days)
-    yield client
 
 
 @pytest.fixture

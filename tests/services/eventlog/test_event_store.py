@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +10,6 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
 from services.eventlog.cursor import Cursor
 from services.eventlog.event_store import AttemptFilters, EventFilters, EventStore
 from services.eventlog.sink import EVENT_COLUMNS, POSITION_COLUMNS
@@ -19,13 +17,6 @@ from webhooks.settings import Settings
 from webhooks.topics import Topics
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[Client]:
-    client = create_clickhouse_client(settings.clickhouse_url)
-    apply_migrations(client, settings.retention_days)
-    yield client
 
 
 @pytest.fixture
