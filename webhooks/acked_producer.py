@@ -6,7 +6,9 @@ per message. Threads wait on the future (or call :meth:`AckedProducer.send`);
 :meth:`AckedProducer.produce_all` writes a long stream and waits for all of it; asyncio
 code awaits :meth:`AckedProducer.produce_async`, whose acknowledgements reach the event
 loop in batches (one wake-up of the loop per poll, however many writes it settled: the
-fanout writes several records per delivery).
+fanout writes several records per delivery), or :meth:`AckedProducer.produce_each` for
+a whole batch of writes at once (ingest: one future for a request batch or an intake
+poll instead of one per write).
 
 Every write is bounded: ``message.timeout.ms`` makes librdkafka fail a message it could
 not deliver in time (broker down), so callers never wait forever.
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -133,6 +136,28 @@ class AckedProducer:
             future.set_exception(ProduceFailed(exc.args[0] if exc.args else str(exc)))
         return future
 
+    def produce_each(self, writes: Sequence[Write]) -> asyncio.Future[list[Exception | None]]:
+        """Queue every write from asyncio code; one future of the running loop resolves
+        once all are settled, with each write's failure (ProduceFailed) or None, in order.
+
+        The batch form of :meth:`produce_async` for a request batch or an intake poll:
+        one wake-up of the loop and no future per write. Never blocks the loop: a full
+        local queue fails the writes that did not fit (the caller retries them).
+        """
+        batch = _Batch(asyncio.get_running_loop(), len(writes))
+        for index, write in enumerate(writes):
+            kwargs: dict[str, Any] = {"key": write.key,
+                                      "on_delivery": functools.partial(batch.delivered, index)}
+            if write.partition is not None:
+                kwargs["partition"] = write.partition
+            try:
+                self._producer.produce(write.topic, write.value, **kwargs)
+            except BufferError:
+                batch.failed(index, ProduceFailed("the local produce queue is full"))
+            except KafkaException as exc:
+                batch.failed(index, ProduceFailed(exc.args[0] if exc.args else str(exc)))
+        return batch.future
+
     def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
              partition: int | None = None, headers: Headers | None = None) -> Acknowledged:
         """Produce one message and block until the broker acknowledged it; raises ProduceFailed."""
@@ -196,6 +221,48 @@ def _settle(items: list[_Settled]) -> None:
             future.set_result(None)
         else:
             future.set_exception(ProduceFailed(err))
+
+
+class Write(NamedTuple):
+    """One message of :meth:`AckedProducer.produce_each`."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    partition: int | None = None
+
+
+class _Batch:
+    """The outcomes of one :meth:`AckedProducer.produce_each` call, settled in the poll
+    thread (or at once, for a write the local queue refused)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[list[Exception | None]] = loop.create_future()
+        self._failures: list[Exception | None] = [None] * size
+        self._pending = size
+        self._lock = threading.Lock()
+        if size == 0:
+            self.future.set_result([])
+
+    def delivered(self, index: int, err: KafkaError | None, _: Message) -> None:
+        """librdkafka's delivery callback for write ``index``."""
+        self.failed(index, ProduceFailed(err) if err is not None else None)
+
+    def failed(self, index: int, failure: Exception | None) -> None:
+        """Settle write ``index``; the last one hands the outcomes to the loop."""
+        with self._lock:
+            self._failures[index] = failure
+            self._pending -= 1
+            last = self._pending == 0
+        if last:
+            # A closed loop raises RuntimeError: nobody awaits these writes any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.future.done():  # else cancelled meanwhile
+            self.future.set_result(self._failures)
 
 
 class _Tally:

@@ -58,13 +58,21 @@ class IntakeError(ValueError):
 class EventRequest:
     """A validated event: its envelope and the aliases a repeat of it would carry.
 
-    ``aliases`` are ``id:<event id>`` when the producer chose the id and
-    ``key:<Idempotency-Key>`` when one was sent; a repeat matching any alias of an
-    accepted event (same tenant, within the window) is answered with the original.
+    ``aliases`` are ``id:<event id>`` when the producer chose the id (or the Kafka
+    intake derived it) and ``key:<Idempotency-Key>`` when one was sent; a repeat matching
+    any alias of an accepted event (same tenant, within the window) is answered with the
+    original.
+
+    ``claimed`` says whether another request may carry the same alias at this very
+    moment (a producer-chosen id or key), so the alias must be claimed in the ledger
+    before the append. An id the intake derived from a message's position is not: one
+    consumer reads a partition at a time, so it is only remembered once appended, which
+    is what recognises a re-read after a crash.
     """
 
     envelope: Envelope
     aliases: tuple[str, ...]
+    claimed: bool = True
 
     @property
     def tenant(self) -> str:
@@ -176,7 +184,8 @@ def build_event(document: Any, *, caller_tenant: str | None, default_api_version
         aliases.append(f"id:{envelope.id}")
     if key is not None:
         aliases.append(f"key:{key}")
-    return EventRequest(envelope=envelope, aliases=tuple(aliases))
+    return EventRequest(envelope=envelope, aliases=tuple(aliases),
+                        claimed=bool(supplied_id or key))
 
 
 def item_too_large(item: Any, limit: int) -> bool:

@@ -28,7 +28,8 @@ every replica expires them at the same point of the log).
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -41,9 +42,14 @@ RecordKind = Literal["claim", "accepted"]
 PRUNE_SLACK_MS = 3600 * 1000
 
 
+_CLAIM_ID_PREFIX = os.urandom(8).hex()  # this process's; a counter numbers its claims
+_claim_numbers = itertools.count()
+
+
 def new_claim_id() -> str:
-    """A unique id for one claim (one attempt to accept an event)."""
-    return uuid.uuid4().hex
+    """A unique id for one claim (one attempt to accept an event): a random prefix per
+    process and a counter, a fraction of the cost of a uuid4 per event."""
+    return f"{_CLAIM_ID_PREFIX}{next(_claim_numbers):x}"
 
 
 def partition_for_tenant(tenant: str, partitions: int) -> int:

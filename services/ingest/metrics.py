@@ -27,6 +27,7 @@ class IngestMetrics:
                                   registry=self.registry)
         self.produce_latency = Histogram(
             "webhooks_ingest_produce_latency_seconds",
-            "From produce() to the broker's acknowledgement, per events-topic write.",
+            "From produce() to the broker's acknowledgement of every events-topic write of "
+            "one request or intake poll.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry)
