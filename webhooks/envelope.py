@@ -38,6 +38,8 @@ def to_utc(moment: datetime) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     """UTC with microseconds and a ``Z``: ``2026-11-22T10:30:00.123456Z``."""
     # isoformat, not strftime("%Y"): strftime does not pad years before 1000.
+    if moment.tzinfo is UTC:  # the usual case, ingest's hot path: drop "+00:00"
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     return to_utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -98,7 +100,19 @@ class Envelope(JsonRecord):
         return cls(id=id or new_event_id(), type=type, api_version=api_version,
                    created=created or utcnow(), tenant=tenant, data=data).check_schema()
 
+    def document(self) -> dict[str, Any]:
+        """The JSON document, ``data`` shared rather than copied (what ``model_dump`` gives,
+        at a fraction of its cost: ingest builds one per event)."""
+        return {"id": self.id, "type": self.type, "api_version": self.api_version,
+                "created": format_timestamp(self.created), "tenant": self.tenant,
+                "data": self.data}
+
+    def check_schema(self) -> Envelope:
+        """Check the JSON form against ``envelope.v1`` (raises ``SchemaError``)."""
+        self._validate_schema(self.document())
+        return self
+
     def to_json(self) -> bytes:
         """The exact body that is signed and delivered: compact :func:`json.dumps`, non-ASCII
         as UTF-8 (pinned by a golden test; do not change its spelling)."""
-        return json.dumps(self.model_dump(), separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(self.document(), separators=(",", ":"), ensure_ascii=False).encode()
