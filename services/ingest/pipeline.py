@@ -128,14 +128,16 @@ class IngestPipeline:
             id_alias = f"id:{request.envelope.id}"
             aliases = request.aliases if id_alias in request.aliases \
                 else (*request.aliases, id_alias)
-            record = LedgerRecord(kind="claim", claim_id=new_claim_id(), tenant=request.tenant,
-                                  aliases=aliases, envelope=request.envelope.to_json().decode())
             entry = self._view.lookup(request.tenant, request.aliases) \
                 if request.aliases else None
-            if entry is None and not request.claimed:
+            unclaimed = entry is None and not request.claimed
+            record = LedgerRecord(kind="accepted" if unclaimed else "claim",
+                                  claim_id=new_claim_id(), tenant=request.tenant,
+                                  aliases=aliases, envelope=request.envelope.to_json().decode())
+            if unclaimed:
                 # A fresh id (ours, or the intake's re-readable one) that no other request
-                # carries now: nothing to race for, but remember it (accepted record) so
-                # that a later repeat of this id is recognised.
+                # carries now: nothing to race for, but remember it (the accepted record,
+                # written once the append is acknowledged) so a later repeat is recognised.
                 to_append[index] = record
                 continue
             if entry is not None and entry.accepted:
@@ -226,7 +228,9 @@ class IngestPipeline:
             else:
                 durable.append(to_append[index])
         marked = await self._producer.produce_each([
-            Write(self._topics.idempotency, record.accepted().to_json(), key=record.key(),
+            Write(self._topics.idempotency,
+                  (record if record.kind == "accepted" else record.accepted()).to_json(),
+                  key=record.key(),
                   partition=self._view.partition_for(record.tenant)) for record in durable])
         for record, failure in zip(durable, marked, strict=True):
             if failure is not None:
