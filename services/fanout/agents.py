@@ -19,6 +19,7 @@ order, which is why ``concurrency=`` on agents is not used.)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
@@ -63,6 +64,11 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
         for follower in followers:
             while not await asyncio.to_thread(follower.wait_ready, VIEW_READY_LOG_EVERY):
                 log.warning("still waiting for %s to catch up", follower.topic)
+        # What start-up allocated (modules, the app, the views' records) lives as long as
+        # the process: out of the collector's sight, a full collection scans only what
+        # came later and takes a few ms instead of the ~40 ms that stalled every event
+        # and delivery in flight (the p99 latency).
+        gc.freeze()
 
     @app.agent(app.topic(topics.events, **RAW))
     async def match(stream: faust.StreamT) -> None:
