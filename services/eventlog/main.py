@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.eventlog.app import create_app
+from webhooks import garbage_collection
 from webhooks.observability import logging_config
 from webhooks.settings import Settings
 
@@ -12,6 +13,8 @@ from webhooks.settings import Settings
 def run(settings: Settings) -> None:
     # Open event streams never end by themselves: on SIGTERM, give them a few seconds,
     # then close them (clients reconnect with Last-Event-ID) instead of waiting for ever.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.eventlog_port,
+    app = create_app(settings)
+    garbage_collection.tune()
+    uvicorn.run(app, host=settings.host, port=settings.eventlog_port,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
                 log_config=logging_config(settings.log_level, settings.log_format))

@@ -6,6 +6,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.ingest.app import create_app
+from webhooks import garbage_collection
 from webhooks.observability import logging_config
 from webhooks.settings import Settings, get_settings
 
@@ -13,7 +14,9 @@ from webhooks.settings import Settings, get_settings
 def app_from_environment() -> FastAPI:
     """The app of one worker process of a multi-worker server, configured like the CLI:
     from the ``WEBHOOKS_*`` environment the workers inherit."""
-    return create_app(get_settings())
+    app = create_app(get_settings())
+    garbage_collection.tune()
+    return app
 
 
 def run(settings: Settings) -> None:
@@ -32,4 +35,6 @@ def run(settings: Settings) -> None:
         uvicorn.run("services.ingest.main:app_from_environment", factory=True,
                     workers=settings.ingest_workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)
+        app = create_app(settings)
+        garbage_collection.tune()
+        uvicorn.run(app, **options)
