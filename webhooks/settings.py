@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # Eventlog: MAC key of pagination cursors (default: derived from api_keys); sink batches.
     cursor_secret: str = ""
     sink_batch_size: int = Field(default=5000, ge=1)
-    sink_batch_wait: float = Field(default=0.5, gt=0)  # seconds
+    sink_batch_wait: float = Field(default=0.25, gt=0)  # seconds
 
     # Auth: "key:tenant,key2:*" where "*" marks an admin key.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)

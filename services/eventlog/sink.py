@@ -65,6 +65,8 @@ POSITION_COLUMNS = ["topic", "kafka_partition", "next_offset"]
 
 DUPLICATE_WINDOW_SECONDS = 3600
 """How far back the sink looks for an event id it is about to insert again."""
+IDLE_POLL = 0.2
+"""Seconds the loop waits for records while it holds none (then checks for a stop)."""
 
 SINK_ROWS = Counter("eventlog_sink_rows_total", "Rows written to ClickHouse", ["table"])
 SINK_SKIPPED = Counter("eventlog_sink_skipped_total",
@@ -178,7 +180,13 @@ class EventLogSink(BackgroundWorker):
         try:
             while not self._stopping.is_set():
                 wanted = max(1, self.settings.sink_batch_size - self._batch.size)
-                for message in consumer.consume(num_messages=min(wanted, 10000), timeout=0.2):
+                # consume() waits its whole timeout unless the batch fills: a partial batch
+                # waits only until its deadline, so no record waits longer than the setting.
+                timeout = IDLE_POLL
+                if self._batch.size:
+                    timeout = max(0.0, min(IDLE_POLL, self._batch.started
+                                           + self.settings.sink_batch_wait - time.monotonic()))
+                for message in consumer.consume(num_messages=min(wanted, 10000), timeout=timeout):
                     self._add(message)
                 if self._batch.size and (
                     self._batch.size >= self.settings.sink_batch_size
