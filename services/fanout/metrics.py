@@ -62,7 +62,10 @@ def consumer_lag(app: faust.App) -> Iterable[tuple[str, int, int]]:
         assignment = app.consumer.assignment()
     except Exception:  # not started yet
         return []
-    committed = app.monitor.tp_committed_offsets
+    # The consumer's own record: the group's committed offsets as read at assignment,
+    # updated by every commit since. (The monitor's holds only this process's commits, so
+    # after a restart an idle partition would show its whole length as lag.)
+    committed = app.consumer._committed_offset
     lags: list[tuple[str, int, int]] = []
     for tp in assignment:
         try:
