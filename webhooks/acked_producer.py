@@ -66,7 +66,7 @@ class AckedProducer:
             "message.timeout.ms": int(timeout * 1000),
             # Callers wait for each ack; under load librdkafka batches what queues up
             # while earlier requests are in flight anyway.
-            "linger.ms": 1,
+            "linger.ms": connection.linger_ms,
             # Fail fast and surface broker outages as errors on the message.
             "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
             **overrides,

@@ -24,6 +24,9 @@ class KafkaConnection:
     sasl_password: str | None = field(default=None, repr=False)  # kept out of logs
     ssl_ca_location: str | None = None
     topic_prefix: str = "webhooks"
+    linger_ms: float = 1.0
+    """How long the platform's acknowledged producers wait to fill a batch
+    (``WEBHOOKS_KAFKA_LINGER_MS``)."""
 
     def client_config(self) -> dict[str, str]:
         """librdkafka connection settings shared by every producer, consumer and admin."""

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_ca_location: str | None = None
-    # How long a producer waits to fill a batch (ms): 0-1 keeps a lightly loaded path
-    # fast; under load batches fill while earlier ones are in flight anyway.
+    # How long every producer waits to fill a batch (ms). 1 keeps a lightly loaded path
+    # fast and under load batches fill while earlier ones are in flight anyway; 0 sends
+    # at once (librdkafka's timer makes any other wait ~1.5 ms at light load) for ~1.3 ms
+    # less per Kafka hop, at more broker requests (and broker CPU) per event under load.
     kafka_linger_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
     topic_prefix: str = "webhooks"
     topic_partitions: int = Field(default=6, ge=1)
@@ -154,7 +156,7 @@ class Settings(BaseSettings):
             bootstrap=self.kafka_bootstrap, security_protocol=self.kafka_security_protocol,
             sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password, ssl_ca_location=self.kafka_ssl_ca_location,
-            topic_prefix=self.topic_prefix)
+            topic_prefix=self.topic_prefix, linger_ms=self.kafka_linger_ms)
 
 
 @lru_cache(maxsize=1)

@@ -81,8 +81,7 @@ def create_app(settings: Settings) -> faust.App:
     # Every Kafka write of the worker goes through one confluent-kafka producer: writes
     # are queued at once and acknowledged by delivery callbacks, so concurrent writes
     # travel in shared batches instead of one broker round trip each.
-    producer = AckedProducer(connection, timeout=PRODUCE_TIMEOUT,
-                             **{"linger.ms": settings.kafka_linger_ms})
+    producer = AckedProducer(connection, timeout=PRODUCE_TIMEOUT)
 
     def publish(topic: str, key: bytes, value: bytes | None,
                 headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:

@@ -40,12 +40,22 @@ def test_allow_private_true_means_everything(monkeypatch: pytest.MonkeyPatch) ->
         ("WEBHOOKS_RETRY_SCHEDULE", "1m,,5m"),
         ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "10.0.0.0/33"),
         ("WEBHOOKS_DELIVERY_TIMEOUT", "-1s"),
+        ("WEBHOOKS_KAFKA_LINGER_MS", "-1"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_every_producer_gets_the_one_linger_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ingest, fanout, the event log API and the publisher SDK all build their producer
+    # from settings.kafka.
+    monkeypatch.setenv("WEBHOOKS_KAFKA_LINGER_MS", "0")
+    assert Settings().kafka.linger_ms == 0.0
+    monkeypatch.delenv("WEBHOOKS_KAFKA_LINGER_MS")
+    assert Settings().kafka.linger_ms == 1.0
 
 
 def test_kafka_sasl_config() -> None:
