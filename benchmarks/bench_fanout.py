@@ -158,11 +158,8 @@ class Fanout:
         watched = (self.topics.events, self.topics.deliveries)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            lag = sum(float(line.rsplit(" ", 1)[1])
-                      for line in self.worker.metrics().splitlines()
-                      if line.startswith("webhooks_consumer_lag{")
-                      and any(f'topic="{topic}"' in line for topic in watched))
-            if lag == 0:
+            lag = self.worker.metric_by_label("webhooks_consumer_lag", "topic")
+            if sum(lag.get(topic, 0.0) for topic in watched) == 0:
                 return
             time.sleep(0.5)
         raise TimeoutError("the worker did not catch up with its topics")

@@ -5,6 +5,7 @@ with its own interpreter."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,16 @@ class ServiceProcess:
     def metrics(self) -> str:
         """The Prometheus text of ``/metrics``."""
         return httpx.get(f"{self.url}/metrics", timeout=5.0).text
+
+    def metric_by_label(self, name: str, label: str) -> dict[str, float]:
+        """The samples of metric ``name``, summed per value of ``label`` (e.g. the
+        consumer lag per topic); values with no sample are absent."""
+        pattern = re.compile(rf'^{re.escape(name)}\{{.*\b{re.escape(label)}="([^"]*)".*\}} (\S+)$')
+        totals: dict[str, float] = {}
+        for line in self.metrics().splitlines():
+            if found := pattern.match(line):
+                totals[found[1]] = totals.get(found[1], 0.0) + float(found[2])
+        return totals
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

@@ -12,23 +12,14 @@ from webhooks.envelope import Envelope
 from webhooks.settings import Settings
 
 
-def lag_by_topic(worker: ServiceProcess, topics: tuple[str, ...]) -> dict[str, float]:
-    """The summed ``webhooks_consumer_lag`` of each of ``topics`` (absent: not assigned)."""
-    lag: dict[str, float] = {}
-    for line in worker.metrics().splitlines():
-        if line.startswith("webhooks_consumer_lag{"):
-            for topic in topics:
-                if f'topic="{topic}"' in line:
-                    lag[topic] = lag.get(topic, 0.0) + float(line.rsplit(" ", 1)[1])
-    return lag
-
-
 def settled_lag(worker: ServiceProcess, topics: tuple[str, ...],
                 timeout: float = 30.0) -> dict[str, float]:
     """The lag once every topic is assigned and none is behind, or the last seen."""
     deadline = time.monotonic() + timeout
     while True:
-        lag = lag_by_topic(worker, topics)
+        lag = {topic: value for topic, value
+               in worker.metric_by_label("webhooks_consumer_lag", "topic").items()
+               if topic in topics}
         if (set(lag) == set(topics) and not any(lag.values())) or time.monotonic() > deadline:
             return lag
         time.sleep(0.5)
