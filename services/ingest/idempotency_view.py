@@ -17,10 +17,11 @@ import time
 from concurrent.futures import Future
 
 from services.ingest.idempotency_ledger import (
+    AcceptedBatch,
     ClaimOutcome,
     Entry,
     IdempotencyLedger,
-    LedgerRecord,
+    decode_record,
     partition_for_tenant,
 )
 from webhooks.compacted_topic import CompactedTopicFollower
@@ -102,9 +103,13 @@ class IdempotencyView(CompactedTopicFollower):
         if value is None:
             return
         try:
-            record = LedgerRecord.from_json(value)
+            record = decode_record(value)
         except (ValueError, KeyError, TypeError):
             log.warning("idempotency view: skipping an unreadable record")
+            return
+        if isinstance(record, AcceptedBatch):
+            with self._lock:
+                self._ledger.apply_batch(record, timestamp_ms)
             return
         with self._lock:
             outcome = self._ledger.apply(record, timestamp_ms)

@@ -22,13 +22,19 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from services.ingest.idempotency_ledger import ClaimOutcome, LedgerRecord, new_claim_id
+from services.ingest.idempotency_ledger import (
+    AcceptedBatch,
+    AcceptedEvent,
+    ClaimOutcome,
+    LedgerRecord,
+    new_claim_id,
+)
 from services.ingest.idempotency_view import IdempotencyView, now_ms
 from services.ingest.metrics import IngestMetrics
 from webhooks.acked_producer import AckedProducer, Acknowledged, Write
@@ -136,8 +142,8 @@ class IngestPipeline:
                                   aliases=aliases, envelope=request.envelope.to_json().decode())
             if unclaimed:
                 # A fresh id (ours, or the intake's re-readable one) that no other request
-                # carries now: nothing to race for, but remember it (the accepted record,
-                # written once the append is acknowledged) so a later repeat is recognised.
+                # carries now: nothing to race for, but remember it (in an accepted batch
+                # record, once the append is acknowledged) so a later repeat is recognised.
                 to_append[index] = record
                 continue
             if entry is not None and entry.accepted:
@@ -227,20 +233,30 @@ class IngestPipeline:
                     "retry with the same id or Idempotency-Key"))
             else:
                 durable.append(to_append[index])
-        marked = await self._producer.produce_each([
-            Write(self._topics.idempotency,
-                  (record if record.kind == "accepted" else record.accepted()).to_json(),
-                  key=record.key(),
-                  partition=self._view.partition_for(record.tenant)) for record in durable])
-        for record, failure in zip(durable, marked, strict=True):
-            if failure is not None:
-                # The event is durable, so it is accepted; only its dedupe record is missing
-                # (a repeat after the stale period re-appends the same envelope, same id).
-                log.warning("accepted record for claim %s not written: %s", record.claim_id,
-                            failure)
+        await self._mark_accepted(durable)
         for index in order:
             if results[index] is None:
                 results[index] = AcceptResult(to_append[index].envelope.encode())
+
+    async def _mark_accepted(self, durable: list[LedgerRecord]) -> None:
+        """Write the ledger records that mark appended events as accepted: a claim's own
+        ``accepted`` record, and one :class:`AcceptedBatch` per tenant for fresh ids."""
+        marks = [record.accepted() for record in durable if record.kind == "claim"]
+        fresh: dict[str, list[AcceptedEvent]] = defaultdict(list)
+        for record in durable:
+            if record.kind == "accepted":
+                fresh[record.tenant].append(AcceptedEvent(record.aliases, record.envelope))
+        batches = [batch for tenant, events in fresh.items()
+                   for batch in AcceptedBatch.of(tenant, events)]
+        marked = await self._producer.produce_each([
+            Write(self._topics.idempotency, record.to_json(), key=record.key(),
+                  partition=self._view.partition_for(record.tenant))
+            for record in [*marks, *batches]])
+        for failure in marked:
+            if failure is not None:
+                # The events are durable, so accepted; only their dedupe record is missing
+                # (a repeat after the stale period re-appends the same envelope, same id).
+                log.warning("accepted record not written: %s", failure)
 
     def _in_progress(self, request: EventRequest) -> IntakeError:
         aliases = ", ".join(request.aliases)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import gc
 
-from services.ingest.idempotency_ledger import IdempotencyLedger, LedgerRecord, partition_for_tenant
+import pytest
+
+from services.ingest.idempotency_ledger import (
+    AcceptedBatch,
+    AcceptedEvent,
+    IdempotencyLedger,
+    LedgerRecord,
+    decode_record,
+    partition_for_tenant,
+)
 
 WINDOW_MS = 24 * 3600 * 1000
 
@@ -77,6 +86,34 @@ def test_records_round_trip_and_keys_are_unique_per_claim() -> None:
     record = claim("c1", "id:evt_1", "key:k", envelope='{"id":"evt_1"}', supersedes="c0")
     assert LedgerRecord.from_json(record.to_json()) == record
     assert record.key() == b"acme/c1" and record.accepted().key() == record.key()
+
+
+def test_a_batch_of_fresh_acceptances_replays_each_envelope_and_wins_no_accepted_alias() -> None:
+    ledger = IdempotencyLedger(WINDOW_MS)
+    ledger.apply(claim("c0", "id:evt_0", envelope="first").accepted(), 900)
+    [batch] = AcceptedBatch.of("acme", [AcceptedEvent(("id:evt_0",), "second"),
+                                        AcceptedEvent(("id:evt_1",), "A"),
+                                        AcceptedEvent(("id:evt_2", "key:k"), "B")])
+    ledger.apply_batch(batch, 1000)
+    assert [ledger.lookup("acme", (alias,), 2000).envelope  # type: ignore[union-attr]
+            for alias in ("id:evt_0", "id:evt_1", "key:k")] == ["first", "A", "B"]
+    assert ledger.lookup("globex", ("id:evt_1",), 2000) is None
+    assert not ledger.apply(claim("c3", "key:k"), 2000).won
+    assert ledger.lookup("acme", ("id:evt_1",), 1000 + WINDOW_MS + 1) is None
+
+
+def test_batches_split_by_envelope_size_and_every_record_kind_decodes() -> None:
+    events = [AcceptedEvent((f"id:evt_{n}",), "x" * 40) for n in range(5)]
+    batches = list(AcceptedBatch.of("acme", events, max_chars=100))
+    assert [len(b.events) for b in batches] == [2, 2, 1]
+    assert len({b.key() for b in batches}) == 3
+    assert [e for b in batches for e in b.events] == events
+    assert [len(b.events) for b in AcceptedBatch.of("acme", [AcceptedEvent((), "y" * 500)],
+                                                    max_chars=100)] == [1]
+    record = claim("c1", "id:evt_1")
+    assert [decode_record(r.to_json()) for r in (batches[0], record)] == [batches[0], record]
+    with pytest.raises(ValueError):
+        decode_record(b'{"kind":"forgotten","tenant":"acme"}')
 
 
 def test_every_claim_of_a_tenant_goes_to_one_partition() -> None:

@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from services.ingest.idempotency_ledger import LedgerRecord
+from services.ingest.idempotency_ledger import LedgerRecord, decode_record
 from tests.services.ingest.conftest import ACME, envelopes_on, running_ingest
 from tests.support.kafka import read_topic
 from webhooks.acked_producer import AckedProducer
@@ -97,10 +97,11 @@ def test_concurrent_replicas_racing_on_the_same_ids_append_each_once(settings: S
 def competing_claims(settings: Settings, ids: list[str]) -> Counter[str]:
     """How many claims the ledger holds for each of ``ids`` (more than one: a race)."""
     aliases = {f"id:{i}" for i in ids}
-    records = (LedgerRecord.from_json(m.value())
+    records = (decode_record(m.value())
                for m in read_topic(settings, Topics.from_settings(settings).idempotency))
     return Counter(record.aliases[0] for record in records
-                   if record.kind == "claim" and record.aliases[0] in aliases)
+                   if isinstance(record, LedgerRecord) and record.kind == "claim"
+                   and record.aliases[0] in aliases)
 
 
 def test_a_claim_left_by_a_dead_replica_is_taken_over_with_its_envelope(
