@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ POSITION_COLUMNS = ["topic", "kafka_partition", "next_offset"]
 
 DUPLICATE_WINDOW_SECONDS = 3600
 """How far back the sink looks for an event id it is about to insert again."""
+_PLAIN_ID = re.compile(r"[0-9A-Za-z_-]+")
+"""An event id that can go into a SQL string literal as it is (the envelope's alphabet)."""
+_PLAIN_IDS = re.compile(r"[0-9A-Za-z_,-]*")
 IDLE_POLL = 0.2
 """Seconds the loop waits for records while it holds none (then checks for a stop)."""
 
@@ -141,6 +145,21 @@ def _dead_task_row(message: Message) -> list[Any]:
             task.endpoint_id, task.event.id, task.event.type, len(task.history),
             task.dlq_reason or "", last.error if last else None,
             last.response_status if last else None, dead_lettered_at, raw.decode()]
+
+
+def _id_literal(ids: list[str]) -> tuple[str, list[str]]:
+    """``ids`` as one comma-separated SQL string literal, and apart those that cannot be
+    written so (characters outside the envelope schema's, in a record nobody checked).
+
+    Why not one bound ``Array(String)`` parameter for all: formatting it in Python and
+    parsing it in ClickHouse took ~6 us per id, a third of the sink's time; a literal
+    that ClickHouse splits costs a fraction of that.
+    """
+    joined = ",".join(ids)
+    if _PLAIN_IDS.fullmatch(joined) and joined.count(",") == len(ids) - 1:
+        return joined, []  # the usual case, checked in one pass
+    return (",".join(i for i in ids if _PLAIN_ID.fullmatch(i)),
+            [i for i in ids if not _PLAIN_ID.fullmatch(i)])
 
 
 class EventLogSink(BackgroundWorker):
@@ -272,12 +291,12 @@ class EventLogSink(BackgroundWorker):
         first: dict[tuple[str, str], list[Any]] = {}
         for row in events:
             first.setdefault((row[0], row[3]), row)
+        ids, odd = _id_literal([event_id for _, event_id in first])
         known = self.client.query(
             "SELECT DISTINCT tenant, id FROM events "
-            "WHERE tenant IN {tenants:Array(String)} AND id IN {ids:Array(String)} "
+            f"WHERE (id IN splitByChar(',', '{ids}') OR id IN {{odd:Array(String)}}) "
             f"AND inserted > now64(3) - INTERVAL {DUPLICATE_WINDOW_SECONDS} SECOND",
-            parameters={"tenants": sorted({tenant for tenant, _ in first}),
-                        "ids": [event_id for _, event_id in first]}).result_rows
+            parameters={"odd": odd}).result_rows
         for key in known:
             first.pop(tuple(key), None)
         if skipped := len(events) - len(first):

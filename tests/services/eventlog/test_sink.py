@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
 from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
-from services.eventlog.sink import EventLogSink
+from services.eventlog.sink import EventLogSink, _id_literal
 from tests.support.backends import with_database
 from tests.support.eventlog import (
     SinkDyingBeforeCommit,
@@ -154,6 +154,36 @@ def test_an_event_appended_twice_is_stored_once(
         "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
         parameters={"t": tenant}).result_rows
     assert [r[0] for r in stored] == [first.id, second.id, third.id, fourth.id]
+
+
+def test_ids_outside_the_schema_alphabet_are_looked_up_bound_not_spliced() -> None:
+    assert _id_literal(["evt_a", "evt_b-1_c"]) == ("evt_a,evt_b-1_c", [])
+    odd = ["evt_a,b", "evt_o'hara", "evt_x\\y", ""]
+    assert _id_literal(["evt_a", *odd]) == ("evt_a", odd)
+
+
+def test_an_unchecked_record_with_an_odd_id_is_deduplicated_like_any_other(
+        sink_settings: Settings, client: Client) -> None:
+    """A record written straight to the events topic (no schema check) whose id holds a
+    comma, a quote or a backslash: stored once, and nothing else is mistaken for it."""
+    tenant = "odd-ids"
+    plain = make_event(tenant)
+    odd = [make_event(tenant).model_copy(update={"id": f"evt_{n}{text}"})
+           for n, text in enumerate([",", "',", "\\'"])]
+    publish_events(sink_settings, [plain, *odd])
+    sink = EventLogSink(sink_settings, group="sink-test-odd-ids").start()
+    stored_count = f"SELECT count() FROM events WHERE tenant = '{tenant}'"
+    try:
+        eventually(lambda: count(client, stored_count) == 4)
+        fresh = make_event(tenant)
+        publish_events(sink_settings, [*odd, plain, fresh])
+        eventually(lambda: count(client, stored_count) == 5)
+    finally:
+        sink.stop()
+    stored = client.query(
+        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
+        parameters={"t": tenant}).result_rows
+    assert [r[0] for r in stored] == [plain.id, *(e.id for e in odd), fresh.id]
 
 
 def test_failed_inserts_are_retried_from_kafka_without_loss(sink_settings: Settings) -> None:
