@@ -10,6 +10,11 @@ One consumer group reads the four topics and writes size/time-bounded batches:
    row while an earlier offset of its partition is still on its way;
 3. commit the offsets to Kafka.
 
+Steps 1 and 2 run in a writer thread, one batch at a time and in order, while the
+consumer thread reads and decodes the next batch (ClickHouse works outside the GIL, so
+the two overlap); the consumer thread commits once the batch is written (a commit from
+another thread waits for the consumer's next poll).
+
 A crash anywhere re-reads from the last commit. Events the log already holds (by tenant
 and id) are not inserted again, so neither a re-read batch nor the same event appended
 twice to the topic shows twice; likewise dead tasks by (tenant, task id), since a fanout
@@ -26,6 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -188,6 +194,11 @@ class EventLogSink(BackgroundWorker):
         }
         self._consumer: Consumer | None = None
         self._batch = Batch()
+        # ClickHouse works outside the GIL: one writer thread inserts a batch while this
+        # thread reads and decodes the next (at most one batch in each hand).
+        self._writer = ThreadPoolExecutor(max_workers=1,
+                                          thread_name_prefix=f"{self.thread_name}-writer")
+        self._writing: tuple[Batch, Future[bool]] | None = None
 
     # -- the loop --------------------------------------------------------------------
 
@@ -207,14 +218,16 @@ class EventLogSink(BackgroundWorker):
                                            + self.settings.sink_batch_wait - time.monotonic()))
                 for message in consumer.consume(num_messages=min(wanted, 10000), timeout=timeout):
                     self._add(message)
+                if self._writing is not None and self._writing[1].done():
+                    self._settle(consumer)  # commits it: only this thread may use the consumer
                 if self._batch.size and (
                     self._batch.size >= self.settings.sink_batch_size
                     or time.monotonic() - self._batch.started >= self.settings.sink_batch_wait
                 ):
-                    self._flush(consumer)
-            if self._batch.size:
-                self._flush(consumer)
+                    self._hand_over(consumer)
+            self._drain(consumer)
         finally:
+            self._writer.shutdown(wait=True)
             consumer.close()  # auto-commit is off: closing commits nothing on its own
 
     def _add(self, message: Message) -> None:
@@ -243,24 +256,51 @@ class EventLogSink(BackgroundWorker):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Write and commit what we hold before another member takes these partitions.
-        if self._batch.size:
-            self._flush(consumer)
+        self._drain(consumer)
 
-    def _flush(self, consumer: Consumer) -> None:
+    def _hand_over(self, consumer: Consumer) -> None:
+        """Give the batch read so far to the writer thread, once it finished the previous
+        one; if that one failed, this batch is dropped and both are read again."""
         batch, self._batch = self._batch, Batch()
+        if self._settle(consumer, read_since=batch):
+            self._writing = (batch, self._writer.submit(self._write, batch))
+
+    def _drain(self, consumer: Consumer) -> None:
+        """Write and commit everything read so far, and wait for it (revoke, stop)."""
+        if self._batch.size:
+            self._hand_over(consumer)
+        self._settle(consumer)
+
+    def _settle(self, consumer: Consumer, read_since: Batch | None = None) -> bool:
+        """Wait for the batch being written and commit it; False if its insert failed,
+        after seeking back to it (and to ``read_since``, read meanwhile, which the caller
+        then drops)."""
+        if self._writing is None:
+            return True
+        written, outcome = self._writing
+        self._writing = None
+        if outcome.result():
+            self.commit(consumer, written)
+            return True
+        first = dict(read_since.first) if read_since else {}
+        first.update(written.first)  # the earlier batch's offsets come first
+        for (topic, partition), offset in first.items():
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # partition no longer ours: its new owner reads it
+                log.warning("cannot seek %s[%s]: %s", topic, partition, exc)
+        self._stopping.wait(1.0)
+        return False
+
+    def _write(self, batch: Batch) -> bool:
+        """In the writer thread: insert the batch; False if that failed."""
         try:
             self.write(batch)
         except Exception:
             SINK_FAILURES.inc()
             log.exception("ClickHouse insert failed; re-reading %d records", batch.size)
-            for (topic, partition), offset in batch.first.items():
-                try:
-                    consumer.seek(TopicPartition(topic, partition, offset))
-                except KafkaException as exc:  # partition no longer ours: its new owner reads it
-                    log.warning("cannot seek %s[%s]: %s", topic, partition, exc)
-            self._stopping.wait(1.0)
-            return
-        self.commit(consumer, batch)
+            return False
+        return True
 
     def write(self, batch: Batch) -> None:
         """Insert the batch's rows, then advance the visibility watermarks."""
