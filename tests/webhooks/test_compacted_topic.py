@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -11,7 +12,13 @@ from confluent_kafka.admin import NewTopic
 
 from webhooks.acked_producer import AckedProducer
 from webhooks.compacted_topic import CompactedTopicFollower
-from webhooks.kafka import KafkaConnection, create_admin, create_producer
+from webhooks.kafka import (
+    KafkaConnection,
+    create_admin,
+    create_consumer,
+    create_producer,
+    end_offsets,
+)
 from webhooks.settings import Settings
 
 
@@ -118,6 +125,17 @@ def test_control_records_and_aborted_writes_at_the_end_do_not_hold_it_back(
 
     transaction([b"kept1", b"kept2"], commit=True)
     transaction([b"aborted1", b"aborted2"], commit=False)
+    # A transaction's end returns before the broker wrote its markers; until then the end
+    # a read-committed consumer sees (the last stable offset) stays before the kept
+    # records, and a follower started then is rightly ready at once, having read nothing.
+    consumer = create_consumer(connection, f"check-{uuid.uuid4().hex}")
+    try:
+        deadline = time.monotonic() + 30
+        while end_offsets(consumer, topic)[0] < 3:
+            assert time.monotonic() < deadline, "the commit marker was never written"
+            time.sleep(0.05)
+    finally:
+        consumer.close()
     follower = Recording(connection, topic).start()
     try:
         assert follower.wait_ready(30)
