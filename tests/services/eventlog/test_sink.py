@@ -50,6 +50,13 @@ def count(client: Client, sql: str) -> int:
     return int(client.query(sql).result_rows[0][0])
 
 
+def stored_ids(client: Client, tenant: str) -> list[str]:
+    """The ids of ``tenant``'s stored events, in Kafka order."""
+    return [row[0] for row in client.query(
+        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
+        parameters={"t": tenant}).result_rows]
+
+
 def watermark_total(client: Client, topic: str) -> int:
     """Records the sink has passed on ``topic`` (topics start at offset 0 here)."""
     return int(client.query(
@@ -128,10 +135,7 @@ def test_a_crash_between_insert_and_commit_is_replayed_without_loss(
     # events already stored and inserted only the new 50.
     assert rows_written("events") - before == by_dying + 50
     assert duplicates_skipped() - duplicates_before >= by_dying  # (+ earlier tests' events)
-    stored = client.query(
-        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
-        parameters={"t": tenant}).result_rows
-    assert [r[0] for r in stored] == [e.id for e in events + more]
+    assert stored_ids(client, tenant) == [e.id for e in events + more]
 
 
 def test_an_event_appended_twice_is_stored_once(
@@ -150,10 +154,7 @@ def test_an_event_appended_twice_is_stored_once(
         eventually(lambda: count(client, stored_count) == 4)
     finally:
         sink.stop()
-    stored = client.query(
-        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
-        parameters={"t": tenant}).result_rows
-    assert [r[0] for r in stored] == [first.id, second.id, third.id, fourth.id]
+    assert stored_ids(client, tenant) == [first.id, second.id, third.id, fourth.id]
 
 
 def test_ids_outside_the_schema_alphabet_are_looked_up_bound_not_spliced() -> None:
@@ -180,10 +181,7 @@ def test_an_unchecked_record_with_an_odd_id_is_deduplicated_like_any_other(
         eventually(lambda: count(client, stored_count) == 5)
     finally:
         sink.stop()
-    stored = client.query(
-        "SELECT id FROM events WHERE tenant = {t:String} ORDER BY kafka_partition, kafka_offset",
-        parameters={"t": tenant}).result_rows
-    assert [r[0] for r in stored] == [plain.id, *(e.id for e in odd), fresh.id]
+    assert stored_ids(client, tenant) == [plain.id, *(e.id for e in odd), fresh.id]
 
 
 def test_failed_inserts_are_retried_from_kafka_without_loss(sink_settings: Settings) -> None:
