@@ -204,22 +204,18 @@ class Fanout:
 
     def hops(self, tenant: str) -> dict[str, dict[str, float]]:
         """Where the time of ``tenant``'s deliveries went, from the records they left:
-        publish -> the task's append by the matcher (the task record's timestamp) -> the
-        attempt's start (the attempt record's ``timestamp``) -> the receiver's answer."""
-        tasks = {(task["event"]["id"], task["endpoint_id"]): (written, task)
-                 for written, task in self._records(self.topics.deliveries, tenant)}
-        matched, dispatched, http = [], [], []
+        publish -> the first attempt's start (the attempt record's ``timestamp``) -> the
+        receiver's answer."""
+        sent_at = {event["id"]: event["data"]["object"]["sent_at"]
+                   for _, event in self._records(self.topics.events, tenant)}
+        dispatched, http = [], []
         for _, attempt in self._records(self.topics.attempts, tenant):
-            written, task = tasks.get((attempt["event_id"], attempt["endpoint_id"]),
-                                      (None, None))
-            if task is None or attempt["attempt"] != 1:
+            if attempt["attempt"] != 1 or attempt["event_id"] not in sent_at:
                 continue
             started = datetime.fromisoformat(attempt["timestamp"]).timestamp()
-            matched.append(written - task["event"]["data"]["object"]["sent_at"])
-            dispatched.append(started - written)
+            dispatched.append(started - sent_at[attempt["event_id"]])
             http.append(attempt["latency_ms"] / 1000)
-        return {"publish_to_task_appended": percentiles(matched),
-                "task_appended_to_attempt_start": percentiles(dispatched),
+        return {"publish_to_attempt_start": percentiles(dispatched),
                 "http_attempt": percentiles(http)}
 
     def _records(self, topic: str, tenant: str) -> list[tuple[float, dict[str, Any]]]:

@@ -23,9 +23,10 @@ from Kafka, apart from the receiver:
     published == delivered + dead_lettered + pending_at_cutoff
 
 where delivered = events with a successful attempt record, dead_lettered = events on the
-DLQ topic, pending_at_cutoff = events matched to the endpoint (a task record on the
-deliveries topic) with no final outcome yet (not attempted yet, or waiting in a retry
-tier). An event in none of these (never matched), or both delivered and dead-lettered,
+DLQ topic, pending_at_cutoff = events attempted for the endpoint (an attempt record: a
+fresh task leaves no record before its first attempt ends) with no final outcome yet
+(waiting in a retry tier). An event in none of these (never matched, or its first
+attempt not over at the cutoff), or both delivered and dead-lettered,
 unbalances the ledger. After the cutoff the run waits (up to :data:`SETTLE_SECONDS`)
 until every pending event reached its end: the final ledger must have nothing pending,
 and the receiver's count of distinct deliveries must equal ``delivered``. A report that
@@ -77,7 +78,7 @@ def run(context: BenchContext) -> dict[str, Any]:
         worker.start(timeout=120)
         _probe(producer, topics, receiver)
         published = _publish(producer, topics)
-        records = Records(settings, [topics.deliveries, topics.attempts, topics.dlq])
+        records = Records(settings, [topics.attempts, topics.dlq])
         time.sleep(CUTOFF_SECONDS)
         cutoff = _ledger(records.read(), topics, set(published), endpoints)
         final, settled = _settle(records, topics, published, endpoints)
@@ -183,15 +184,14 @@ def _ledger(records: dict[str, list[bytes]], topics: Topics, published: set[str]
     ledger: dict[str, dict[str, Any]] = {
         endpoint: {"delivered": set(), "dead_lettered": set(), "matched": set(), "t3": {}}
         for endpoint in endpoints}
-    for value in records[topics.deliveries]:
-        task = DeliveryTask.from_json(value)
-        if task.event.id in published and task.endpoint_id in ledger:
-            ledger[task.endpoint_id]["matched"].add(task.event.id)
+    # A fresh task leaves its first record when its first attempt ends (the attempt
+    # record), so "matched" is an event with an attempt for the endpoint.
     for value in records[topics.attempts]:
         attempt = AttemptRecord.from_json(value)
         if attempt.event_id not in published or attempt.endpoint_id not in ledger:
             continue
         book = ledger[attempt.endpoint_id]
+        book["matched"].add(attempt.event_id)
         if attempt.status == "succeeded":
             book["delivered"].add(attempt.event_id)
             received = attempt.timestamp.timestamp() + attempt.latency_ms / 1000

@@ -2,14 +2,14 @@
 
 Data flow::
 
-    events ──match──▶ task appended to deliveries, then attempted at once ──▶ receiver
+    events ──match──▶ one task per endpoint, attempted at once ──▶ receiver
     deliveries (redeliver, recover, test) ──deliver──┘   │ failure
     retry.<tier> ──deliver── ◀───────────────────────────┘ ... ──▶ dlq
                                                    every attempt ──▶ attempts
 
 Agents consume with manual acknowledgement (``stream.noack()``): each message is
-handed to the :class:`EndpointDispatcher` (for events, through a bounded set of
-matching tasks) and the agent moves straight on, so one slow endpoint or one waiting
+handed to the :class:`EndpointDispatcher` (an event as its matched tasks) and the
+agent moves straight on, so one slow endpoint or one waiting
 retry never holds up the stream. :class:`OrderedAcks` acknowledges each partition's
 messages in offset order once their outcome is durable, so Faust commits only
 offsets whose work is done. (Faust's own commit bookkeeping assumes acks arrive in
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import faust
 
-from services.fanout.dispatch import AckSlot, OrderedAcks, until_durable
+from services.fanout.dispatch import AckSlot, OrderedAcks
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.worker import DIRECT_HEADER, FanoutWorker
 from webhooks import garbage_collection
@@ -36,9 +36,6 @@ from webhooks.topics import Topics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-MATCHING_IN_FLIGHT = 256
-"""Events being matched (tasks being produced) at once per worker."""
 
 VIEW_READY_LOG_EVERY = 30.0
 
@@ -69,10 +66,9 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
     @app.agent(app.topic(topics.events, **RAW))
     async def match(stream: faust.StreamT) -> None:
         await view_ready()
-        slots = asyncio.Semaphore(MATCHING_IN_FLIGHT)
         async for slot, envelope in _readable(stream, acks, Envelope.from_json, "event"):
-            await slots.acquire()
-            _spawn(_fan_out(worker, envelope, acks, slot, slots))
+            worker.fan_out(envelope, on_durable=lambda slot=slot: acks.done(slot),
+                           cancelled=lambda slot=slot: slot.cancelled)
 
     async def deliver(stream: faust.StreamT, topic: str, max_waiting: int | None) -> None:
         await view_ready()
@@ -106,16 +102,6 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
         worker.health.reset()
 
 
-_background: set[asyncio.Task[None]] = set()
-"""Running fan-outs: the event loop keeps only weak references to tasks."""
-
-
-def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
 async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[bytes], T],
                     what: str, skip_header: str | None = None
                     ) -> AsyncIterator[tuple[AckSlot, T]]:
@@ -143,16 +129,3 @@ async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[b
             acks.done(slot)
             continue
         yield slot, record
-
-
-async def _fan_out(worker: FanoutWorker, envelope: Envelope, acks: OrderedAcks, slot: AckSlot,
-                   slots: asyncio.Semaphore) -> None:
-    """Fan ``envelope`` out until its task records are durable (freeing a matching slot);
-    its event is acknowledged once every task's first outcome is durable too."""
-    try:
-        await until_durable(
-            lambda: worker.fan_out(envelope, on_durable=lambda: acks.done(slot),
-                                   cancelled=lambda: slot.cancelled),
-            f"fan-out of {envelope.id}")
-    finally:
-        slots.release()

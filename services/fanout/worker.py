@@ -38,8 +38,9 @@ class Publish(Protocol):
                  headers: Headers | None = None) -> Awaitable[None]: ...
 
 DIRECT_HEADER = "fanout-direct"
-"""Marks a task record whose first attempt the matching worker makes itself: the
-deliveries agents acknowledge it without delivering it (see :meth:`FanoutWorker.fan_out`)."""
+"""Marked a task record whose first attempt the matching worker made itself; versions
+before 2026-12-04 wrote one per fresh task. The deliveries agent still acknowledges such
+a record unread, so a worker upgraded mid-stream does not attempt those tasks twice."""
 
 ENDPOINT_DISABLED_EVENT = "endpoint.disabled"
 
@@ -66,24 +67,24 @@ class FanoutWorker:
 
     # -- matching --------------------------------------------------------------------
 
-    async def fan_out(self, envelope: Envelope, on_durable: Callable[[], None],
-                      cancelled: Callable[[], bool] = lambda: False) -> list[DeliveryTask]:
-        """One task per matching endpoint, appended to the deliveries topic and attempted
-        here at once; returns once every task record is acknowledged (raises if one is not).
+    def fan_out(self, envelope: Envelope, on_durable: Callable[[], None],
+                cancelled: Callable[[], bool] = lambda: False) -> list[DeliveryTask]:
+        """One task per matching endpoint, attempted here at once; returns the tasks.
 
-        ``on_durable`` runs once every task record and every task's first outcome
-        (attempt record, next tier or DLQ) are in Kafka: until then the event stays
-        unacknowledged, so after a crash it is matched and delivered again. Attempting
-        the task here, instead of when the deliveries agent reads it back, saves two
-        Kafka hops (the task's append and its consumption, ~3-5 ms) on every webhook;
-        the record is marked (:data:`DIRECT_HEADER`) so that the agent skips it.
+        ``on_durable`` runs once every task's first outcome (attempt record, next tier
+        or DLQ) is in Kafka: until then the event stays unacknowledged, so after a crash
+        it is matched and delivered again (same ``webhook-id``). A fresh task is written
+        to Kafka only when its first attempt fails or is parked, as the record of the
+        tier it goes to: a task record written first would only be read back to be
+        skipped, a write and a read per webhook that recover nothing the event's
+        uncommitted offset does not.
         """
         tasks = [DeliveryTask.create(envelope, endpoint.id)
                  for endpoint in self.view.matching(envelope)]
         if not tasks:
             on_durable()
             return tasks
-        remaining = 2 * len(tasks)  # each task's record and its first outcome
+        remaining = len(tasks)
 
         def one_durable() -> None:
             nonlocal remaining
@@ -91,16 +92,9 @@ class FanoutWorker:
             if remaining == 0:
                 on_durable()
 
-        appends = [self.publish(self.topics.deliveries, task.key, task.to_json(),
-                                [(DIRECT_HEADER, b"1")]) for task in tasks]
         for task in tasks:
             self.accept(task, on_durable=one_durable, cancelled=cancelled)
         self.metrics.tasks_created.inc(len(tasks))
-        # A failed append raises here and the caller fans the event out again (new tasks);
-        # this batch then never completes the countdown, the retried one does.
-        await asyncio.gather(*appends)
-        for _ in appends:
-            one_durable()
         return tasks
 
     # -- delivery --------------------------------------------------------------------

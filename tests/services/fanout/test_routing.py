@@ -93,19 +93,23 @@ def test_both_signatures_verify_during_a_secret_rotation(
     assert len(late.headers["webhook-signature"].split()) == 1
     assert Webhook(new).verify(late.body, late.headers)["id"] == event.id
 
-    # Each task is keyed by its endpoint id, so an endpoint's tasks share a partition.
+    # A fresh task is written to Kafka only if its first attempt fails; every attempt
+    # record is keyed by its endpoint id, so an endpoint's records share a partition.
     ours = (endpoint.id, rotated.id)
 
-    def tasks(messages: list) -> list[tuple[DeliveryTask, Message]]:  # type: ignore[type-arg]
-        decoded = ((DeliveryTask.from_json(m.value()), m) for m in messages)
-        return [(t, m) for t, m in decoded if t.event.id == event.id and t.endpoint_id in ours]
+    def attempts(messages: list) -> list[tuple[AttemptRecord, Message]]:  # type: ignore[type-arg]
+        decoded = ((AttemptRecord.from_json(m.value()), m) for m in messages)
+        return [(a, m) for a, m in decoded if a.event_id == event.id and a.endpoint_id in ours]
 
-    keyed = tasks(read_topic(settings, platform.topics.deliveries,
-                             until=lambda ms: len(tasks(ms)) == 2))
-    assert sorted(t.endpoint_id for t, _ in keyed) == sorted(ours)
-    for task, message in keyed:
-        assert message.key() == task.endpoint_id.encode()
-        assert message.partition() == partition_of(task.endpoint_id, settings.topic_partitions)
+    keyed = attempts(read_topic(settings, platform.topics.attempts,
+                                until=lambda ms: len(attempts(ms)) == 2))
+    assert sorted(a.endpoint_id for a, _ in keyed) == sorted(ours)
+    for attempt, message in keyed:
+        assert message.key() == attempt.endpoint_id.encode()
+        assert message.partition() == partition_of(attempt.endpoint_id, settings.topic_partitions)
+    fresh = [DeliveryTask.from_json(m.value()) for m in read_topic(
+        settings, platform.topics.deliveries, idle=1.0)]
+    assert [t for t in fresh if t.event.id == event.id] == []
 
 
 def test_endpoint_changes_reach_matching_within_seconds(
