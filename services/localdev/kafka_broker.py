@@ -133,7 +133,7 @@ class LocalKafka:
         jars = ensure_kafka_jars()
         return [
             "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+            "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
             "-cp", f"{jars}/*", *args,
         ]
