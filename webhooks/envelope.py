@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from functools import cached_property
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import ConfigDict, PlainSerializer, PlainValidator
 from ulid import ULID
@@ -114,5 +115,17 @@ class Envelope(JsonRecord):
 
     def to_json(self) -> bytes:
         """The exact body that is signed and delivered: compact :func:`json.dumps`, non-ASCII
-        as UTF-8 (pinned by a golden test; do not change its spelling)."""
+        as UTF-8 (pinned by a golden test; do not change its spelling). Written once per
+        envelope: the fanout sends one envelope to every matching endpoint."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> bytes:
+        # Kept in the instance's __dict__, which pydantic's equality ignores (fields only).
         return json.dumps(self.document(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, its JSON written anew (the original's would not reflect ``update``)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("_json", None)
+        return copy

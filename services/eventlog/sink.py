@@ -77,6 +77,11 @@ _PLAIN_ID = re.compile(r"[0-9A-Za-z_-]+")
 _PLAIN_IDS = re.compile(r"[0-9A-Za-z_,-]*")
 IDLE_POLL = 0.2
 """Seconds the loop waits for records while it holds none (then checks for a stop)."""
+FETCH_MIN_BYTES = 65536
+FETCH_WAIT_MS = 100
+"""The broker answers the sink's fetch once it has this much data for it or after this
+long: the sink writes in batches anyway, and a fetch per record or two (librdkafka's
+default under a steady trickle) costs the broker a request each."""
 
 SINK_ROWS = Counter("eventlog_sink_rows_total", "Rows written to ClickHouse", ["table"])
 SINK_SKIPPED = Counter("eventlog_sink_skipped_total",
@@ -203,8 +208,9 @@ class EventLogSink(BackgroundWorker):
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        consumer = create_consumer(self.settings.kafka, self.group,
-                                   **{"enable.partition.eof": False})
+        consumer = create_consumer(self.settings.kafka, self.group, **{
+            "enable.partition.eof": False, "fetch.min.bytes": FETCH_MIN_BYTES,
+            "fetch.wait.max.ms": FETCH_WAIT_MS})
         self._consumer = consumer
         consumer.subscribe(list(self._rows), on_revoke=self._on_revoke)
         try:

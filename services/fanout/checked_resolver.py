@@ -40,10 +40,26 @@ class CheckedResolver(AbstractResolver):
         self._policy = policy
         self._cache_seconds = CACHE_SECONDS if cache_seconds is None else cache_seconds
         self._answers: OrderedDict[str, tuple[float, list[IPAddress]]] = OrderedDict()
+        # What check() derives from a URL alone (the policy is fixed): its host, and the
+        # checked address of an IP literal; refused URLs are not kept.
+        self._targets: OrderedDict[str, tuple[str, IPAddress | None]] = OrderedDict()
         self._lookups = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolve")
 
     async def check(self, url: str) -> list[IPAddress]:
         """The checked addresses of ``url``'s host; raises :class:`TargetRefused`."""
+        target = self._targets.get(url)
+        if target is None:
+            target = self._check_url(url)
+            self._targets[url] = target
+            while len(self._targets) > CACHE_ENTRIES:
+                self._targets.popitem(last=False)
+        host, literal = target
+        if literal is not None:
+            return [literal]
+        return await self._checked_answer(host)
+
+    def _check_url(self, url: str) -> tuple[str, IPAddress | None]:
+        """The URL's host, and its address if it is an IP literal (checked)."""
         self._policy.check_url(url)  # shape, scheme, credentials, literal address
         # The host as aiohttp will see it (IDNA per UTS 46, where urlsplit keeps Unicode
         # and getaddrinfo would apply IDNA 2003): the check looks up, caches and literal-
@@ -57,8 +73,7 @@ class CheckedResolver(AbstractResolver):
         literal = _as_address(host)
         if literal is not None:
             self._policy.check_address(literal)
-            return [literal]
-        return await self._checked_answer(host)
+        return host, literal
 
     async def _checked_answer(self, host: str) -> list[IPAddress]:
         cached = self._answers.get(host)

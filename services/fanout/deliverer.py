@@ -126,6 +126,7 @@ class Deliverer:
             keepalive_timeout=KEEPALIVE_SECONDS)
         return aiohttp.ClientSession(
             connector=connector, trust_env=False,  # proxies never: the check is on the target
+            cookie_jar=aiohttp.DummyCookieJar(),  # receivers' cookies are never sent back
             timeout=aiohttp.ClientTimeout(total=None),  # deliver() bounds the whole attempt
             skip_auto_headers=("User-Agent",))
 

@@ -160,8 +160,9 @@ class FanoutWorker:
             verdict = self.health.record(endpoint.id, True, time.time())
 
             async def delivered() -> Outcome:
-                await asyncio.gather(self._record(task, endpoint, result, started, "delivered"),
-                                     self._save_streak(endpoint.id, verdict))
+                # Awaited in turn, not gathered (a task each): a streak is rarely saved.
+                await self._record(task, endpoint, result, started, "delivered")
+                await self._save_streak(endpoint.id, verdict)
                 return "delivered"
 
             return delivered

@@ -50,7 +50,7 @@ class IdempotencyView(CompactedTopicFollower):
     restart_pause = 1.0
     # A claim waits until this follower reads it back, on ingest's latency path: fetch
     # requests return after 10 ms when nothing new arrived, not librdkafka's 500 ms.
-    fetch_wait_ms = 10
+    fetch_wait_ms = 500
 
     def __init__(self, connection: KafkaConnection, topic: str, window: float) -> None:
         super().__init__(connection, topic)
