@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from benchmarks.bench_fanout import ReceiverProcess
-from benchmarks.context import BenchContext, cpu_seconds, percentiles
+from benchmarks.context import BenchContext, cpu_seconds, percentiles, tree_cpu_seconds
 from services.localdev.kafka_broker import REPO_ROOT
 from services.localdev.service_process import ServiceProcess
 from webhooks.kafka import create_producer
@@ -88,15 +88,6 @@ def run_hey(url: str, body: Path, requests: int, connections: int, *, auth: bool
                        re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}}
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU-seconds of ``pid`` and its children (uvicorn's workers)."""
-    total = cpu_seconds(pid)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += _tree_cpu(int(child))
-    return total
-
-
 class Ingest:
     """The ingest server under test and the CPU meters around a scenario."""
 
@@ -114,7 +105,7 @@ class Ingest:
 
     def cpu(self) -> dict[str, float]:
         assert self.server.process is not None
-        meters = {"ingest": _tree_cpu(self.server.process.pid)}
+        meters = {"ingest": tree_cpu_seconds(self.server.process.pid)}
         if self.context.broker_pid:
             meters["broker"] = cpu_seconds(self.context.broker_pid)
         return meters

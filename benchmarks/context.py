@@ -45,16 +45,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50/p95/p99/max of latencies in seconds, reported in milliseconds."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU-seconds of ``pid`` and its children (uvicorn's workers)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += tree_cpu_seconds(int(child))
+    return total
+
+
+def percentiles(samples: list[float], points: tuple[int, ...] = (50, 95, 99)
+                ) -> dict[str, float]:
+    """The ``points`` percentiles (p50/p95/p99 unless told) and the max of latencies in
+    seconds, reported in milliseconds."""
     if not samples:
         return {}
     ordered = sorted(samples)
     if len(ordered) == 1:
         ordered = ordered * 2
     q = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {"p50_ms": round(q[49] * 1000, 2), "p95_ms": round(q[94] * 1000, 2),
-            "p99_ms": round(q[98] * 1000, 2),
+    return {**{f"p{point}_ms": round(q[point - 1] * 1000, 2) for point in points},
             "max_ms": round(ordered[-1] * 1000, 2), "samples": len(ordered)}
 
 
