@@ -18,10 +18,12 @@ from concurrent.futures import Future
 
 from services.ingest.idempotency_ledger import (
     AcceptedBatch,
+    AcceptedEvent,
     ClaimOutcome,
     Entry,
     IdempotencyLedger,
     decode_record,
+    new_claim_id,
     partition_for_tenant,
 )
 from webhooks.compacted_topic import CompactedTopicFollower
@@ -77,6 +79,15 @@ class IdempotencyView(CompactedTopicFollower):
         with self._lock:
             self._waiters[claim_id] = future
         return future
+
+    def accept_locally(self, tenant: str, events: list[AcceptedEvent]) -> None:
+        """Apply fresh acceptances of this replica now, ahead of their ledger record
+        (written a moment later, see :class:`~services.ingest.pipeline.FreshAcceptances`),
+        so that a repeat reaching this replica meanwhile is replayed. Accepted entries are
+        authoritative, so the record, once read back, finds them as it would have set them."""
+        batch = AcceptedBatch(batch_id=new_claim_id(), tenant=tenant, events=tuple(events))
+        with self._lock:
+            self._ledger.apply_batch(batch, now_ms())
 
     def forget(self, claim_id: str) -> None:
         """Drop a waiter whose claim was never written (the produce failed)."""

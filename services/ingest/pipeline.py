@@ -12,8 +12,9 @@ Every Kafka write of a call is produced before any is awaited, one step at a tim
 (claims, then appends, then acceptance records), and each step's acknowledgements are
 collected together with one wake-up of the event loop: a request batch or an intake
 poll costs at most three broker round trips, not three per event, and two when no
-alias needs a claim (see :attr:`EventRequest.claimed`). Answers carry the envelope
-JSON exactly as appended, so nothing is serialised twice.
+alias needs a claim (see :attr:`EventRequest.claimed`); over HTTP one, since the answer
+does not wait for the ledger record of fresh ids (:class:`FreshAcceptances`). Answers
+carry the envelope JSON exactly as appended, so nothing is serialised twice.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from webhooks.topics import Topics
 log = logging.getLogger(__name__)
 
 ACCEPTANCE_POLL = 0.02  # seconds between looks at the ledger while a claimant appends
+FRESH_RECORD_DELAY = 0.05
+"""How long HTTP acceptances of fresh ids gather before their ledger record is written."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,16 @@ class IngestPipeline:
         self._stale_after_ms = int(claim_stale_after * 1000)
         # How long a claimant waits for its own follower to apply the claim.
         self._verdict_timeout = producer.timeout + 5.0
+        self.fresh = FreshAcceptances(topics, producer, view)
 
-    async def accept_many(self, requests: list[EventRequest], source: str) -> list[AcceptResult]:
-        """Accept each event at most once per alias; one result per request, in order."""
+    async def accept_many(self, requests: list[EventRequest], source: str,
+                          record_fresh_later: bool = False) -> list[AcceptResult]:
+        """Accept each event at most once per alias; one result per request, in order.
+
+        With ``record_fresh_later`` (HTTP) the answer does not wait for the ledger record
+        of fresh ids (:class:`FreshAcceptances`); the Kafka intake, which commits once
+        everything of a poll is written, waits for it.
+        """
         if not self._view.ready:
             problem = unavailable("ingest is starting: the idempotency ledger is still loading "
                                   "from Kafka (or Kafka is unreachable); retry shortly")
@@ -163,7 +173,7 @@ class IngestPipeline:
 
         if claims:
             await self._settle_claims(claims, to_append, results)
-        await self._append(to_append, results)
+        await self._append(to_append, results, record_fresh_later)
         waiting = [index for index, result in enumerate(results) if result is None]
         settled_results = await asyncio.gather(*(self._await_acceptance(requests[index])
                                                  for index in waiting))
@@ -209,7 +219,7 @@ class IngestPipeline:
             await asyncio.sleep(ACCEPTANCE_POLL)
 
     async def _append(self, to_append: dict[int, LedgerRecord],
-                      results: list[AcceptResult | None]) -> None:
+                      results: list[AcceptResult | None], record_fresh_later: bool) -> None:
         """Append winners in request order; once each is acknowledged, mark it accepted.
 
         Strictly in that order: an ``accepted`` record for an event that never reached
@@ -233,30 +243,35 @@ class IngestPipeline:
                     "retry with the same id or Idempotency-Key"))
             else:
                 durable.append(to_append[index])
-        await self._mark_accepted(durable)
+        await self._mark_accepted(durable, record_fresh_later)
         for index in order:
             if results[index] is None:
                 results[index] = AcceptResult(to_append[index].envelope.encode())
 
-    async def _mark_accepted(self, durable: list[LedgerRecord]) -> None:
+    async def _mark_accepted(self, durable: list[LedgerRecord], record_fresh_later: bool) -> None:
         """Write the ledger records that mark appended events as accepted: a claim's own
-        ``accepted`` record, and one :class:`AcceptedBatch` per tenant for fresh ids."""
+        ``accepted`` record, and one :class:`AcceptedBatch` per tenant for fresh ids
+        (handed to :attr:`fresh` with ``record_fresh_later``)."""
         marks = [record.accepted() for record in durable if record.kind == "claim"]
         fresh: dict[str, list[AcceptedEvent]] = defaultdict(list)
         for record in durable:
             if record.kind == "accepted":
                 fresh[record.tenant].append(AcceptedEvent(record.aliases, record.envelope))
-        batches = [batch for tenant, events in fresh.items()
-                   for batch in AcceptedBatch.of(tenant, events)]
+        batches: list[AcceptedBatch] = []
+        for tenant, events in fresh.items():
+            if record_fresh_later:
+                self.fresh.add(tenant, events)
+            else:
+                batches.extend(AcceptedBatch.of(tenant, events))
+        if not marks and not batches:
+            return
         marked = await self._producer.produce_each([
             Write(self._topics.idempotency, record.to_json(), key=record.key(),
                   partition=self._view.partition_for(record.tenant))
             for record in [*marks, *batches]])
         for failure in marked:
             if failure is not None:
-                # The events are durable, so accepted; only their dedupe record is missing
-                # (a repeat after the stale period re-appends the same envelope, same id).
-                log.warning("accepted record not written: %s", failure)
+                _accepted_record_lost(failure)
 
     def _in_progress(self, request: EventRequest) -> IntakeError:
         aliases = ", ".join(request.aliases)
@@ -276,3 +291,54 @@ class IngestPipeline:
             else:
                 self._metrics.rejected.labels(source, outcome).inc(count)
         return results
+
+
+def _accepted_record_lost(failure: BaseException | None) -> None:
+    # The events are durable, so accepted; only their dedupe record is missing (a repeat
+    # of a claimed alias after the stale period re-appends the same envelope, same id; a
+    # repeat of a fresh id is appended again with that id, which the event log stores once).
+    if failure is not None:
+        log.warning("accepted record not written: %s", failure)
+
+
+class FreshAcceptances:
+    """The ledger records of fresh ids accepted over HTTP, written a moment after the answer.
+
+    A fresh id (one this replica generated) cannot be repeated before its 202 told the
+    client, so nothing races for it and the answer need not wait for its ledger record:
+    acceptances gather for :data:`FRESH_RECORD_DELAY` and go out as one
+    :class:`AcceptedBatch` per tenant. That spares each single ``POST /v1/events`` a
+    second broker round trip and the ledger one record per event. A replica killed within
+    that moment loses those records: a client that then repeats such an id (having lost
+    the 202) gets it appended again with the same id, which the event log stores once.
+    """
+
+    def __init__(self, topics: Topics, producer: AckedProducer, view: IdempotencyView,
+                 delay: float = FRESH_RECORD_DELAY) -> None:
+        self._topics = topics
+        self._producer = producer
+        self._view = view
+        self._delay = delay
+        self._pending: dict[str, list[AcceptedEvent]] = defaultdict(list)
+        self._lock = threading.Lock()  # flush() also runs from the stopping thread
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, tenant: str, events: list[AcceptedEvent]) -> None:
+        """Remember ``events`` (appended, acknowledged) for the next record; in the loop."""
+        self._view.accept_locally(tenant, events)
+        with self._lock:
+            self._pending[tenant].extend(events)
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        """Write what has gathered (the records' acknowledgements are only logged if lost)."""
+        with self._lock:
+            pending, self._pending = self._pending, defaultdict(list)
+            self._timer = None
+        for tenant, events in pending.items():
+            for batch in AcceptedBatch.of(tenant, events):
+                written = self._producer.produce(
+                    self._topics.idempotency, batch.to_json(), key=batch.key(),
+                    partition=self._view.partition_for(tenant))
+                written.add_done_callback(lambda future: _accepted_record_lost(future.exception()))

@@ -118,7 +118,8 @@ async def create_event(request: Request, runtime: RuntimeDep, caller: PrincipalD
         event = _validated(runtime, parse_event_json(raw), caller, key)
     except IntakeError as error:
         raise _refuse(runtime, error) from error
-    [result] = await _pipeline(runtime).accept_many([event], source="http")
+    [result] = await _pipeline(runtime).accept_many([event], source="http",
+                                                         record_fresh_later=True)
     if result.error is not None:
         headers = {"Retry-After": "2"} if result.status in (409, 503) else None
         raise Problem(result.status, result.error.detail, code=result.error.reason,
@@ -161,7 +162,8 @@ async def create_events(request: Request, runtime: RuntimeDep, caller: Principal
         except IntakeError as error:
             runtime.metrics.rejected.labels("http", error.reason).inc()
             items.append(AcceptResult(error=error))
-    outcomes = (iter(await _pipeline(runtime).accept_many(valid, source="http")) if valid
+    outcomes = (iter(await _pipeline(runtime).accept_many(valid, source="http",
+                                                                  record_fresh_later=True)) if valid
                 else iter(()))
     data = []
     for index, item in enumerate(items):

@@ -52,6 +52,8 @@ class IngestRuntime:
         """Stop intake first (it commits what it finished), then the ledger, then flush."""
         if self.intake is not None:
             self.intake.stop()
+        if self.pipeline is not None:
+            self.pipeline.fresh.flush()  # the producer's close below delivers them
         if self.view is not None:
             self.view.stop()
         if self.producer is not None:

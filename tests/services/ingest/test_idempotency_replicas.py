@@ -141,3 +141,35 @@ def test_a_claim_left_by_a_dead_replica_is_taken_over_with_its_envelope(
 
     found = envelopes_on(fast, topics.events, until_id=event_id, marker=mark)
     assert [e["id"] for e in found] == [event_id]
+
+
+def test_single_posts_share_ledger_records_written_after_the_answer(settings: Settings) -> None:
+    mark = uuid.uuid4().hex
+    with running_ingest(settings) as first:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: first.post("/v1/events", headers=ACME, json={
+                "type": "order.made", "data": {"marker": mark, "n": n}}), range(40)))
+        assert [a.status_code for a in answers] == [202] * 40
+        generated = [a.json() for a in answers]
+        # Sent back to the replica that answered, before any ledger record could be read
+        # back: replayed from what it applied at once.
+        echoed = first.post("/v1/events", headers=ACME, json={
+            "type": "order.made", "data": {}, "id": generated[0]["id"]})
+        assert (echoed.status_code, echoed.json()) == (200, generated[0])
+
+        # The records are written by the timer, not at shutdown: a second replica that
+        # builds its ledger from Kafka while the first still runs replays every id.
+        with running_ingest(settings) as second:
+            again = [second.post("/v1/events", headers=ACME, json={
+                "type": "order.made", "data": {}, "id": envelope["id"]})
+                for envelope in generated]
+            assert [(r.status_code, r.json()) for r in again] == [(200, e) for e in generated]
+
+    ours = {envelope["id"] for envelope in generated}
+    batches = [record for record in (decode_record(m.value()) for m in read_topic(
+        settings, Topics.from_settings(settings).idempotency, idle=1.0))
+        if not isinstance(record, LedgerRecord)
+        and {event.aliases[-1].removeprefix("id:") for event in record.events} & ours]
+    recorded = [event.aliases[-1].removeprefix("id:") for b in batches for event in b.events]
+    assert sorted(recorded) == sorted(ours)  # each once
+    assert len(batches) < len(ours)  # gathered: fewer records than events
