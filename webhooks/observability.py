@@ -113,6 +113,12 @@ def logging_config(log_level: str, log_format: str) -> dict[str, Any]:
     }
 
 
+def access_log(log_level: str) -> bool:
+    """Whether the HTTP servers log a line per request: only at ``DEBUG``. Formatting and
+    writing it cost ingest more than validating the event; /metrics counts requests."""
+    return log_level.upper() == "DEBUG"
+
+
 def configure_logging(log_level: str, log_format: str) -> None:
     """Apply :func:`logging_config` to this process."""
     logging.config.dictConfig(logging_config(log_level, log_format))

@@ -6,7 +6,7 @@ import uvicorn
 
 from services.eventlog.app import create_app
 from webhooks import garbage_collection
-from webhooks.observability import logging_config
+from webhooks.observability import access_log, logging_config
 from webhooks.settings import Settings
 
 
@@ -17,4 +17,5 @@ def run(settings: Settings) -> None:
     garbage_collection.tune()
     uvicorn.run(app, host=settings.host, port=settings.eventlog_port,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
+                access_log=access_log(settings.log_level),
                 log_config=logging_config(settings.log_level, settings.log_format))

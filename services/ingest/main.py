@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from services.ingest.app import create_app
 from webhooks import garbage_collection
-from webhooks.observability import logging_config
+from webhooks.observability import access_log, logging_config
 from webhooks.settings import Settings, get_settings
 
 
@@ -30,7 +30,8 @@ def run(settings: Settings) -> None:
     """
     options = {"host": settings.host, "port": settings.ingest_port, "loop": "uvloop",
                "http": "httptools", "log_level": settings.log_level.lower(),
-               "log_config": logging_config(settings.log_level, settings.log_format)}
+               "log_config": logging_config(settings.log_level, settings.log_format),
+               "access_log": access_log(settings.log_level)}
     if settings.ingest_workers > 1:
         uvicorn.run("services.ingest.main:app_from_environment", factory=True,
                     workers=settings.ingest_workers, **options)
