@@ -9,8 +9,8 @@ Data flow::
 
 Agents consume with manual acknowledgement (``stream.noack()``): each message is
 handed to the :class:`EndpointDispatcher` (an event as its matched tasks) and the
-agent moves straight on, so one slow endpoint or one waiting
-retry never holds up the stream. :class:`OrderedAcks` acknowledges each partition's
+agent moves straight on, so one slow endpoint or one waiting retry never holds up the
+stream. :class:`OrderedAcks` acknowledges each partition's
 messages in offset order once their outcome is durable, so Faust commits only
 offsets whose work is done. (Faust's own commit bookkeeping assumes acks arrive in
 order, which is why ``concurrency=`` on agents is not used.)
