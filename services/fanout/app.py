@@ -14,6 +14,7 @@ flow:
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import Any
 
@@ -32,6 +33,18 @@ from webhooks.kafka import KafkaConnection
 from webhooks.settings import Settings
 from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT_MS = 50
+"""The longest the broker holds the worker's fetch request when it has nothing new.
+
+Faust fixes aiokafka's at 1,500 ms. aiokafka keeps one fetch in flight per broker and
+leaves out of it a partition whose records are still being handed over; the request then
+covers only idle partitions (the retry tiers, mostly) and the broker holds it the whole
+wait, while new events pile up on the partition left out. Under a steady 200 events/s
+that added 1.5-3 s to every delivery (p50 2.7 s -> 0.2-0.5 s with 50 ms); an idle worker
+pays for it with 20 empty fetches a second (~0.01 core each for the worker and the broker)."""
 
 PRODUCE_TIMEOUT = 30.0
 """How long a write may wait for Kafka before it fails (and its message is retried)."""
@@ -97,6 +110,10 @@ def create_app(settings: Settings) -> faust.App:
     add_agents(app, topics, worker, view, acks, tier_max_waiting=settings.fanout_max_waiting)
     add_pages(app, settings, view, metrics)
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        _bound_fetch_wait(app, FETCH_WAIT_MS)
+
     @app.task
     async def start_view() -> None:
         view.start()
@@ -111,6 +128,19 @@ def create_app(settings: Settings) -> faust.App:
         streaks.stop()
 
     return app
+
+
+def _bound_fetch_wait(app: faust.App, wait_ms: int) -> None:
+    """Set the fetch wait of the app's aiokafka consumer (see :data:`FETCH_WAIT_MS`);
+    Faust offers no setting, so this reaches its consumer thread's fetcher."""
+    try:
+        fetcher = app.consumer._thread._consumer._fetcher  # type: ignore[attr-defined]
+        if fetcher._fetch_max_wait_ms != wait_ms:
+            fetcher._fetch_max_wait_ms = wait_ms
+            log.info("consumer fetch wait bounded to %d ms", wait_ms)
+    except AttributeError:  # another Faust or aiokafka version: its default stays
+        log.warning("cannot bound the consumer's fetch wait; deliveries may lag by up to "
+                    "1.5 s under load (Faust or aiokafka changed)")
 
 
 def _broker_credentials(connection: KafkaConnection) -> Any:

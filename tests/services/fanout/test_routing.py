@@ -8,6 +8,7 @@ from datetime import timedelta
 from confluent_kafka import Consumer, Message, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
+from services.fanout.app import FETCH_WAIT_MS
 from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
@@ -195,3 +196,16 @@ def test_tasks_from_the_eventlog_api_are_delivered_or_dropped_with_a_record(
     assert 'webhooks_deliveries_total{outcome="delivered"}' in metrics
     assert 'webhooks_deliveries_total{outcome="dropped"} 1.0' in metrics
     assert f'webhooks_consumer_lag{{partition="0",topic="{platform.topics.events}"}}' in metrics
+
+
+def test_the_workers_fetch_wait_is_bounded(worker: ServiceProcess, platform: Platform,
+                                           receiver: Receiver) -> None:
+    # Faust fixes aiokafka's fetch wait at 1.5 s, which stalled events behind idle retry
+    # tiers under load; the worker lowers it once partitions are assigned (FETCH_WAIT_MS).
+    platform.endpoint(receiver.url("/fetch-wait"), ["*"], tenant="fetchco")
+    time.sleep(2)
+    platform.event("order.created", tenant="fetchco")
+    receiver.wait_for("/fetch-wait", 1)  # partitions assigned and consumed
+    log = worker.log_tail(10_000_000)
+    assert f"consumer fetch wait bounded to {FETCH_WAIT_MS} ms" in log
+    assert "cannot bound the consumer's fetch wait" not in log
