@@ -308,9 +308,10 @@ class FreshAcceptances:
     client, so nothing races for it and the answer need not wait for its ledger record:
     acceptances gather for :data:`FRESH_RECORD_DELAY` and go out as one
     :class:`AcceptedBatch` per tenant. That spares each single ``POST /v1/events`` a
-    second broker round trip and the ledger one record per event. A replica killed within
-    that moment loses those records: a client that then repeats such an id (having lost
-    the 202) gets it appended again with the same id, which the event log stores once.
+    second broker round trip and the ledger one record per event. The replica applies
+    them to its own ledger at once. One killed within that moment loses the records: a
+    client that later sends such an id back (learnt from the 202) to another replica gets
+    it appended again, with the same id, which the event log stores once.
     """
 
     def __init__(self, topics: Topics, producer: AckedProducer, view: IdempotencyView,
