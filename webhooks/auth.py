@@ -1,4 +1,17 @@
-"""API keys: ``Authorization: Bearer <key>`` maps to a tenant or to the admin role."""
+"""API keys: ``Authorization: Bearer <key>`` maps to a tenant (or the admin role) and scopes.
+
+Two sources of keys:
+
+- bootstrap keys from ``WEBHOOKS_API_KEYS`` (``key:tenant``, ``*`` for admin), read at
+  start-up: a tenant's key holds the tenant scopes (publish, read, manage), an admin's
+  every scope;
+- managed keys from the registry (:mod:`webhooks.registry`), created and revoked through
+  the admin API while the services run, each with the scopes it was given.
+
+A scope says what a key may do: ``publish`` events (ingest), ``read`` the event log,
+attempts, DLQ and stream, ``manage`` endpoints and redeliveries, ``admin`` everything,
+for every tenant. Admin implies the other three.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +20,80 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from webhooks.envelope import utcnow
 from webhooks.problems import Problem
+from webhooks.registry import ADMIN, SCOPES, TENANT_SCOPES, Registry, key_digest
 from webhooks.settings import ADMIN_TENANT
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a tenant, or an admin who may act for any tenant."""
+    """Who is calling: a tenant, or an admin who may act for any tenant; with the key's
+    scopes and, for a managed key, its id."""
 
     tenant: str
+    scopes: frozenset[str] = frozenset(TENANT_SCOPES)
+    key_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
-        return self.tenant == ADMIN_TENANT
+        return self.tenant == ADMIN_TENANT and ADMIN in self.scopes
+
+    def allows(self, scope: str) -> bool:
+        """True if the key holds ``scope`` (admin holds every scope)."""
+        return scope in self.scopes or ADMIN in self.scopes
+
+    def require(self, scope: str) -> Principal:
+        """This principal, or a 403 problem naming the scope its key lacks."""
+        if not self.allows(scope):
+            raise Problem(403, f"this API key lacks the '{scope}' scope", code="missing_scope")
+        return self
+
+
+def bootstrap_principal(tenant: str) -> Principal:
+    """The principal of a ``WEBHOOKS_API_KEYS`` key of ``tenant`` (``*``: admin)."""
+    scopes = SCOPES if tenant == ADMIN_TENANT else TENANT_SCOPES
+    return Principal(tenant, frozenset(scopes))
 
 
 class ApiKeys:
-    """The configured keys; lookups compare every key in constant time."""
+    """The bootstrap keys and, when given, the registry's managed keys.
 
-    def __init__(self, keys: dict[str, str]) -> None:
-        self._keys = [(key.encode(), tenant) for key, tenant in keys.items()]
+    A bootstrap key is compared in constant time against every configured key; a managed
+    key is found by its SHA-256 (a dict hit: the digest of a guess tells nothing about
+    the keys). A key of an erased tenant is refused, whatever its source.
+    """
+
+    def __init__(self, keys: dict[str, str], registry: Registry | None = None) -> None:
+        self._keys = [(key.encode(), bootstrap_principal(tenant)) for key, tenant in keys.items()]
+        self.registry = registry
 
     def lookup(self, presented: str) -> Principal | None:
-        """Whose key ``presented`` is, or None."""
+        """Whose key ``presented`` is, or None (unknown, revoked, expired, tenant erased)."""
         found = None
-        for key, tenant in self._keys:
-            if hmac.compare_digest(key, presented.encode()):
-                found = Principal(tenant)
+        encoded = presented.encode()
+        for key, principal in self._keys:
+            if hmac.compare_digest(key, encoded):
+                found = principal
+        registry = self.registry
+        if registry is None:
+            return found
+        if found is None:
+            found = self._managed(registry, presented)
+        if found is not None and registry.is_deleted(found.tenant):
+            return None
         return found
+
+    @staticmethod
+    def _managed(registry: Registry, presented: str) -> Principal | None:
+        record = registry.key_by_digest(key_digest(presented))
+        if record is None:
+            return None
+        now = utcnow()
+        if record.expired(now):
+            return None
+        registry.mark_used(record.id, now)
+        return Principal(record.tenant, frozenset(record.scopes), record.id)
 
     def authenticate(self, request: Request) -> Principal:
         """The caller of ``request``; a 401 problem unless it presents a valid key."""

@@ -63,6 +63,11 @@ class Topics:
         return f"{self.prefix}.endpoints"
 
     @property
+    def registry(self) -> str:
+        """Compacted tenants and API keys (``tenant/<id>``, ``key/<id>``): see webhooks.registry."""
+        return f"{self.prefix}.registry"
+
+    @property
     def endpoint_health(self) -> str:
         """Compacted failure streaks of failing endpoints (auto-disable), keyed by endpoint id."""
         return f"{self.prefix}.endpoint-health"
@@ -101,6 +106,7 @@ class Topics:
             TopicSpec(self.events, retention),
             TopicSpec(self.endpoints, compacted),
             TopicSpec(self.endpoint_health, compacted),
+            TopicSpec(self.registry, compacted),
             TopicSpec(self.deliveries, retention),
             TopicSpec(self.dlq, {"retention.ms": str(max(retention_days, 30) * DAY_MS)}),
             TopicSpec(self.attempts, retention),

@@ -30,12 +30,15 @@ from services.eventlog.events_api import events_router
 from services.eventlog.metrics import eventlog_registry
 from services.eventlog.sink import EventLogSink
 from services.eventlog.stream_api import stream_router
+from services.eventlog.tenants_api import tenants_router
 from webhooks.acked_producer import AckedProducer
 from webhooks.auth import ApiKeys
 from webhooks.kafka import kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers, problem_response
+from webhooks.registry import Registry
 from webhooks.settings import Settings
+from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +54,19 @@ def create_app(settings: Settings) -> FastAPI:
     apply_migrations(client, settings.retention_days)
     if settings.eventlog_role == "api" and ClickHouseTarget.parse(settings.clickhouse_url).embedded:
         log.warning("eventlog role 'api' with embedded chDB: the sink must run in this process")
+    producer = AckedProducer(settings.kafka)
+    registry = Registry(settings.kafka, Topics.from_settings(settings).registry, writer=producer)
     sink = None
     if settings.eventlog_role in ("all", "sink"):
         sink = EventLogSink(settings, create_clickhouse_client(settings.clickhouse_url,
-                                                               create_database=False))
-    producer = AckedProducer(settings.kafka)
-    context = (EventlogContext.create(settings, client, producer)
+                                                               create_database=False),
+                            erased=registry.is_deleted)
+    context = (EventlogContext.create(settings, client, producer, registry)
                if settings.eventlog_role in ("all", "api") else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry.start()
         if sink is not None:
             sink.start()
         try:
@@ -68,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if sink is not None:
                 sink.stop()
+            registry.stop()
             if context is not None:
                 context.endpoints.close()
             producer.close()
@@ -82,10 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
               "clickhouse": lambda: clickhouse_reachable(client)}
     if sink is not None:
         checks["sink"] = lambda: sink.alive
+    checks["registry"] = lambda: registry.ready
     app.include_router(health_router(checks, eventlog_registry(settings, client)))
     if context is not None:
         app.state.context = context
-        app.state.api_keys = ApiKeys(settings.api_keys)
+        app.state.api_keys = ApiKeys(settings.api_keys, registry)
+        app.include_router(tenants_router)
         app.include_router(stream_router)  # before events_router: /stream is no event id
         app.include_router(events_router)
         app.include_router(endpoints_router)

@@ -16,6 +16,7 @@ from services.eventlog.redelivery import DeliveryQueue
 from webhooks.acked_producer import AckedProducer
 from webhooks.kafka import create_consumer
 from webhooks.problems import Problem, problem_responses
+from webhooks.registry import Registry
 from webhooks.settings import Settings
 from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
@@ -24,7 +25,8 @@ PROBLEM_RESPONSES = problem_responses(
     (400, "Bad request: malformed JSON, an invalid query or path parameter (code "
           "invalid_parameter), an invalid or mismatched cursor, an admin key without ?tenant="),
     (401, "Missing or invalid API key"),
-    (403, "A tenant key asked to act for another tenant"),
+    (403, "The API key lacks the scope the route needs (code missing_scope), or a tenant "
+          "key asked to act for another tenant"),
     (404, "Not found (or another tenant's)"),
     (409, "Conflicts with the endpoint's state (disabled, not subscribed)"),
     (422, "Invalid fields in the JSON body"),
@@ -45,9 +47,11 @@ class EventlogContext:
     queue: DeliveryQueue
     targets: TargetPolicy
     cursor_key: bytes
+    registry: Registry
 
     @classmethod
-    def create(cls, settings: Settings, client: Client, producer: AckedProducer) -> EventlogContext:
+    def create(cls, settings: Settings, client: Client, producer: AckedProducer,
+               registry: Registry) -> EventlogContext:
         """The stores, delivery queue and policies for ``settings``, over ``client``."""
         topics = Topics.from_settings(settings)
         return cls(
@@ -59,6 +63,7 @@ class EventlogContext:
             targets=TargetPolicy.create(settings.allow_private_targets,
                                         production=settings.environment == "production"),
             cursor_key=cursor_key(settings),
+            registry=registry,
         )
 
     def decode_cursor(self, token: str | None, listing: str, tenant: str,

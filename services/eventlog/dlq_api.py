@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
-from services.eventlog.deps import ContextDep, TenantDep
+from services.eventlog.deps import ContextDep, ManageTenantDep, ReadTenantDep
 from services.eventlog.dlq_store import DeadTaskFilters, DlqStore
 from services.eventlog.listing import CursorQuery, LimitQuery, checked_range, checked_types
 from services.eventlog.models import (
@@ -56,7 +56,7 @@ def _filters(endpoint_id: str | None, type: str | None, created_after: datetime 
 @dlq_router.get("", response_model=DeadTaskPage, summary="Page through the dead-letter log")
 def list_dead_tasks(
     ctx: ContextDep,
-    tenant: TenantDep,
+    tenant: ReadTenantDep,
     endpoint_id: Annotated[str | None, Query(
         description="Only tasks for this endpoint (ep_…).", pattern=ENDPOINT_ID_PATTERN)
     ] = None,
@@ -84,7 +84,7 @@ def list_dead_tasks(
 
 
 @dlq_router.get("/{task_id}", response_model=DeadTask, summary="One dead task")
-def get_dead_task(ctx: ContextDep, tenant: TenantDep,
+def get_dead_task(ctx: ContextDep, tenant: ReadTenantDep,
                   task_id: Annotated[str, TASK_ID]) -> DeadTask:
     """The dead task with its event, every attempt and why delivery stopped."""
     document = _store(ctx).get(tenant, task_id)
@@ -95,7 +95,7 @@ def get_dead_task(ctx: ContextDep, tenant: TenantDep,
 
 @dlq_router.post("/replay", status_code=202, response_model=Replayed,
                  summary="Deliver dead tasks again")
-def replay(ctx: ContextDep, tenant: TenantDep,
+def replay(ctx: ContextDep, tenant: ManageTenantDep,
            request: Annotated[DlqReplayRequest, Body()]) -> Replayed:
     """Queue the dead tasks named by ``ids``, or every one matching the filters
     (``{"endpoint_id": "ep_…"}``: all of one endpoint's), again: a new task for the same

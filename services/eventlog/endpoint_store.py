@@ -75,16 +75,17 @@ class EndpointStore:
         """:meth:`get` once the table holds every record written to the topic so far (or
         the bound passed): the record to derive a change from."""
         try:
-            ends = self._end_offsets()
+            ends = self.topic_ends(self.topics.endpoints)
         except KafkaException as exc:
             log.warning("cannot read the endpoints topic's end offsets (%s)", exc)
         else:
             self.wait_sinked({p: end - 1 for p, end in ends.items() if end > 0})
         return self.get(tenant, endpoint_id)
 
-    def _end_offsets(self) -> dict[int, int]:
+    def topic_ends(self, topic: str) -> dict[int, int]:
+        """The end offsets of ``topic``'s partitions now (raises KafkaException)."""
         with self._offsets_lock:
-            return end_offsets(self._offsets, self.topics.endpoints, timeout=5)
+            return end_offsets(self._offsets, topic, timeout=5)
 
     def close(self) -> None:
         """Release the offsets consumer."""

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
-from services.eventlog.deps import ContextDep, TenantDep
+from services.eventlog.deps import ContextDep, ManageTenantDep, ReadTenantDep
 from services.eventlog.event_store import AttemptFilters, EventFilters
 from services.eventlog.listing import CursorQuery, LimitQuery, checked_range
 from services.eventlog.models import (
@@ -59,7 +59,7 @@ def _load(ctx: EventlogContext, tenant: str, endpoint_id: str, to_change: bool =
 
 @endpoints_router.post("", status_code=201, response_model=EndpointCreated,
                        summary="Create an endpoint")
-def create_endpoint(ctx: ContextDep, tenant: TenantDep,
+def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
                     request: EndpointCreate) -> EndpointCreated:
     """Subscribe a URL to event types; answers with the id and the signing secret."""
     _check_url(ctx, request.url)
@@ -73,13 +73,13 @@ def create_endpoint(ctx: ContextDep, tenant: TenantDep,
 
 
 @endpoints_router.get("", response_model=EndpointList, summary="List endpoints")
-def list_endpoints(ctx: ContextDep, tenant: TenantDep) -> EndpointList:
+def list_endpoints(ctx: ContextDep, tenant: ReadTenantDep) -> EndpointList:
     """Every endpoint of the tenant, disabled ones included."""
     return EndpointList(data=[EndpointOut.of(e) for e in ctx.endpoints.list(tenant)])
 
 
 @endpoints_router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")
-def get_endpoint(ctx: ContextDep, tenant: TenantDep,
+def get_endpoint(ctx: ContextDep, tenant: ReadTenantDep,
                  endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointOut:
     """The endpoint, without its signing secrets."""
     return EndpointOut.of(_load(ctx, tenant, endpoint_id))
@@ -87,7 +87,7 @@ def get_endpoint(ctx: ContextDep, tenant: TenantDep,
 
 @endpoints_router.get("/{endpoint_id}/secret", response_model=EndpointSecrets,
                       summary="Signing secrets of an endpoint")
-def get_secrets(ctx: ContextDep, tenant: TenantDep,
+def get_secrets(ctx: ContextDep, tenant: ManageTenantDep,
                 endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointSecrets:
     """The secrets that sign deliveries now, newest first."""
     return EndpointSecrets(secrets=_load(ctx, tenant, endpoint_id).secrets)
@@ -95,7 +95,7 @@ def get_secrets(ctx: ContextDep, tenant: TenantDep,
 
 @endpoints_router.patch("/{endpoint_id}", response_model=EndpointOut,
                         summary="Change an endpoint")
-def update_endpoint(ctx: ContextDep, tenant: TenantDep,
+def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
                     endpoint_id: Annotated[str, ENDPOINT_ID],
                     request: EndpointUpdate) -> EndpointOut:
     """Change the fields given; ``disabled: false`` re-enables a disabled endpoint."""
@@ -116,7 +116,7 @@ def update_endpoint(ctx: ContextDep, tenant: TenantDep,
 
 @endpoints_router.delete("/{endpoint_id}", status_code=204, response_class=Response,
                          summary="Delete an endpoint")
-def delete_endpoint(ctx: ContextDep, tenant: TenantDep,
+def delete_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
                     endpoint_id: Annotated[str, ENDPOINT_ID]) -> Response:
     """Stop delivering to the endpoint and forget it."""
     _load(ctx, tenant, endpoint_id)
@@ -126,7 +126,7 @@ def delete_endpoint(ctx: ContextDep, tenant: TenantDep,
 
 @endpoints_router.post("/{endpoint_id}/rotate-secret", response_model=EndpointCreated,
                        summary="Rotate the signing secret")
-def rotate_secret(ctx: ContextDep, tenant: TenantDep,
+def rotate_secret(ctx: ContextDep, tenant: ManageTenantDep,
                   endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointCreated:
     """A new secret signs from now on; the previous ones keep signing alongside it
     until ``now + WEBHOOKS_SECRET_ROTATION_OVERLAP``, so receivers can switch over."""
@@ -148,7 +148,7 @@ def rotate_secret(ctx: ContextDep, tenant: TenantDep,
 
 @endpoints_router.post("/{endpoint_id}/test", status_code=202, response_model=Queued,
                        summary="Send a test event")
-def send_test(ctx: ContextDep, tenant: TenantDep,
+def send_test(ctx: ContextDep, tenant: ManageTenantDep,
               endpoint_id: Annotated[str, ENDPOINT_ID]) -> Queued:
     """Queue a ``webhook.test`` event for this endpoint through the normal delivery path."""
     endpoint = _load(ctx, tenant, endpoint_id)
@@ -162,7 +162,7 @@ def send_test(ctx: ContextDep, tenant: TenantDep,
                       summary="Delivery attempts of an endpoint")
 def list_attempts(
     ctx: ContextDep,
-    tenant: TenantDep,
+    tenant: ReadTenantDep,
     endpoint_id: Annotated[str, ENDPOINT_ID],
     status: Annotated[Literal["succeeded", "failed"] | None, Query()] = None,
     event_id: Annotated[str | None, Query(
@@ -196,7 +196,8 @@ def list_attempts(
 
 @endpoints_router.post("/{endpoint_id}/recover", status_code=202, response_model=Queued,
                        summary="Deliver every matching event since a time again")
-def recover(ctx: ContextDep, tenant: TenantDep, endpoint_id: Annotated[str, ENDPOINT_ID],
+def recover(ctx: ContextDep, tenant: ManageTenantDep,
+            endpoint_id: Annotated[str, ENDPOINT_ID],
             request: Annotated[RecoverRequest, Body()]) -> Queued:
     """Queue every event created at or after ``since`` (and before ``until``, if given)
     that the endpoint subscribes to, with their original ids."""

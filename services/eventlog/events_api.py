@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from services.eventlog.context import PROBLEM_RESPONSES, page_response
-from services.eventlog.deps import ContextDep, TenantDep
+from services.eventlog.deps import ContextDep, ManageTenantDep, ReadTenantDep
 from services.eventlog.event_store import EventFilters
 from services.eventlog.listing import CursorQuery, LimitQuery, checked_range, checked_types
 from services.eventlog.models import (
@@ -38,7 +38,7 @@ events_router = APIRouter(prefix="/v1/events", tags=["events"], responses=PROBLE
 @events_router.get("", response_model=EventPage, summary="Page through the event log")
 def list_events(
     ctx: ContextDep,
-    tenant: TenantDep,
+    tenant: ReadTenantDep,
     type: Annotated[str | None, Query(
         description="Exact type (order.shipped) or prefix wildcard (order.*).",
         max_length=128)] = None,
@@ -67,7 +67,7 @@ def list_events(
 
 
 @events_router.get("/{event_id}", response_model=EventDetail, summary="One event")
-def get_event(ctx: ContextDep, tenant: TenantDep,
+def get_event(ctx: ContextDep, tenant: ReadTenantDep,
               event_id: Annotated[str, EVENT_ID]) -> EventDetail:
     """The envelope and, per endpoint it went to, where its delivery stands."""
     raw = ctx.events.get_event(tenant, event_id)
@@ -82,7 +82,7 @@ def get_event(ctx: ContextDep, tenant: TenantDep,
                     summary="Deliver an event again")
 def redeliver(
     ctx: ContextDep,
-    tenant: TenantDep,
+    tenant: ManageTenantDep,
     event_id: Annotated[str, EVENT_ID],
     request: Annotated[RedeliverRequest | None, Body()] = None,
 ) -> Queued:

@@ -185,8 +185,10 @@ class EventLogSink(BackgroundWorker):
     stop_timeout = 30.0
 
     def __init__(self, settings: Settings, client: Client | None = None,
-                 group: str = SINK_GROUP) -> None:
+                 group: str = SINK_GROUP, erased: Callable[[str], bool] | None = None) -> None:
+        """``erased`` tells whether a tenant was erased: its rows are dropped, not written."""
         super().__init__()
+        self.erased = erased
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.client = client or create_clickhouse_client(settings.clickhouse_url)
@@ -310,6 +312,8 @@ class EventLogSink(BackgroundWorker):
 
     def write(self, batch: Batch) -> None:
         """Insert the batch's rows, then advance the visibility watermarks."""
+        if self.erased is not None:
+            self._drop_erased(batch)
         for table, rows, columns in (("events", self._unseen(batch.events), EVENT_COLUMNS),
                                      ("attempts", batch.attempts, ATTEMPT_COLUMNS),
                                      ("endpoints", batch.endpoints, ENDPOINT_COLUMNS),
@@ -320,6 +324,15 @@ class EventLogSink(BackgroundWorker):
         positions = [[topic, partition, offset + 1]
                      for (topic, partition), offset in sorted(batch.last.items())]
         self.client.insert("sink_positions", positions, column_names=POSITION_COLUMNS)
+
+    def _drop_erased(self, batch: Batch) -> None:
+        """Leave out the rows of erased tenants (records still in flight when erased)."""
+        erased = self.erased
+        assert erased is not None
+        batch.events = [row for row in batch.events if not erased(row[0])]
+        batch.attempts = [row for row in batch.attempts if not erased(row[0])]
+        batch.dead = [row for row in batch.dead if not erased(row[0])]
+        batch.endpoints = [row for row in batch.endpoints if not erased(row[3])]
 
     def _unseen(self, events: list[list[Any]]) -> list[list[Any]]:
         """The event rows whose (tenant, id) the log does not hold yet, first one kept.

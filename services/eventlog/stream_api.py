@@ -45,7 +45,7 @@ from prometheus_client import Gauge
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext
 from services.eventlog.cursor import Cursor
-from services.eventlog.deps import ContextDep, TenantDep
+from services.eventlog.deps import ContextDep, ReadTenantDep
 from services.eventlog.event_store import EventFilters, EventStore
 from services.eventlog.listing import checked_types
 from webhooks.envelope import to_utc
@@ -126,7 +126,7 @@ def sse_message(data: str, event_id: str) -> str:
 async def stream_events(
     request: Request,
     ctx: ContextDep,
-    tenant: TenantDep,
+    tenant: ReadTenantDep,
     type: Annotated[str | None, Query(
         description="Exact type (order.shipped) or prefix wildcard (order.*).",
         max_length=128)] = None,

@@ -38,11 +38,12 @@ def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTU
 
     app = FastAPI(title="webhooks ingest", version="1", lifespan=lifespan)
     app.state.runtime = runtime
-    app.state.api_keys = ApiKeys(settings.api_keys)
+    app.state.api_keys = ApiKeys(settings.api_keys, runtime.registry)
     install_problem_handlers(app)
     app.include_router(health_router({
         "kafka": lambda: kafka_reachable(settings.kafka),
         "idempotency_ledger": runtime.ledger_ready,
+        "registry": runtime.registry_ready,
         "kafka_intake": runtime.intake_running,
     }, registry=metrics.registry))
     app.include_router(events_router)

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from services.ingest.runtime import IngestRuntime
 from webhooks.auth import Principal, authenticate
 from webhooks.problems import Problem
+from webhooks.registry import PUBLISH
 
 
 async def get_runtime(request: Request) -> IngestRuntime:
@@ -26,13 +27,18 @@ async def get_runtime(request: Request) -> IngestRuntime:
 RuntimeDep = Annotated[IngestRuntime, Depends(get_runtime)]
 
 
-async def authenticate_counted(request: Request, runtime: RuntimeDep) -> Principal:
-    """The caller, by the app's API keys; 401 (counted as a rejection) without a valid one."""
+async def authenticate_publisher(request: Request, runtime: RuntimeDep) -> Principal:
+    """The caller, by the app's API keys, holding the ``publish`` scope; 401 without a
+    valid key, 403 without the scope (both counted as rejections)."""
     try:
-        return await authenticate(request)
+        principal = await authenticate(request)
     except Problem:
         runtime.metrics.rejected.labels("http", "unauthorized").inc()
         raise
+    if not principal.allows(PUBLISH):
+        runtime.metrics.rejected.labels("http", "missing_scope").inc()
+        principal.require(PUBLISH)
+    return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(authenticate_counted)]
+PrincipalDep = Annotated[Principal, Depends(authenticate_publisher)]

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +73,13 @@ def unavailable(detail: str) -> IntakeError:
     return IntakeError(503, "unavailable", detail)
 
 
+def tenant_disabled(tenant: str) -> IntakeError:
+    """The 403 refusal of an event of a disabled (or erased) tenant."""
+    return IntakeError(403, "tenant_disabled",
+                       f"tenant {tenant} is disabled: its events are refused until an admin "
+                       "enables it again (PATCH /v1/tenants/{id} with disabled: false)")
+
+
 async def settled(futures: Sequence[Future[Any]], timeout: float | None = None) -> None:
     """Wait until every future is done (or ``timeout`` passed), with one wake-up of the
     loop for all of them instead of one per future; the caller reads each outcome."""
@@ -112,7 +119,10 @@ class IngestPipeline:
     """Claims, appends and acknowledgements for one ingest replica."""
 
     def __init__(self, topics: Topics, producer: AckedProducer, view: IdempotencyView,
-                 metrics: IngestMetrics, claim_stale_after: float) -> None:
+                 metrics: IngestMetrics, claim_stale_after: float,
+                 tenant_disabled: Callable[[str], bool] = lambda tenant: False) -> None:
+        """``tenant_disabled`` tells whether a tenant's events are refused (the registry)."""
+        self._tenant_disabled = tenant_disabled
         self._topics = topics
         self._producer = producer
         self._view = view
@@ -139,6 +149,9 @@ class IngestPipeline:
         claims: list[tuple[int, LedgerRecord, Future[Acknowledged], Future[ClaimOutcome]]] = []
 
         for index, request in enumerate(requests):
+            if self._tenant_disabled(request.tenant):
+                results[index] = AcceptResult(error=tenant_disabled(request.tenant))
+                continue
             # The event's own id always becomes an alias, so a later repeat that names the
             # id (e.g. one ingest generated for an Idempotency-Key request) is recognised.
             id_alias = f"id:{request.envelope.id}"

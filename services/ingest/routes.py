@@ -30,7 +30,8 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 ERROR_RESPONSES = problem_responses(
     (400, "Malformed JSON or not UTF-8"),
     (401, "Missing or invalid API key"),
-    (403, "A tenant key named another tenant"),
+    (403, "A tenant key named another tenant, the key lacks the publish scope (code "
+          "missing_scope), or the tenant is disabled (code tenant_disabled)"),
     (409, "The same id or Idempotency-Key is being appended right now: retry"),
     (413, "Body larger than the limit"),
     (422, "Schema violation, unknown field, bad Idempotency-Key, or an admin key "

@@ -9,6 +9,7 @@ from services.ingest.kafka_intake import KafkaIntake
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPipeline
 from webhooks.acked_producer import AckedProducer
+from webhooks.registry import Registry
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -31,19 +32,27 @@ class IngestRuntime:
         self.view: IdempotencyView | None = None
         self.pipeline: IngestPipeline | None = None
         self.intake: KafkaIntake | None = None
+        # Built here so that the app's API keys can consult it; followed from start().
+        self.registry = Registry(settings.kafka, self.topics.registry)
 
     def start(self) -> None:
         """Start the producer and the ledger, wait (bounded) for the ledger, start intake."""
         timeout = self.settings.ingest_produce_timeout
         self.producer = AckedProducer(self.settings.kafka, timeout=timeout)
+        self.registry.writer = self.producer  # for the keys' last-used times
+        self.registry.start()
         self.view = IdempotencyView(self.settings.kafka, self.topics.idempotency,
                                     self.settings.idempotency_window)
         self.view.start()
         if not self.view.wait_ready(self.ledger_startup_wait):
             log.warning("idempotency ledger not loaded after %ss; answering 503 until it is",
                         self.ledger_startup_wait)
+        if not self.registry.wait_ready(self.ledger_startup_wait):
+            log.warning("registry not loaded after %ss; managed API keys are refused until "
+                        "it is", self.ledger_startup_wait)
         self.pipeline = IngestPipeline(self.topics, self.producer, self.view, self.metrics,
-                                       claim_stale_after=3 * timeout)
+                                       claim_stale_after=3 * timeout,
+                                       tenant_disabled=self.registry.is_disabled)
         if self.settings.ingest_kafka_intake:
             self.intake = KafkaIntake(self.settings, self.pipeline, self.producer, self.metrics)
             self.intake.start()
@@ -56,6 +65,7 @@ class IngestRuntime:
             self.pipeline.fresh.flush()  # the producer's close below delivers them
         if self.view is not None:
             self.view.stop()
+        self.registry.stop()
         if self.producer is not None:
             self.producer.close()
         # Drop the clients so librdkafka stops reconnecting once the app is gone.
@@ -64,6 +74,10 @@ class IngestRuntime:
     def ledger_ready(self) -> bool:
         """Health check: the idempotency ledger is loaded and followed."""
         return self.view is not None and self.view.ready
+
+    def registry_ready(self) -> bool:
+        """Health check: the tenant and key registry is loaded and followed."""
+        return self.registry.ready
 
     def intake_running(self) -> bool:
         """Health check: the Kafka intake thread is alive (or intake is off)."""

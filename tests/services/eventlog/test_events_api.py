@@ -293,4 +293,4 @@ def test_openapi_documents_the_api(api: TestClient, eventlog_settings: Settings)
         "type", "created_after", "created_before", "limit", "cursor", "tenant"}
     assert "/v1/endpoints/{endpoint_id}/recover" in schema["paths"]
     assert api.get("/healthz").json()["checks"] == {"kafka": "ok", "clickhouse": "ok",
-                                                    "sink": "ok"}
+                                                    "sink": "ok", "registry": "ok"}

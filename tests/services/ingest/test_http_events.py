@@ -205,7 +205,7 @@ def test_health_reports_kafka_ledger_and_intake(ingest: TestClient) -> None:
     response = ingest.get("/healthz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"kafka": "ok", "idempotency_ledger": "ok",
-                                         "kafka_intake": "ok"}
+                                         "registry": "ok", "kafka_intake": "ok"}
     paths = ingest.get("/openapi.json").json()["paths"]
     body = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["type"]["pattern"].startswith("^[a-z]")  # refs inlined
