@@ -9,6 +9,7 @@ event log and the delivery log, and asks for a redelivery and a recovery.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,54 @@ def test_recover_replays_events_since_a_time_to_the_receiver(
             eventlog, recovering["id"], event["id"], 2)) == [
             ("event", "succeeded"), ("recover", "succeeded")]
     assert len(deliveries_of(receiver.at("/recover"), before["id"])) == 1  # before `since`
+
+
+def test_an_erased_tenant_leaves_no_trace_and_gets_nothing_more(
+        eventlog: httpx.Client, ingest: httpx.Client, receiver: Receiver,
+        services: dict[str, ServiceProcess]) -> None:
+    admin = {"Authorization": "Bearer key-admin"}
+    assert eventlog.post("/v1/tenants", json={"id": "erasable"}, headers=admin).status_code == 201
+    key = eventlog.post("/v1/tenants/erasable/keys", json={}, headers=admin).json()["key"]
+    tenant = {"Authorization": f"Bearer {key}"}
+    create_endpoint(eventlog, receiver, "/erasable-ok", ["*"], headers=tenant)
+    receiver.on("/erasable-failing", lambda n: (503, {}, 0.0))
+    failing = eventlog.post("/v1/endpoints", headers=tenant, json={
+        "url": receiver.url("/erasable-failing"), "events": ["order.*"]})
+    assert failing.status_code == 201
+    # The ingest replica learns of the new key within a fetch.
+    eventually(lambda: ingest.post("/v1/events", headers=tenant, json={
+        "type": "invoice.paid", "data": {}}).status_code == 202)
+    for _ in range(2):
+        publish(ingest, "invoice.paid", headers=tenant)
+    receiver.wait_for("/erasable-ok", 4)  # the test message and three events
+    eventually(lambda: len(eventlog.get("/v1/events", headers=tenant).json()["data"]) >= 3)
+
+    # An event whose first attempt failed: its retry is due 1 s later, after the erasure.
+    doomed = publish(ingest, "order.created", headers=tenant)
+    eventually(lambda: deliveries_of(receiver.at("/erasable-failing"), doomed["id"]))
+    erased = eventlog.delete("/v1/tenants/erasable", headers=admin)
+    assert erased.status_code == 200, erased.text
+    report = erased.json()
+    assert report["rows_deleted"]["events"] >= 3
+    assert report["rows_deleted"]["endpoints"] >= 2
+    assert report["tombstoned"] == {"endpoints": 2, "endpoint_health": 2, "keys": 1}
+    assert any("retention" in line for line in report["remaining"])
+
+    # Nothing of it shows any more, its key is refused, its events too.
+    assert eventlog.get("/v1/events", headers=tenant).status_code == 401
+    for path in ("/v1/events", "/v1/endpoints", "/v1/dlq"):
+        gone = eventlog.get(path, params={"tenant": "erasable"}, headers=admin)
+        assert gone.status_code == 404, path
+    assert eventlog.get("/v1/tenants/erasable", headers=admin).status_code == 404
+    eventually(lambda: ingest.post("/v1/events", headers=admin, json={
+        "type": "order.created", "tenant": "erasable", "data": {}}).status_code == 403)
+    eventually(lambda: ingest.post("/v1/events", headers=tenant, json={
+        "type": "order.created", "data": {}}).status_code == 401)
+    again = eventlog.post("/v1/tenants", json={"id": "erasable"}, headers=admin)
+    assert again.status_code == 409 and "erased" in again.json()["detail"]
+
+    # The retry tiers (1 s, 2 s) pass without another attempt of the doomed event.
+    time.sleep(4.0)
+    assert len(deliveries_of(receiver.at("/erasable-failing"), doomed["id"])) == 1
+    outcomes = services["fanout"].metric_by_label("webhooks_deliveries_total", "outcome")
+    assert outcomes.get("tenant_deleted", 0) >= 1

@@ -22,7 +22,8 @@ ATTEMPT_SCHEMA = "attempt.v1"
 
 Trigger = Literal["event", "redeliver", "recover", "test", "replay"]
 AttemptStatus = Literal["succeeded", "failed"]
-Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped"]
+Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped",
+                  "tenant_deleted"]
 
 
 class AttemptSummary(JsonRecord):

@@ -30,6 +30,7 @@ from services.fanout.pages import add_pages
 from services.fanout.worker import FanoutWorker
 from webhooks.acked_producer import AckedProducer
 from webhooks.kafka import KafkaConnection
+from webhooks.registry import Registry
 from webhooks.settings import Settings
 from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> faust.App:
     )
 
     view = EndpointView(connection, topics.endpoints)
+    registry = Registry(connection, topics.registry)
     streaks = StreakView(connection, topics.endpoint_health)
     dispatcher = EndpointDispatcher(settings.delivery_concurrency,
                                     settings.endpoint_max_in_flight,
@@ -106,7 +108,8 @@ def create_app(settings: Settings) -> faust.App:
                 headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
         return producer.produce_async(topic, value, key=key, headers=headers)
 
-    worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics, streaks)
+    worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics, streaks,
+                          tenant_erased=registry.is_deleted)
     add_agents(app, topics, worker, view, acks, tier_max_waiting=settings.fanout_max_waiting)
     add_pages(app, settings, view, metrics)
 
@@ -118,6 +121,7 @@ def create_app(settings: Settings) -> faust.App:
     async def start_view() -> None:
         view.start()
         streaks.start()
+        registry.start()
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
@@ -126,6 +130,7 @@ def create_app(settings: Settings) -> faust.App:
         await asyncio.to_thread(producer.close)
         view.stop()
         streaks.stop()
+        registry.stop()
 
     return app
 

@@ -53,7 +53,11 @@ class FanoutWorker:
 
     def __init__(self, settings: Settings, view: EndpointView, deliverer: Deliverer,
                  publish: Publish, dispatcher: EndpointDispatcher,
-                 metrics: FanoutMetrics, streaks: StreakView | None = None) -> None:
+                 metrics: FanoutMetrics, streaks: StreakView | None = None,
+                 tenant_erased: Callable[[str], bool] = lambda tenant: False) -> None:
+        """``tenant_erased`` tells whether a tenant was erased (the registry): nothing more
+        is delivered for it."""
+        self.tenant_erased = tenant_erased
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.schedule = settings.retry_schedule
@@ -79,8 +83,9 @@ class FanoutWorker:
         skipped, a write and a read per webhook that recover nothing the event's
         uncommitted offset does not.
         """
-        tasks = [DeliveryTask.create(envelope, endpoint.id)
-                 for endpoint in self.view.matching(envelope)]
+        erased = self.tenant_erased(envelope.tenant)  # in flight when its tenant was erased
+        tasks = [] if erased else [DeliveryTask.create(envelope, endpoint.id)
+                                   for endpoint in self.view.matching(envelope)]
         if not tasks:
             on_durable()
             return tasks
@@ -152,6 +157,8 @@ class FanoutWorker:
         """
         endpoint = self.view.get(task.endpoint_id)
         started = utcnow()
+        if self.tenant_erased(task.tenant):
+            return self._forget
         if endpoint is None or endpoint.disabled:
             return lambda: self._drop(task, endpoint, started)
         result = await self.deliverer.deliver(task, endpoint)
@@ -275,6 +282,12 @@ class FanoutWorker:
         result = DeliveryResult(False, 0.0, error=error)
         await self._record(task, endpoint, result, started, "dropped")
         return "dropped"
+
+    async def _forget(self) -> Outcome:
+        """A task of an erased tenant: not delivered, not retried, and no attempt record
+        (it would carry the tenant's data again); only the metric counts it."""
+        self.metrics.deliveries.labels("tenant_deleted").inc()
+        return "tenant_deleted"
 
     async def _record(self, task: DeliveryTask, endpoint: Endpoint | None,
                       result: DeliveryResult, started: datetime, outcome: Outcome,
