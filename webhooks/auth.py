@@ -16,13 +16,20 @@ for every tenant. Admin implies the other three.
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 
 from fastapi import Request
 
-from webhooks.envelope import utcnow
 from webhooks.problems import Problem
-from webhooks.registry import ADMIN, SCOPES, TENANT_SCOPES, Registry, key_digest
+from webhooks.registry import (
+    ADMIN,
+    SCOPES,
+    TENANT_SCOPES,
+    ApiKeyRecord,
+    Registry,
+    key_digest,
+)
 from webhooks.settings import ADMIN_TENANT
 
 
@@ -67,6 +74,8 @@ class ApiKeys:
     def __init__(self, keys: dict[str, str], registry: Registry | None = None) -> None:
         self._keys = [(key.encode(), bootstrap_principal(tenant)) for key, tenant in keys.items()]
         self.registry = registry
+        # The principal of each managed key, built once per version of its record.
+        self._principals: dict[str, tuple[ApiKeyRecord, Principal]] = {}
 
     def lookup(self, presented: str) -> Principal | None:
         """Whose key ``presented`` is, or None (unknown, revoked, expired, tenant erased)."""
@@ -84,16 +93,19 @@ class ApiKeys:
             return None
         return found
 
-    @staticmethod
-    def _managed(registry: Registry, presented: str) -> Principal | None:
+    def _managed(self, registry: Registry, presented: str) -> Principal | None:
         record = registry.key_by_digest(key_digest(presented))
         if record is None:
             return None
-        now = utcnow()
-        if record.expired(now):
+        now = time.time()
+        if record.expires is not None and record.expires.timestamp() <= now:
             return None
         registry.mark_used(record.id, now)
-        return Principal(record.tenant, frozenset(record.scopes), record.id)
+        cached = self._principals.get(record.id)
+        if cached is None or cached[0] is not record:
+            cached = (record, Principal(record.tenant, frozenset(record.scopes), record.id))
+            self._principals[record.id] = cached
+        return cached[1]
 
     def authenticate(self, request: Request) -> Principal:
         """The caller of ``request``; a 401 problem unless it presents a valid key."""

@@ -26,14 +26,14 @@ import logging
 import secrets
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Protocol, Self
 
 from pydantic import Field
 from ulid import ULID
 
 from webhooks.compacted_topic import CompactedTopicFollower
-from webhooks.envelope import Timestamp, utcnow
+from webhooks.envelope import Timestamp
 from webhooks.json_schema import SchemaError
 from webhooks.kafka import KafkaConnection
 from webhooks.record import JsonRecord
@@ -149,6 +149,7 @@ class Registry(CompactedTopicFollower):
         self._by_digest: dict[str, ApiKeyRecord] = {}
         self._last_used: dict[str, datetime] = {}
         self._used_here: dict[str, datetime] = {}  # by this replica, not yet written
+        self._noted: dict[str, float] = {}  # when this replica last noted a use, per key
         self._lock = threading.Lock()
         self._next_usage_flush = 0.0
 
@@ -194,12 +195,12 @@ class Registry(CompactedTopicFollower):
             return here or there
         return max(here, there)
 
-    def mark_used(self, key_id: str, moment: datetime | None = None) -> None:
-        """Note a use of the key (written back later by the follower thread)."""
-        moment = moment or utcnow()
-        recorded = self._last_used.get(key_id)
-        if recorded is None or moment - recorded >= USAGE_RESOLUTION:
-            self._used_here[key_id] = moment
+    def mark_used(self, key_id: str, now: float) -> None:
+        """Note a use of the key at ``now`` (epoch seconds; written back later by the
+        follower thread). Costs a dict hit: most uses fall within the resolution."""
+        if now - self._noted.get(key_id, 0.0) >= USAGE_RESOLUTION.total_seconds():
+            self._noted[key_id] = now
+            self._used_here[key_id] = datetime.fromtimestamp(now, UTC)
 
     # -- writing -------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ the admin API tests run the same against the real broker)."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -126,10 +127,10 @@ def test_usage_is_written_back_at_most_once_a_minute_per_key() -> None:
     view.writer = Writer()
     record = key_record()
     view.put_key(record)
-    view.mark_used(record.id)
+    view.mark_used(record.id, time.time())
     view.after_poll()
     assert [key for key, _ in written] == [f"key-used/{record.id}".encode()]
-    view.mark_used(record.id)  # seconds later: the recorded time is recent enough
+    view.mark_used(record.id, time.time() + 30)  # within the minute: not noted again
     view._next_usage_flush = 0.0
     view.after_poll()
     assert len(written) == 1
