@@ -1,9 +1,15 @@
 """The tenant dashboard at ``/dashboard``: server-rendered pages over the eventlog's stores.
 
-Importing :mod:`pages` and :mod:`actions` registers their routes on :data:`dashboard_router`.
+Importing :mod:`pages`, :mod:`actions` and :mod:`endpoint_forms` registers their routes on
+:data:`dashboard_router`; ``endpoint_forms`` before ``pages``, whose
+``/endpoints/{endpoint_id}`` would otherwise take ``/endpoints/new``.
 """
 
-from services.eventlog.dashboard import actions, pages  # noqa: F401 (registers the routes)
+from services.eventlog.dashboard import (  # noqa: F401 (registers the routes, in this order)
+    actions,
+    endpoint_forms,
+    pages,
+)
 from services.eventlog.dashboard.router import dashboard_router
 
 __all__ = ["dashboard_router"]

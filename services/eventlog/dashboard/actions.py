@@ -3,7 +3,8 @@ same route function as the JSON API, so the dashboard can do nothing the API ref
 
 Each change needs the session's CSRF token (``ChangeDep``); after it, the browser is sent
 back to the page it came from with a notice (post/redirect/get), except a secret
-rotation, whose answer shows the new secret once.
+rotation, whose answer shows the new secret once. Creating, editing and deleting an
+endpoint are in :mod:`endpoint_forms`, beside their forms.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The dashboard's pages (GET): sign-in, endpoints with health, attempts, events, DLQ, charts."""
+"""The dashboard's pages (GET): sign-in, endpoints with health, attempts, events, DLQ, charts.
+
+The endpoint forms (new, edit, delete) are in :mod:`endpoint_forms`, beside their posts.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 # What a finished action says on the page it leads back to (by code, so a crafted link
 # cannot put words on the page).
 NOTICES = {
+    "updated": "Endpoint saved.",
+    "unchanged": "Nothing to save: the endpoint is as it was.",
+    "deleted": "Endpoint deleted: nothing more is delivered to it.",
     "enabled": "Endpoint enabled.",
     "disabled": "Endpoint disabled: nothing is delivered to it until it is enabled.",
     "tested": "Test event queued; its attempt shows below within a few seconds.",

@@ -164,7 +164,7 @@ def test_sign_in_without_the_form_token_is_refused(api: TestClient) -> None:
 def test_pages_need_a_session_and_a_forged_cookie_is_none(api: TestClient) -> None:
     browser = Browser(api)
     for path in ("/dashboard/endpoints", "/dashboard/events", "/dashboard/dlq",
-                 "/dashboard/charts", "/dashboard"):
+                 "/dashboard/charts", "/dashboard", "/dashboard/endpoints/new"):
         response = browser.client.get(path)
         assert response.status_code == 303
         assert response.headers["location"] == "/dashboard/sign-in"
@@ -228,17 +228,24 @@ def test_changes_without_the_csrf_token_are_refused_and_change_nothing(
         api: TestClient, acme: Browser, data: dict[str, Seeded]) -> None:
     endpoint_id = data["acme"].healthy["id"]
     before = api.get(f"/v1/endpoints/{endpoint_id}/secret", headers=ACME).json()
+    endpoints_before = api.get("/v1/endpoints", headers=ACME).json()
+    fields = {"id": data["acme"].dead.task_id, "url": "https://hooks.example.com/csrf",
+              "events": "*", "description": "forged"}
     for path in (f"/dashboard/endpoints/{endpoint_id}/disable",
                  f"/dashboard/endpoints/{endpoint_id}/rotate-secret",
                  f"/dashboard/endpoints/{endpoint_id}/test",
+                 "/dashboard/endpoints/new",
+                 f"/dashboard/endpoints/{endpoint_id}/edit",
+                 f"/dashboard/endpoints/{endpoint_id}/delete",
                  f"/dashboard/events/{data['acme'].events[0].id}/redeliver",
                  "/dashboard/dlq/replay", "/dashboard/sign-out"):
         for token in (None, "", "forged-token"):
-            response = acme.post(path, {"id": data["acme"].dead.task_id}, csrf=token)
+            response = acme.post(path, fields, csrf=token)
             assert response.status_code == 403, (path, token, response.text)
             assert response.json()["code"] == "csrf_failed"
     assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()["disabled"] is False
     assert api.get(f"/v1/endpoints/{endpoint_id}/secret", headers=ACME).json() == before
+    assert api.get("/v1/endpoints", headers=ACME).json() == endpoints_before
     acme.page("/dashboard/endpoints")  # still signed in
 
 
@@ -310,6 +317,14 @@ def test_another_tenant_sees_none_of_it(api: TestClient, data: dict[str, Seeded]
                    headers=ACME).json()["disabled"] is False
     replay = globex.post("/dashboard/dlq/replay", {"id": [acme_data.dead.task_id]})
     assert replay.status_code == 404
+    acme_endpoint = f"/dashboard/endpoints/{acme_data.healthy['id']}"
+    before = api.get(f"/v1/endpoints/{acme_data.healthy['id']}", headers=ACME).json()
+    for path in (f"{acme_endpoint}/edit", f"{acme_endpoint}/delete"):
+        assert globex.client.get(path).status_code == 404
+        response = globex.post(path, {"url": "https://hooks.example.com/taken", "events": "*"})
+        assert response.status_code == 404, (path, response.text)
+        assert acme_data.healthy["url"] not in response.text
+    assert api.get(f"/v1/endpoints/{acme_data.healthy['id']}", headers=ACME).json() == before
 
 
 def test_sign_out_ends_the_session(api: TestClient, data: dict[str, Seeded]) -> None:
@@ -318,3 +333,113 @@ def test_sign_out_ends_the_session(api: TestClient, data: dict[str, Seeded]) -> 
     response = browser.post("/dashboard/sign-out")
     assert response.status_code == 303
     assert browser.client.get("/dashboard/endpoints").status_code == 303
+
+
+def endpoint_form(url: str = "https://hooks.example.com/dashboard", events: str = "order.*",
+                  description: str = "", rate_limit: str = "") -> dict[str, str]:
+    return {"url": url, "events": events, "description": description,
+            "rate_limit": rate_limit}
+
+
+def alert(html: str) -> str:
+    found = re.search(r'<p class="error" role="alert">([^<]*)</p>', html)
+    assert found, "no error shown"
+    return found.group(1)
+
+
+def test_an_endpoint_is_created_edited_and_deleted_through_forms(
+        api: TestClient, acme: Browser) -> None:
+    form = acme.page("/dashboard/endpoints/new").text
+    assert 'name="url"' in form and 'name="rate_limit"' in form and "New endpoint" in form
+
+    created = acme.post("/dashboard/endpoints/new", endpoint_form(
+        url="https://hooks.example.com/from-the-form", events="order.created, invoice.*",
+        description="made in the dashboard", rate_limit="7"))
+    assert created.status_code == 200, created.text
+    assert created.headers["cache-control"] == "no-store"
+    assert "Endpoint created" in created.text
+    found = re.search(r'href="/dashboard/endpoints/(ep_[0-9A-Za-z]+)"', created.text)
+    shown = re.search(r'data-testid="new-secret">([^<]+)<', created.text)
+    assert found and shown
+    endpoint_id = found.group(1)
+    [secret] = api.get(f"/v1/endpoints/{endpoint_id}/secret", headers=ACME).json()["secrets"]
+    assert secret["secret"] == shown.group(1)  # the secret it signs with, shown this once
+    endpoint = api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()
+    assert endpoint["url"] == "https://hooks.example.com/from-the-form"
+    assert endpoint["events"] == ["order.created", "invoice.*"]
+    assert endpoint["description"] == "made in the dashboard"
+    assert endpoint["rate_limit"] == 7 and endpoint["disabled"] is False
+    assert shown.group(1) not in acme.page(f"/dashboard/endpoints/{endpoint_id}").text
+    assert endpoint_id in acme.page("/dashboard/endpoints").text
+
+    edit = acme.page(f"/dashboard/endpoints/{endpoint_id}/edit").text
+    assert 'value="order.created, invoice.*"' in edit and 'value="7"' in edit
+    assert 'value="made in the dashboard"' in edit
+    saved = acme.post(f"/dashboard/endpoints/{endpoint_id}/edit", endpoint_form(
+        url="https://hooks.example.com/moved", events="order.*", description="",
+        rate_limit=""))
+    assert saved.status_code == 303, saved.text
+    assert saved.headers["location"] == f"/dashboard/endpoints/{endpoint_id}?done=updated"
+    changed = api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()
+    assert changed["url"] == "https://hooks.example.com/moved"
+    assert changed["events"] == ["order.*"]
+    assert changed["description"] == "" and changed["rate_limit"] is None
+    assert "Endpoint saved." in acme.page(f"/dashboard/endpoints/{endpoint_id}",
+                                          done="updated").text
+    # The same values again: nothing is written.
+    again = acme.post(f"/dashboard/endpoints/{endpoint_id}/edit", endpoint_form(
+        url="https://hooks.example.com/moved", events="order.*"))
+    assert again.headers["location"].endswith("done=unchanged")
+    assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json() == changed
+    # An edit keeps the secret.
+    assert api.get(f"/v1/endpoints/{endpoint_id}/secret",
+                   headers=ACME).json()["secrets"] == [secret]
+
+    confirm = acme.page(f"/dashboard/endpoints/{endpoint_id}/delete").text
+    assert "Delete this endpoint?" in confirm and "https://hooks.example.com/moved" in confirm
+    assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).status_code == 200  # asked
+    deleted = acme.post(f"/dashboard/endpoints/{endpoint_id}/delete")
+    assert deleted.status_code == 303
+    assert deleted.headers["location"] == "/dashboard/endpoints?done=deleted"
+    assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).status_code == 404
+    listed = acme.page("/dashboard/endpoints", done="deleted").text
+    assert "Endpoint deleted" in listed and endpoint_id not in listed
+    assert acme.client.get(f"/dashboard/endpoints/{endpoint_id}/edit").status_code == 404
+    assert acme.post(f"/dashboard/endpoints/{endpoint_id}/delete").status_code == 404
+
+
+INVALID = [  # (field, typed value, what the error says)
+    ("url", "ftp://hooks.example.com/in", "url scheme must be http or https"),
+    ("url", "https://user:pw@hooks.example.com/in", "must not contain credentials"),
+    ("url", "http://10.0.0.7/hooks", "target address 10.0.0.7 is not public"),
+    ("url", "http://169.254.169.254/latest", "is not public"),
+    ("url", "", "URL: String should have at least 1 character"),
+    ("events", "", "Event types: List should have at least 1 item"),
+    ("events", "Order Created", "invalid event type filters"),
+    ("rate_limit", "0", "Rate limit: Input should be greater than or equal to 1"),
+    ("rate_limit", "fast", "Rate limit: Input should be a valid integer"),
+    ("rate_limit", "1.5", "Rate limit: Input should be a valid integer"),
+    ("description", "x" * 513, "Description: String should have at most 512 characters"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "complaint"), INVALID,
+                         ids=[f"{n}={v[:24]}" for n, v, _ in INVALID])
+def test_invalid_input_shows_the_form_again_and_changes_nothing(
+        api: TestClient, acme: Browser, data: dict[str, Seeded],
+        name: str, value: str, complaint: str) -> None:
+    before = api.get("/v1/endpoints", headers=ACME).json()
+    typed = {**endpoint_form(description="typed before the mistake"), name: value}
+    if name == "description":
+        typed["url"] = "https://hooks.example.com/typed-before"
+    created = acme.post("/dashboard/endpoints/new", typed)
+    assert created.status_code == 422, created.text
+    assert complaint in alert(created.text)
+    assert "typed before the mistake" in created.text or "typed-before" in created.text
+    assert 'name="csrf_token"' in created.text and "new-secret" not in created.text
+
+    endpoint_id = data["acme"].healthy["id"]
+    edited = acme.post(f"/dashboard/endpoints/{endpoint_id}/edit", typed)
+    assert edited.status_code == 422, edited.text
+    assert complaint in alert(edited.text)
+    assert api.get("/v1/endpoints", headers=ACME).json() == before

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from standardwebhooks.webhooks import Webhook
 
 from services.eventlog.app import create_app
 from services.localdev.kafka_broker import REPO_ROOT
@@ -334,3 +335,72 @@ def test_service_logs_are_json_lines_with_the_delivery_ids(
     ingest = [json.loads(line) for line in stack["ingest"].log_tail(10_000_000).splitlines()
               if line.startswith("{")]
     assert any(r["logger"].startswith("uvicorn") for r in ingest)
+
+
+def test_a_person_creates_edits_and_deletes_an_endpoint(
+        browser: Any, stack: dict[str, Any], receiver: Receiver) -> None:
+    """Runs last: the endpoint it adds is gone again before the module ends."""
+    api, acme = stack["api"], {"Authorization": f"Bearer {ACME_KEY}"}
+    page = signed_in(browser, stack, ACME_KEY)
+    page.get_by_role("link", name="New endpoint").click()
+    page.wait_for_url("**/dashboard/endpoints/new")
+    # A private address is refused by the target policy: the form comes back as typed.
+    page.fill("input[name=url]", "http://10.0.0.7/hooks")
+    page.fill("input[name=events]", "parcel.*")
+    page.fill("input[name=description]", "parcels to the depot")
+    page.fill("input[name=rate_limit]", "5")
+    page.get_by_role("button", name="Create endpoint").click()
+    assert "target address 10.0.0.7 is not public" in page.get_by_role("alert").inner_text()
+    assert page.input_value("input[name=description]") == "parcels to the depot"
+    shot(page, "13-endpoint-refused")
+    assert "parcels to the depot" not in api.get("/v1/endpoints", headers=acme).text
+
+    url = receiver.url("/from-the-dashboard")
+    page.fill("input[name=url]", url)
+    page.get_by_role("button", name="Create endpoint").click()
+    assert page.get_by_role("heading", name="Endpoint created").is_visible()
+    secret = page.get_by_test_id("new-secret").inner_text()
+    shot(page, "14-endpoint-created")
+    [created] = [e for e in api.get("/v1/endpoints", headers=acme).json()["data"]
+                 if e["url"] == url]
+    assert created["events"] == ["parcel.*"] and created["rate_limit"] == 5
+
+    # Deliveries to it are signed with the secret the page showed. (The fanout applies a
+    # new endpoint within about a second: publish until one arrives.)
+    def delivered() -> bool:
+        publish(stack, ACME_KEY, "parcel.sent", id="parcel_7")
+        try:
+            receiver.wait_for("/from-the-dashboard", 1, timeout=3)
+        except TimeoutError:
+            return False
+        return True
+    eventually(delivered, timeout=30, interval=0.1)
+    arrived = receiver.at("/from-the-dashboard")[0]
+    assert Webhook(secret).verify(arrived.body, arrived.headers)["type"] == "parcel.sent"
+
+    page.get_by_role("link", name="Go to the endpoint").click()
+    page.get_by_role("link", name="Edit", exact=True).click()
+    page.wait_for_url(f"**/dashboard/endpoints/{created['id']}/edit")
+    assert page.input_value("input[name=rate_limit]") == "5"
+    page.fill("input[name=events]", "parcel.*, invoice.paid")
+    page.fill("input[name=rate_limit]", "")
+    page.get_by_role("button", name="Save changes").click()
+    assert page.get_by_role("status").inner_text() == "Endpoint saved."
+    shot(page, "15-endpoint-edited")
+    changed = api.get(f"/v1/endpoints/{created['id']}", headers=acme).json()
+    assert changed["events"] == ["parcel.*", "invoice.paid"] and changed["rate_limit"] is None
+
+    # Deleting asks first; Cancel keeps it.
+    page.get_by_role("link", name="Delete…").click()
+    assert page.get_by_role("heading", name="Delete this endpoint?").is_visible()
+    page.get_by_role("link", name="Cancel").click()
+    page.wait_for_url(f"**/dashboard/endpoints/{created['id']}")
+    assert api.get(f"/v1/endpoints/{created['id']}", headers=acme).status_code == 200
+    page.get_by_role("link", name="Delete…").click()
+    shot(page, "16-endpoint-delete-confirm")
+    page.get_by_role("button", name="Delete endpoint").click()
+    page.wait_for_url("**/dashboard/endpoints?done=deleted")
+    assert page.get_by_role("status").inner_text().startswith("Endpoint deleted")
+    assert url not in page.content()
+    assert api.get(f"/v1/endpoints/{created['id']}", headers=acme).status_code == 404
+    shot(page, "17-endpoint-deleted")

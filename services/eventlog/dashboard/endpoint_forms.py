@@ -1,0 +1,167 @@
+"""Creating, changing and deleting an endpoint: each form (GET) and its post (POST).
+
+A post goes through the same route function as ``/v1/endpoints`` (``create_endpoint``,
+``update_endpoint``, ``delete_endpoint``), and the form's fields are read into the API's
+own request models (``EndpointCreate``, ``EndpointUpdate``), so the dashboard validates
+a field exactly as the API does and the target URL meets the same policy. Invalid input
+renders the form again, as typed, with the problem (422) and changes nothing.
+
+A new endpoint's signing secret is shown once, on the page answering the post (never in
+a URL; pages are ``no-store``). Deleting asks first, on a page of its own, so that it
+needs no script.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from services.eventlog.dashboard.router import (
+    ChangeDep,
+    ContextDep,
+    FormDep,
+    SessionDep,
+    dashboard_router,
+    failure_page,
+    redirect,
+    render,
+)
+from services.eventlog.dashboard.session import Session
+from services.eventlog.endpoints_api import create_endpoint, delete_endpoint, update_endpoint
+from services.eventlog.models import EndpointCreate, EndpointUpdate
+from webhooks.endpoints import Endpoint
+from webhooks.problems import Problem
+
+LABELS = {"url": "URL", "events": "Event types", "description": "Description",
+          "rate_limit": "Rate limit"}
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+@dataclass(frozen=True)
+class EndpointForm:
+    """The form's fields as text, as typed (to fill the form again) or as stored."""
+
+    url: str = ""
+    events: str = ""
+    description: str = ""
+    rate_limit: str = ""
+
+    @classmethod
+    def posted(cls, form: dict[str, list[str]]) -> EndpointForm:
+        return cls(**{name: (form.get(name) or [""])[0].strip() for name in LABELS})
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointForm:
+        return cls(url=endpoint.url, events=", ".join(endpoint.events),
+                   description=endpoint.description,
+                   rate_limit="" if endpoint.rate_limit is None else str(endpoint.rate_limit))
+
+    def fields(self) -> dict[str, Any]:
+        """The body the API takes: event types split at commas or spaces; an empty rate
+        limit is none (the model reads a number typed as text, as the API's JSON would)."""
+        return {"url": self.url,
+                "events": [e for e in _SEPARATORS.split(self.events) if e],
+                "description": self.description,
+                "rate_limit": self.rate_limit or None}
+
+
+def invalid(exc: ValidationError) -> str:
+    """The model's complaints, one per field, named as the form labels them."""
+    complaints = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        complaints.append(f"{LABELS.get(name, name or 'Form')}: "
+                          f"{error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(complaints)
+
+
+def _form_page(session: Session, form: EndpointForm, endpoint: Endpoint | None = None,
+               error: str | None = None, status_code: int = 200) -> Response:
+    return render("endpoint_form.html", session, status_code=status_code, form=form,
+                  endpoint=endpoint, error=error, active="endpoints")
+
+
+def _not_found(session: Session, endpoint_id: str) -> Response:
+    return failure_page(session, Problem(404, f"no endpoint {endpoint_id}"))
+
+
+# "/endpoints/new" is registered before pages.py's "/endpoints/{endpoint_id}" (the
+# package imports this module first), so "new" is never taken for an endpoint id.
+@dashboard_router.get("/endpoints/new")
+def new_endpoint_page(session: SessionDep) -> Response:
+    """An empty form for a new endpoint."""
+    return _form_page(session, EndpointForm(events="*"))
+
+
+@dashboard_router.post("/endpoints/new")
+def create(ctx: ContextDep, session: ChangeDep, form: FormDep) -> Response:
+    """``POST /v1/endpoints``; shows the new endpoint's signing secret this once."""
+    typed = EndpointForm.posted(form)
+    try:
+        created = create_endpoint(ctx, session.tenant,
+                                  EndpointCreate.model_validate(typed.fields()))
+    except ValidationError as exc:
+        return _form_page(session, typed, error=invalid(exc), status_code=422)
+    except Problem as exc:
+        if exc.status != 422:
+            return failure_page(session, exc)
+        return _form_page(session, typed, error=exc.detail, status_code=422)
+    return render("secret.html", session, endpoint=created, created=True,
+                  active="endpoints")
+
+
+@dashboard_router.get("/endpoints/{endpoint_id}/edit")
+def edit_endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str) -> Response:
+    """The endpoint's URL, event types, description and rate limit, to change."""
+    endpoint = ctx.endpoints.get(session.tenant, endpoint_id)
+    if endpoint is None:
+        return _not_found(session, endpoint_id)
+    return _form_page(session, EndpointForm.of(endpoint), endpoint)
+
+
+@dashboard_router.post("/endpoints/{endpoint_id}/edit")
+def edit(ctx: ContextDep, session: ChangeDep, form: FormDep, endpoint_id: str) -> Response:
+    """``PATCH /v1/endpoints/{id}`` with the fields the person changed (so that a change
+    made meanwhile to another field stands, and an unchanged URL is not checked again)."""
+    endpoint = ctx.endpoints.get(session.tenant, endpoint_id)
+    if endpoint is None:
+        return _not_found(session, endpoint_id)
+    typed = EndpointForm.posted(form)
+    try:
+        wanted = EndpointUpdate.model_validate(typed.fields()).model_dump(include=set(LABELS))
+        changed = {name: value for name, value in wanted.items()
+                   if value != getattr(endpoint, name)}
+        if not changed:
+            return redirect(f"/endpoints/{endpoint_id}", done="unchanged")
+        update_endpoint(ctx, session.tenant, endpoint_id, EndpointUpdate(**changed))
+    except ValidationError as exc:
+        return _form_page(session, typed, endpoint, error=invalid(exc), status_code=422)
+    except Problem as exc:
+        if exc.status != 422:
+            return failure_page(session, exc)
+        return _form_page(session, typed, endpoint, error=exc.detail, status_code=422)
+    return redirect(f"/endpoints/{endpoint_id}", done="updated")
+
+
+@dashboard_router.get("/endpoints/{endpoint_id}/delete")
+def delete_endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str
+                         ) -> Response:
+    """Asks before deleting: what goes, what stays."""
+    endpoint = ctx.endpoints.get(session.tenant, endpoint_id)
+    if endpoint is None:
+        return _not_found(session, endpoint_id)
+    return render("endpoint_delete.html", session, endpoint=endpoint, active="endpoints")
+
+
+@dashboard_router.post("/endpoints/{endpoint_id}/delete")
+def delete(ctx: ContextDep, session: ChangeDep, endpoint_id: str) -> Response:
+    """``DELETE /v1/endpoints/{id}``, posted from the confirmation page."""
+    try:
+        delete_endpoint(ctx, session.tenant, endpoint_id)
+    except Problem as exc:
+        return failure_page(session, exc)
+    return redirect("/endpoints", done="deleted")
