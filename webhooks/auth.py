@@ -98,7 +98,7 @@ class ApiKeys:
         if record is None:
             return None
         now = time.time()
-        if record.expires is not None and record.expires.timestamp() <= now:
+        if record.expired(now):
             return None
         registry.mark_used(record.id, now)
         cached = self._principals.get(record.id)
@@ -106,6 +106,19 @@ class ApiKeys:
             cached = (record, Principal(record.tenant, frozenset(record.scopes), record.id))
             self._principals[record.id] = cached
         return cached[1]
+
+    def still_valid(self, principal: Principal) -> bool:
+        """False once the principal's managed key was revoked or expired, or its tenant
+        erased: long-lived requests (the event stream) re-check with this."""
+        registry = self.registry
+        if registry is None:
+            return True
+        if registry.is_deleted(principal.tenant):
+            return False
+        if principal.key_id is None:
+            return True
+        record = registry.key(principal.key_id)
+        return record is not None and not record.expired(time.time())
 
     def authenticate(self, request: Request) -> Principal:
         """The caller of ``request``; a 401 problem unless it presents a valid key."""

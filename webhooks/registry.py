@@ -107,9 +107,10 @@ class ApiKeyRecord(JsonRecord):
         """Checked against ``api_key.v1``."""
         return cls.validated(raw)
 
-    def expired(self, moment: datetime) -> bool:
-        """True once the key's expiry has passed."""
-        return self.expires is not None and self.expires <= moment
+    def expired(self, now: float) -> bool:
+        """True once the key's expiry has passed (``now`` in epoch seconds: the hot path
+        has ``time.time()`` at hand)."""
+        return self.expires is not None and self.expires.timestamp() <= now
 
 
 class KeyUsage(JsonRecord):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -45,9 +45,10 @@ from prometheus_client import Gauge
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext
 from services.eventlog.cursor import Cursor
-from services.eventlog.deps import ContextDep, ReadTenantDep
+from services.eventlog.deps import ContextDep, PrincipalDep, ReadTenantDep
 from services.eventlog.event_store import EventFilters, EventStore
 from services.eventlog.listing import checked_types
+from webhooks.auth import ApiKeys
 from webhooks.envelope import to_utc
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ async def stream_events(
     request: Request,
     ctx: ContextDep,
     tenant: ReadTenantDep,
+    caller: PrincipalDep,
     type: Annotated[str | None, Query(
         description="Exact type (order.shipped) or prefix wildcard (order.*).",
         max_length=128)] = None,
@@ -145,7 +147,8 @@ async def stream_events(
         description="Set by reconnecting EventSource clients; wins over cursor.",
         max_length=4096)] = None,
 ) -> StreamingResponse:
-    """Every new event of the tenant, as it becomes visible, in log order."""
+    """Every new event of the tenant, as it becomes visible, in log order; the stream
+    ends when its key is revoked or expires, or the tenant is erased."""
     filters = EventFilters(types=checked_types(type), created_after=since and to_utc(since))
     token = last_event_id or cursor
     # Validated here, before the response starts: a bad cursor is a 400 problem. A cursor
@@ -156,8 +159,13 @@ async def stream_events(
         filters = EventFilters.from_description(position.filters)
     if not token and since is None:
         position = await anyio.to_thread.run_sync(current_position, ctx.events, position)
+    api_keys: ApiKeys = request.app.state.api_keys
+
+    def allowed() -> bool:
+        return api_keys.still_valid(caller) and not ctx.registry.is_deleted(tenant)
+
     return StreamingResponse(
-        _event_stream(request, ctx, tenant, filters, position, binding, heartbeat),
+        _event_stream(request, ctx, tenant, filters, position, binding, heartbeat, allowed),
         media_type="text/event-stream",
         # no-transform/X-Accel-Buffering: proxies must pass messages on as they come.
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"})
@@ -165,7 +173,7 @@ async def stream_events(
 
 async def _event_stream(request: Request, ctx: EventlogContext, tenant: str,
                         filters: EventFilters, position: Cursor, binding: str,
-                        heartbeat: float) -> AsyncIterator[str]:
+                        heartbeat: float, allowed: Callable[[], bool]) -> AsyncIterator[str]:
     sent_position = position
     last_sent = time.monotonic()
     STREAMS_OPEN.inc()
@@ -174,7 +182,7 @@ async def _event_stream(request: Request, ctx: EventlogContext, tenant: str,
         # came resumes from here, not from a new "now" (which would skip what arrived).
         yield (f"retry: {RETRY_MILLISECONDS}\nid: {position.encode(binding, ctx.cursor_key)}\n"
                ": stream open\n\n")
-        while not await request.is_disconnected():
+        while allowed() and not await request.is_disconnected():
             try:
                 batch = await anyio.to_thread.run_sync(
                     read_batch, ctx.events, tenant, filters, position)

@@ -89,6 +89,7 @@ class TenantPage(BaseModel):
     """Tenants by id; ``next_cursor`` (absent at the end) resumes after this page."""
 
     data: list[TenantOut]
+    has_more: bool
     next_cursor: str | None = None
 
 
@@ -97,9 +98,10 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scopes: list[str] = Field(default_factory=lambda: list(TENANT_SCOPES), min_length=1,
-                              description="Of publish, read, manage (tenant keys); admin "
-                                          "(admin keys, tenant *).")
+    scopes: list[str] | None = Field(default=None, min_length=1,
+                                     description="Of publish, read, manage (tenant keys; "
+                                                 "default all three); admin (admin keys, "
+                                                 "tenant *; the default there).")
     description: str = Field(default="", max_length=200)
     expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                      description="Seconds until the key stops working.")
@@ -184,8 +186,9 @@ def list_tenants(ctx: ContextDep, _: AdminDep,
     """Tenants by id, ``limit`` at a time."""
     tenants = [t for t in ctx.registry.tenants() if cursor is None or t.id > cursor]
     page = tenants[:limit]
-    return TenantPage(data=[TenantOut.of(t) for t in page],
-                      next_cursor=page[-1].id if len(tenants) > limit else None)
+    more = len(tenants) > limit
+    return TenantPage(data=[TenantOut.of(t) for t in page], has_more=more,
+                      next_cursor=page[-1].id if more else None)
 
 
 @tenants_router.get("/{tenant_id}", response_model=TenantOut, summary="One tenant")
@@ -213,12 +216,17 @@ def delete_tenant(ctx: ContextDep, _: AdminDep,
     """Erase the tenant: its keys stop working and its events are refused everywhere at
     once; its events, attempts, DLQ rows and endpoints leave ClickHouse; its endpoint,
     endpoint-health and key records are tombstoned. Answers what was removed and what
-    only retention removes (records on the event, retry and DLQ topics)."""
+    only retention removes (records on the event, retry and DLQ topics). Repeatable: a
+    repeat finishes an erasure that failed half-way (and finds nothing more to remove)."""
     _catch_up(ctx)
-    tenant = _tenant(ctx, tenant_id)
-    now = utcnow()
-    # First the marker every replica acts on: keys refused, events dropped.
-    _save_tenant(ctx, tenant.model_copy(update={"deleted": now, "updated": now}))
+    tenant = ctx.registry.tenant(tenant_id)
+    if tenant is None:
+        raise Problem(404, f"no tenant {tenant_id}")
+    if tenant.deleted is None:
+        # First the marker every replica acts on: keys refused, events dropped.
+        now = utcnow()
+        _save_tenant(ctx, tenant.model_copy(update={"deleted": now, "updated": now}))
+    # (Again for an erased tenant: an erasure that failed half-way is finished by a repeat.)
     keys = ctx.registry.keys_of(tenant_id)
     for record in keys:
         _revoke(ctx, record.id)
@@ -230,8 +238,8 @@ def delete_tenant(ctx: ContextDep, _: AdminDep,
 def create_key(ctx: ContextDep, _: AdminDep, tenant_id: Annotated[str, KEY_OWNER],
                request: KeyCreate) -> KeyCreated:
     """A new key for the tenant (``*``: an admin key). Its secret is in this answer only."""
-    scopes = list(dict.fromkeys(request.scopes))
     allowed = (ADMIN,) if tenant_id == ADMIN_TENANT else TENANT_SCOPES
+    scopes = list(dict.fromkeys(request.scopes or allowed))
     bad = [s for s in scopes if s not in allowed]
     if bad:
         where = "admin keys (tenant *)" if tenant_id == ADMIN_TENANT else "tenant keys"
@@ -266,6 +274,7 @@ def list_keys(ctx: ContextDep, _: AdminDep, tenant_id: Annotated[str, KEY_OWNER]
 def revoke_key(ctx: ContextDep, _: AdminDep, tenant_id: Annotated[str, KEY_OWNER],
                key_id: Annotated[str, KEY_ID]) -> Response:
     """The key stops working on every replica (within ~0.1 s of this answer)."""
+    _catch_up(ctx)  # a key another replica created a moment ago
     record = ctx.registry.key(key_id)
     if record is None or record.tenant != tenant_id:
         raise Problem(404, f"no key {key_id} for tenant {tenant_id}")

@@ -272,3 +272,18 @@ def test_a_cursor_of_other_filters_is_refused(client: httpx.Client) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert "different" in response.json()["detail"]
+
+
+def test_a_stream_ends_when_its_key_is_revoked(client: httpx.Client) -> None:
+    assert client.post("/v1/tenants", json={"id": "streamer"}, headers=ADMIN).status_code == 201
+    created = client.post("/v1/tenants/streamer/keys", json={"scopes": ["read"]},
+                          headers=ADMIN).json()
+    with open_stream(client, {"Authorization": f"Bearer {created['key']}"}) as response:
+        assert response.status_code == 200
+        reader = SseReader(response)
+        reader.until_comment("stream open")
+        revoked = client.delete(f"/v1/tenants/streamer/keys/{created['id']}", headers=ADMIN)
+        assert revoked.status_code == 204
+        with pytest.raises(EOFError):
+            while True:  # heartbeats until the server ends the stream
+                reader.next()
