@@ -3,8 +3,10 @@
 Operators run and set up the platform (``serve``, ``create-topics``, ``migrate``, ``up``,
 ``down``: :mod:`services.cli.operator`). Tenants use it over the HTTP APIs only, with
 their API key (:mod:`services.cli.endpoints`, :mod:`~services.cli.events`,
-:mod:`~services.cli.dlq`, :mod:`~services.cli.listen`); those modules import nothing of
-the services, only the shared contracts of ``webhooks/`` (signing, envelope times).
+:mod:`~services.cli.dlq`, :mod:`~services.cli.listen`), and admins manage tenants and
+keys the same way (:mod:`~services.cli.tenants`); those modules import nothing of the
+services, only the shared contracts of ``webhooks/`` (signing, envelope times, record
+schemas).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from services.cli.endpoints import endpoints
 from services.cli.events import attempts, events, recover, redeliver, send
 from services.cli.listen import listen
 from services.cli.operator import OPERATOR_COMMANDS
+from services.cli.tenants import keys, tenants
 
 __all__ = ["main"]
 
@@ -45,6 +48,7 @@ def main(ctx: click.Context, api_key: str | None, ingest_url: str | None,
     \b
     Operators:  serve, create-topics, migrate, up, down
     Tenants:    endpoints, send, events, attempts, redeliver, recover, dlq, listen
+    Admins:     tenants, keys (and --tenant to act for one tenant)
 
     Flags win over environment variables, which win over the config file.
     """
@@ -55,5 +59,5 @@ def main(ctx: click.Context, api_key: str | None, ingest_url: str | None,
 
 
 for _command in (*OPERATOR_COMMANDS, endpoints, send, events, attempts, redeliver, recover,
-                 dlq, listen):
+                 dlq, listen, tenants, keys):
     main.add_command(_command)

@@ -19,6 +19,7 @@ from services.cli.config import ApiSettings, resolve
 
 Service = Literal["ingest", "eventlog"]
 USER_AGENT = "webhooks-cli/0.1"
+PAGE_SIZE = 1000  # items per request of a paged listing (the APIs' largest limit)
 
 
 class ApiError(click.ClickException):
@@ -115,8 +116,10 @@ class ApiClient:
 
     def paginate(self, path: str, params: dict[str, Any], limit: int | None
                  ) -> Iterator[dict[str, Any]]:
-        """Items of a cursor-paged listing, page after page, up to ``limit`` (None: all)."""
-        page_size = min(limit, 1000) if limit else 1000
+        """Items of a cursor-paged listing, page after page, up to ``limit`` (None: all).
+        A page without ``has_more`` (``/v1/tenants``) has more while it has a
+        ``next_cursor``."""
+        page_size = min(limit, PAGE_SIZE) if limit else PAGE_SIZE
         query = {**params, "limit": page_size}
         served = 0
         while True:
@@ -126,7 +129,8 @@ class ApiClient:
                     return
                 served += 1
                 yield item
-            if not page["has_more"] or (limit is not None and served >= limit):
+            more = page.get("has_more", page.get("next_cursor") is not None)
+            if not more or (limit is not None and served >= limit):
                 return
             # The cursor carries the listing's filters: it continues alone.
             query = {"cursor": page["next_cursor"], "limit": page_size}

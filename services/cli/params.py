@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import click
 
 from webhooks.durations import parse_duration
 from webhooks.envelope import format_timestamp
+from webhooks.json_schema import load_schema
 
 
 class MomentType(click.ParamType):
@@ -51,8 +53,35 @@ class DurationType(click.ParamType):
         return seconds
 
 
+class PatternType(click.ParamType):
+    """A string that must match a pattern of the shared record schemas (``webhooks/schemas``):
+    checked before it goes into a URL path, so a typo is a usage error, not a request."""
+
+    def __init__(self, name: str, pattern: str, explanation: str) -> None:
+        self.name = name
+        self.pattern = re.compile(pattern)
+        self.explanation = explanation
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        if not isinstance(value, str) or not self.pattern.fullmatch(value):
+            self.fail(f"{value!r} is not a valid {self.name} ({self.explanation})", param, ctx)
+        return value
+
+
+_TENANT_ID_RULE = ("letters, digits, '_', '.', '-'; starts with a letter or digit; at most "
+                   "64 characters")
+_KEY_SCHEMA = load_schema("api_key.v1")["properties"]
+
 MOMENT = MomentType()
 DURATION = DurationType()
+TENANT_ID = PatternType("tenant id", load_schema("tenant.v1")["properties"]["id"]["pattern"],
+                        _TENANT_ID_RULE)
+KEY_OWNER = PatternType("tenant id", _KEY_SCHEMA["tenant"]["pattern"],
+                        f"{_TENANT_ID_RULE}; or '*' for admin keys")
+KEY_ID = PatternType("key id", _KEY_SCHEMA["id"]["pattern"], "key_ and letters or digits")
+SCOPES: tuple[str, ...] = tuple(_KEY_SCHEMA["scopes"]["items"]["enum"])
+"""The scopes a key may hold (``publish``, ``read``, ``manage``, ``admin``)."""
 
 
 def parse_moment(text: str) -> datetime:
