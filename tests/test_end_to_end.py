@@ -319,3 +319,40 @@ def test_an_erased_tenant_leaves_no_trace_and_gets_nothing_more(
     assert len(deliveries_of(receiver.at("/erasable-failing"), doomed["id"])) == 1
     outcomes = services["fanout"].metric_by_label("webhooks_deliveries_total", "outcome")
     assert outcomes.get("tenant_deleted", 0) >= 1
+
+
+def test_payload_filters_and_custom_headers_shape_what_an_endpoint_gets(
+        eventlog: httpx.Client, ingest: httpx.Client, receiver: Receiver) -> None:
+    created = eventlog.post("/v1/endpoints", headers=ACME, json={
+        "url": receiver.url("/filtered"), "events": ["order.*"],
+        "headers": [{"name": "X-Team", "value": "payments"},
+                    {"name": "Authorization", "value": "Bearer s3cr3t", "secret": True}],
+        "filter": {"data.object.status": "shipped", "data.object.amount": {"$gte": 1000},
+                   "data.object.currency": {"$in": ["EUR", "USD"]}}})
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert endpoint["headers"][1] == {"name": "Authorization", "value": "[masked]",
+                                      "secret": True}
+    # Published after the fanout's view has the endpoint (a test message arrives first).
+    eventlog.post(f"/v1/endpoints/{endpoint['id']}/test", headers=ACME)
+    eventually(lambda: receiver.at("/filtered"))
+
+    def order(status: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
+        answer = ingest.post("/v1/events", headers=ACME, json={
+            "type": "order.updated",
+            "data": {"object": {"status": status, "amount": amount, "currency": currency}}})
+        assert answer.status_code == 202
+        return answer.json()
+
+    wanted = order("shipped", 1500)
+    for unwanted in (order("shipped", 999), order("pending", 5000), order("shipped", 2000, "GBP")):
+        assert unwanted["id"]
+    last = order("shipped", 1000, "USD")
+    eventually(lambda: deliveries_of(receiver.at("/filtered"), last["id"]))
+    time.sleep(1.0)  # any wrong delivery would have come by now
+    got = [json.loads(r.body)["id"] for r in receiver.at("/filtered")[1:]]
+    assert got == [wanted["id"], last["id"]]
+    request = deliveries_of(receiver.at("/filtered"), wanted["id"])[0]
+    assert request.headers["x-team"] == "payments"
+    assert request.headers["authorization"] == "Bearer s3cr3t"
+    assert verified(request, endpoint["secret"]) == wanted

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import ClassVar, Self
+from functools import cached_property
+from typing import Any, ClassVar, Self
 
 from ulid import ULID
 
 from webhooks.envelope import Envelope, Timestamp, utcnow
 from webhooks.matching import matches_any
+from webhooks.payload_filter import Predicate, compile_filter
 from webhooks.record import JsonRecord
 
 ENDPOINT_SCHEMA = "endpoint.v1"
+
+MAX_CUSTOM_HEADERS = 20
+# What stands for a secret header value wherever it is shown.
+MASKED = "[masked]"
+MAX_HEADER_VALUE = 1024
+# An HTTP field name (RFC 9110 token).
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+# Headers a custom one may not set: they would change the meaning of the request, the
+# signature's, or the connection's (hop-by-hop).
+RESERVED_HEADERS = frozenset({
+    "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
+    "connection", "keep-alive", "proxy-connection", "proxy-authorization",
+    "proxy-authenticate", "te", "trailer", "upgrade", "expect", "user-agent"})
 
 
 def new_endpoint_id() -> str:
@@ -30,6 +46,36 @@ class EndpointSecret(JsonRecord):
         return self.expires is None or self.expires > moment
 
 
+class EndpointHeader(JsonRecord):
+    """A custom header sent with every delivery; ``secret`` values are masked in attempt
+    records and never shown by the API after they are set."""
+
+    name: str
+    value: str
+    secret: bool = False
+
+
+def check_custom_headers(headers: list[EndpointHeader]) -> list[EndpointHeader]:
+    """``headers`` if every one may be sent; a ValueError naming the first that may not."""
+    if len(headers) > MAX_CUSTOM_HEADERS:
+        raise ValueError(f"at most {MAX_CUSTOM_HEADERS} custom headers")
+    seen: set[str] = set()
+    for header in headers:
+        name = header.name.lower()
+        if not HEADER_NAME.match(header.name):
+            raise ValueError(f"header {header.name!r}: not a valid HTTP header name")
+        if name in RESERVED_HEADERS or name.startswith("webhook-"):
+            raise ValueError(f"header {header.name!r}: reserved (it would change the meaning "
+                             "of the request or its signature)")
+        if name in seen:
+            raise ValueError(f"header {header.name!r}: given twice")
+        seen.add(name)
+        if len(header.value) > MAX_HEADER_VALUE or any(c in header.value for c in "\r\n\0"):
+            raise ValueError(f"header {header.name!r}: the value must be at most "
+                             f"{MAX_HEADER_VALUE} characters, without CR, LF or NUL")
+    return headers
+
+
 class Endpoint(JsonRecord):
     """One subscriber URL of one tenant, with its filters and secrets (newest first)."""
 
@@ -42,6 +88,8 @@ class Endpoint(JsonRecord):
     secrets: list[EndpointSecret]
     description: str = ""
     rate_limit: int | None = None
+    headers: list[EndpointHeader] = []
+    filter: dict[str, Any] | None = None
     disabled: bool = False
     disabled_reason: str | None = None
     created: Timestamp
@@ -59,10 +107,22 @@ class Endpoint(JsonRecord):
         moment = moment or utcnow()
         return [s.secret for s in self.secrets if s.valid_at(moment)]
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose payload filter is compiled anew (``update`` may change it)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("payload_filter", None)
+        return copy
+
+    @cached_property
+    def payload_filter(self) -> Predicate | None:
+        """The compiled payload filter (once per record version), or None."""
+        return compile_filter(self.filter) if self.filter is not None else None
+
     def wants(self, envelope: Envelope) -> bool:
-        """True when this endpoint should receive ``envelope``."""
-        return (
-            not self.disabled
-            and self.tenant == envelope.tenant
-            and matches_any(self.events, envelope.type)
-        )
+        """True when this endpoint should receive ``envelope``: enabled, the tenant's, a
+        subscribed type, and its payload filter (if any) holds."""
+        if self.disabled or self.tenant != envelope.tenant \
+                or not matches_any(self.events, envelope.type):
+            return False
+        predicate = self.payload_filter
+        return predicate is None or predicate(envelope.filtered_document)

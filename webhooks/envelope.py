@@ -108,6 +108,12 @@ class Envelope(JsonRecord):
                 "created": format_timestamp(self.created), "tenant": self.tenant,
                 "data": self.data}
 
+    @cached_property
+    def filtered_document(self) -> dict[str, Any]:
+        """:meth:`document`, written once per envelope: what the payload filters of every
+        endpoint of the tenant read."""
+        return self.document()
+
     def check_schema(self) -> Envelope:
         """Check the JSON form against ``envelope.v1`` (raises ``SchemaError``)."""
         self._validate_schema(self.document())
@@ -128,4 +134,5 @@ class Envelope(JsonRecord):
         """A copy, its JSON written anew (the original's would not reflect ``update``)."""
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("_json", None)
+        copy.__dict__.pop("filtered_document", None)
         return copy

@@ -5,9 +5,9 @@ operator set Convoy documents), for example::
 
     {"data.object.status": "shipped", "data.object.amount": {"$gte": 1000}}
 
-- A key is a dotted path into the envelope (``type``, ``tenant``, ``data.object.amount``,
-  ``data.items.0.sku``: a number indexes a list), or ``$and`` / ``$or`` with a list of
-  filters. Several keys must all hold.
+- A key is a dotted path into the envelope's JSON (``type``, ``tenant``, ``created``,
+  ``data.object.amount``, ``data.items.0.sku``: a number indexes a list), or ``$and`` /
+  ``$or`` with a list of filters. Several keys must all hold.
 - A path's value is a literal (equal to it) or an object of operators, all of which must
   hold: ``$eq $neq $gt $gte $lt $lte $in $nin $exist $regex``.
 - Comparisons follow JSON: numbers compare with numbers (``true`` is not ``1``), strings
@@ -28,8 +28,6 @@ from typing import Any
 
 import re2
 
-from webhooks.envelope import Envelope
-
 Predicate = Callable[[dict[str, Any]], bool]
 
 MAX_CLAUSES = 50
@@ -48,12 +46,6 @@ def compile_filter(document: Any) -> Predicate:
     """The predicate of ``document`` over an envelope's JSON object (raises FilterError)."""
     counter = [0]
     return _compile(document, "filter", counter, depth=0)
-
-
-def envelope_document(envelope: Envelope) -> dict[str, Any]:
-    """What a filter sees of ``envelope``: its fields, ``data`` as sent."""
-    return {"id": envelope.id, "type": envelope.type, "tenant": envelope.tenant,
-            "api_version": envelope.api_version, "data": envelope.data}
 
 
 def _compile(document: Any, where: str, counter: list[int], depth: int) -> Predicate:

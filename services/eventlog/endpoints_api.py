@@ -68,7 +68,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
         id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
         secrets=[EndpointSecret(secret=request.secret or generate_secret())],
         description=request.description, rate_limit=request.rate_limit,
-        created=now, updated=now)
+        headers=request.headers, filter=request.filter, created=now, updated=now)
     return EndpointCreated.of(ctx.endpoints.save(endpoint))
 
 
@@ -103,13 +103,15 @@ def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
     changes = request.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
         _check_url(ctx, changes["url"])
-    for name in ("url", "events", "description"):
+    for name in ("url", "events", "description", "headers"):
         if name in changes and changes[name] is None:
             raise Problem(422, f"{name}: may not be null")
     if "disabled" in changes:
         if changes["disabled"] is None:
             raise Problem(422, "disabled: may not be null")
         changes["disabled_reason"] = "disabled through the API" if changes["disabled"] else None
+    if "headers" in changes:
+        changes["headers"] = request.headers  # the models, not their dumps
     updated = endpoint.model_copy(update={**changes, "updated": utcnow()})
     return EndpointOut.of(ctx.endpoints.save(updated))
 

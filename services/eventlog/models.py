@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from services.eventlog.redelivery import QueuedTasks
 from webhooks.delivery import AttemptSummary
-from webhooks.endpoints import Endpoint, EndpointSecret
+from webhooks.endpoints import (
+    MASKED,
+    Endpoint,
+    EndpointHeader,
+    EndpointSecret,
+    check_custom_headers,
+)
 from webhooks.envelope import Envelope
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
+from webhooks.payload_filter import FilterError, compile_filter
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000
@@ -30,6 +37,27 @@ def _check_filters(patterns: list[str] | None) -> list[str] | None:
             raise ValueError(f"invalid event type filters {bad}: use '*', 'order.*' or "
                              "'order.shipped'")
     return patterns
+
+
+def _check_headers(headers: list[EndpointHeader] | None) -> list[EndpointHeader] | None:
+    return None if headers is None else check_custom_headers(headers)
+
+
+def _check_payload_filter(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    if document is not None:
+        try:
+            compile_filter(document)
+        except FilterError as exc:
+            raise ValueError(str(exc)) from exc
+    return document
+
+
+HEADERS_DESCRIPTION = ("Custom headers sent with every delivery (at most 20); `secret: true` "
+                       "values are masked in attempt records and in answers. Names that "
+                       "would change the request's meaning are refused.")
+FILTER_DESCRIPTION = ("Payload filter over the event's JSON, e.g. {\"data.object.status\": "
+                      "\"shipped\", \"data.object.amount\": {\"$gte\": 1000}}; operators "
+                      "$eq $neq $gt $gte $lt $lte $in $nin $exist $regex (RE2), $and, $or.")
 
 
 def _check_secret(secret: str | None) -> str | None:
@@ -111,9 +139,14 @@ class EndpointCreate(BaseModel):
     description: str = Field(default="", max_length=512)
     secret: str | None = Field(default=None, description="whsec_…; generated when omitted.")
     rate_limit: int | None = Field(default=None, ge=1, description="Deliveries per second.")
+    headers: list[EndpointHeader] = Field(default_factory=list, max_length=20,
+                                          description=HEADERS_DESCRIPTION)
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_DESCRIPTION)
 
     _filters = field_validator("events")(_check_filters)
     _secret = field_validator("secret")(_check_secret)
+    _headers = field_validator("headers")(_check_headers)
+    _payload_filter = field_validator("filter")(_check_payload_filter)
 
 
 class EndpointUpdate(BaseModel):
@@ -125,9 +158,15 @@ class EndpointUpdate(BaseModel):
     events: list[EventFilter] | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=512)
     rate_limit: int | None = Field(default=None, ge=1)
+    headers: list[EndpointHeader] | None = Field(
+        default=None, max_length=20, description="Replaces every custom header (secret "
+                                                 "values must be given again).")
+    filter: dict[str, Any] | None = Field(default=None, description="null removes the filter.")
     disabled: bool | None = Field(default=None, description="false re-enables an endpoint.")
 
     _filters = field_validator("events")(_check_filters)
+    _headers = field_validator("headers")(_check_headers)
+    _payload_filter = field_validator("filter")(_check_payload_filter)
 
 
 class EndpointOut(BaseModel):
@@ -138,6 +177,8 @@ class EndpointOut(BaseModel):
     events: list[str]
     description: str
     rate_limit: int | None
+    headers: list[EndpointHeader]
+    filter: dict[str, Any] | None
     disabled: bool
     disabled_reason: str | None
     created: str
@@ -145,7 +186,10 @@ class EndpointOut(BaseModel):
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointOut:
-        return cls.model_validate(endpoint.model_dump(exclude={"tenant", "secrets"}))
+        document = endpoint.model_dump(exclude={"tenant", "secrets"})
+        document["headers"] = [{**h, "value": MASKED} if h["secret"] else h
+                               for h in document["headers"]]
+        return cls.model_validate(document)
 
 
 class EndpointCreated(EndpointOut):

@@ -73,10 +73,12 @@ class DeliveryResult:
 
 def build_headers(task: DeliveryTask, endpoint: Endpoint, body: bytes,
                   now: datetime | None = None) -> dict[str, str]:
-    """The Standard Webhooks headers for ``task``, signed with every valid secret."""
+    """The endpoint's custom headers and the Standard Webhooks headers for ``task``,
+    signed with every valid secret (custom names never clash: reserved ones are refused)."""
     now = now or utcnow()
     timestamp = int(now.timestamp())
     return {
+        **{header.name: header.value for header in endpoint.headers},
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         HEADER_ID: task.event.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -475,3 +476,45 @@ def test_attempt_log_filters_by_event_error_and_time_and_the_cursor_carries_them
         response = tenant.call("GET", path, params=bad)
         assert response.status_code == 400, (bad, response.text)
         assert response.json()["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("headers", [{"name": "Host", "value": "evil"}], "'Host': reserved"),
+    ("headers", [{"name": "webhook-id", "value": "x"}], "'webhook-id': reserved"),
+    ("headers", [{"name": "Content-Length", "value": "1"}], "reserved"),
+    ("headers", [{"name": "Transfer-Encoding", "value": "chunked"}], "reserved"),
+    ("headers", [{"name": "bad name", "value": "x"}], "'bad name': not a valid"),
+    ("headers", [{"name": "X-A", "value": "a\r\nX-Injected: 1"}], "'X-A': the value"),
+    ("headers", [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}], "twice"),
+    ("headers", [{"name": f"X-{i}", "value": "v"} for i in range(21)], "20"),
+    ("filter", {"data.amount": {"$gt": []}}, "data.amount.$gt"),
+    ("filter", {"data.note": {"$regex": "(open"}}, "data.note.$regex"),
+    ("filter", {"$where": "1"}, "$where"),
+])
+def test_bad_headers_and_filters_are_refused_naming_them(
+        api: TestClient, field: str, value: object, named: str) -> None:
+    before = api.get("/v1/endpoints", headers=ACME).json()["data"]
+    created = api.post("/v1/endpoints", headers=ACME, json={
+        "url": "https://example.com/hook", "events": ["*"], field: value})
+    assert created.status_code == 422
+    assert named in json.dumps(created.json())
+    assert api.get("/v1/endpoints", headers=ACME).json()["data"] == before
+
+
+def test_headers_and_filters_are_kept_shown_masked_and_changed(api: TestClient) -> None:
+    created = api.post("/v1/endpoints", headers=ACME, json={
+        "url": "https://example.com/options", "events": ["order.*"],
+        "headers": [{"name": "X-Api-Key", "value": "k-123", "secret": True},
+                    {"name": "X-Team", "value": "ops"}],
+        "filter": {"data.object.amount": {"$gte": 10}}}).json()
+    shown = api.get(f"/v1/endpoints/{created['id']}", headers=ACME).json()
+    assert shown["headers"] == [{"name": "X-Api-Key", "value": "[masked]", "secret": True},
+                                {"name": "X-Team", "value": "ops", "secret": False}]
+    assert "k-123" not in json.dumps(shown)
+    assert shown["filter"] == {"data.object.amount": {"$gte": 10}}
+
+    cleared = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME,
+                        json={"filter": None, "headers": []}).json()
+    assert cleared["filter"] is None and cleared["headers"] == []
+    refused = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME, json={"headers": None})
+    assert refused.status_code == 422
