@@ -49,7 +49,6 @@ SECURITY_HEADERS = {
 }
 
 
-
 class Refused(Exception):
     """Raised (by a dependency too) to answer with ``response``: a page or a redirect."""
 

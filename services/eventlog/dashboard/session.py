@@ -227,13 +227,15 @@ class SessionSigner:
                 return None
             return bootstrap_principal(configured).scopes
         if via == MANAGED:
-            record = self.registry.key(key) if self.registry is not None else None
-            if record is None or record.expires is not None and record.expires.timestamp() <= now:
+            registry = self.registry
+            record = registry.key(key) if registry is not None else None
+            if registry is None or record is None or (
+                    record.expires is not None and record.expires.timestamp() <= now):
                 return None
             principal = Principal(record.tenant, frozenset(record.scopes), record.id)
             if record.tenant != tenant and not principal.is_admin:
                 return None
-            self.registry.mark_used(record.id, now)  # type: ignore[union-attr]
+            registry.mark_used(record.id, now)  # a session's use is the key's use
             return principal.scopes
         if via == LINK:
             return granted & frozenset(LINK_SCOPES)
