@@ -229,8 +229,7 @@ class SessionSigner:
         if via == MANAGED:
             registry = self.registry
             record = registry.key(key) if registry is not None else None
-            if registry is None or record is None or (
-                    record.expires is not None and record.expires.timestamp() <= now):
+            if registry is None or record is None or record.expired(now):
                 return None
             principal = Principal(record.tenant, frozenset(record.scopes), record.id)
             if record.tenant != tenant and not principal.is_admin:
