@@ -6,6 +6,10 @@ replica of every service picks them up from the topic (within a fetch, ~0.1 s).
 
 A key's secret is answered once, at creation; the registry keeps only its SHA-256.
 Admin keys belong to the pseudo-tenant ``*`` (``/v1/tenants/*/keys``).
+
+``POST /v1/tenants/{id}/dashboard-links`` mints a short-lived dashboard sign-in link for
+the tenant (:mod:`services.eventlog.dashboard.links`): nothing is written, the link is a
+signed token any eventlog replica accepts.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext
+from services.eventlog.dashboard.links import mint_link
+from services.eventlog.dashboard.session import LINK_SECONDS_DEFAULT, LINK_SECONDS_MAX
 from services.eventlog.deps import AdminDep, ContextDep
 from services.eventlog.tenant_erasure import Erasure, erase_tenant
 from webhooks.envelope import utcnow
@@ -135,6 +141,29 @@ class KeyList(BaseModel):
     data: list[KeyOut]
 
 
+class DashboardLinkCreate(BaseModel):
+    """``POST /v1/tenants/{id}/dashboard-links``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: float = Field(default=LINK_SECONDS_DEFAULT, gt=0, le=LINK_SECONDS_MAX,
+                              description="Seconds until the link stops opening sessions "
+                                          "(at most 24 h); its sessions end then too.")
+
+
+class DashboardLink(BaseModel):
+    """A dashboard sign-in link for one tenant: hand ``url`` to the tenant. It holds no API
+    key; anyone who has it can sign in until ``expires``."""
+
+    url: str = Field(description="Absolute, from the base URL this request reached the "
+                                 "eventlog at.")
+    path: str = Field(description="The same link relative to the eventlog's origin (to put "
+                                  "behind your public origin when a proxy rewrites it).")
+    tenant: str
+    scopes: list[str]
+    expires: datetime
+
+
 tenants_router = APIRouter(prefix="/v1/tenants", tags=["tenants"], responses=PROBLEM_RESPONSES)
 
 
@@ -231,6 +260,22 @@ def delete_tenant(ctx: ContextDep, _: AdminDep,
     for record in keys:
         _revoke(ctx, record.id)
     return erase_tenant(ctx, tenant_id, keys_revoked=len(keys))
+
+
+@tenants_router.post("/{tenant_id}/dashboard-links", status_code=201,
+                     response_model=DashboardLink, summary="Mint a dashboard sign-in link")
+def create_dashboard_link(ctx: ContextDep, _: AdminDep, http: Request,
+                          tenant_id: Annotated[str, TENANT_ID],
+                          request: DashboardLinkCreate | None = None) -> DashboardLink:
+    """A signed link that opens a dashboard session of the tenant (scopes read and
+    manage) until ``expires_in`` seconds from now (default 1 h, at most 24 h), on any
+    eventlog replica. Its sessions end with it at the latest, or when the tenant is erased.
+    No API key is in it, and nothing is stored: a link cannot be revoked on its own."""
+    _tenant(ctx, tenant_id)
+    expires_in = (request or DashboardLinkCreate()).expires_in
+    link = mint_link(http, tenant_id, expires_in)
+    return DashboardLink(url=str(http.base_url).rstrip("/") + link.path, path=link.path,
+                         tenant=tenant_id, scopes=list(link.scopes), expires=link.expires)
 
 
 @tenants_router.post("/{tenant_id}/keys", status_code=201, response_model=KeyCreated,

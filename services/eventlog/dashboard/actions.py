@@ -1,7 +1,8 @@
 """The dashboard's actions (POST): sign-in and -out, and every change, each through the
 same route function as the JSON API, so the dashboard can do nothing the API refuses.
 
-Each change needs the session's CSRF token (``ChangeDep``); after it, the browser is sent
+Each change needs the session's CSRF token and the ``manage`` scope (``ChangeDep``: a
+read-only session gets a 403 page and nothing changes); after it, the browser is sent
 back to the page it came from with a notice (post/redirect/get), except a secret
 rotation, whose answer shows the new secret once. Creating, editing and deleting an
 endpoint are in :mod:`endpoint_forms`, beside their forms.
@@ -22,6 +23,7 @@ from services.eventlog.dashboard.router import (
     ChangeDep,
     ContextDep,
     FormDep,
+    PostDep,
     dashboard_router,
     failure_page,
     field,
@@ -31,7 +33,6 @@ from services.eventlog.dashboard.router import (
 )
 from services.eventlog.dashboard.session import (
     SESSION_COOKIE,
-    SESSION_SECONDS,
     SIGN_IN_COOKIE,
     Session,
 )
@@ -39,35 +40,55 @@ from services.eventlog.dlq_api import replay
 from services.eventlog.endpoints_api import rotate_secret, send_test, update_endpoint
 from services.eventlog.events_api import redeliver
 from services.eventlog.models import DlqReplayRequest, EndpointUpdate, RedeliverRequest
+from webhooks.auth import ApiKeys
 from webhooks.problems import Problem
-from webhooks.settings import ADMIN_TENANT
+from webhooks.registry import READ
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dashboard_router.post("/sign-in")
-async def sign_in(request: Request, form: FormDep) -> Response:
-    """Open a session for the tenant of the API key given (an admin key names a tenant)."""
+async def sign_in(request: Request, ctx: ContextDep, form: FormDep) -> Response:
+    """Open a session for the tenant of the API key given (an admin key names a tenant):
+    a bootstrap key or a managed one, checked as the JSON API checks it (``ApiKeys``).
+    The key must hold the ``read`` scope; without ``manage`` the session only looks."""
     signer = signer_of(request)
     nonce = request.cookies.get(SIGN_IN_COOKIE) or ""
     if not nonce or not signer.csrf_valid(nonce, field(form, "sign_in_token")):
+        if not signer.configured:
+            return _sign_in_again(request, "Sign-in is not set up on this server: it needs "
+                                           "WEBHOOKS_CURSOR_SECRET (ask your administrator).")
         raise Problem(403, "the sign-in form expired or came from another site: reload it",
                       code="csrf_failed")
     api_key = field(form, "api_key") or ""
-    tenant = signer.tenant_of(api_key) if api_key else None
-    if tenant == ADMIN_TENANT:
-        tenant = field(form, "tenant")
-        if tenant is None or not TENANT_PATTERN.match(tenant):
-            return _sign_in_again(request, "An admin key must name the tenant to look at.")
-    if tenant is None:
+    api_keys: ApiKeys = request.app.state.api_keys
+    principal = api_keys.lookup(api_key) if api_key else None
+    if principal is None:
         # Never echo or log the key: the answer names no detail of what was typed.
         return _sign_in_again(request, "That API key is not valid.")
+    if not principal.allows(READ):
+        return _sign_in_again(request, "That API key lacks the 'read' scope, which the "
+                                       "dashboard needs (a publish-only key cannot sign in).")
+    tenant = principal.tenant
+    if principal.is_admin:
+        tenant = field(form, "tenant") or ""
+        if not TENANT_PATTERN.match(tenant):
+            return _sign_in_again(request, "An admin key must name the tenant to look at.")
+        if ctx.registry.is_deleted(tenant):
+            return _sign_in_again(request, f"Tenant {tenant} was erased.")
+    cookie, lifetime = signer.issue(principal, api_key, tenant)
     response = redirect("/endpoints")
-    response.set_cookie(SESSION_COOKIE, signer.issue(api_key, tenant), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https",
-                        path=PREFIX, max_age=SESSION_SECONDS)
-    response.delete_cookie(SIGN_IN_COOKIE, path=PREFIX)
+    set_session_cookie(request, response, cookie, lifetime)
     return response
+
+
+def set_session_cookie(request: Request, response: Response, cookie: str, lifetime: int
+                       ) -> None:
+    """Give the browser the session ``cookie`` (for ``lifetime`` seconds), forget the
+    sign-in form's token."""
+    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path=PREFIX, max_age=lifetime)
+    response.delete_cookie(SIGN_IN_COOKIE, path=PREFIX)
 
 
 def _sign_in_again(request: Request, error: str) -> Response:
@@ -78,7 +99,7 @@ def _sign_in_again(request: Request, error: str) -> Response:
 
 
 @dashboard_router.post("/sign-out")
-async def sign_out(session: ChangeDep) -> Response:
+async def sign_out(session: PostDep) -> Response:
     """Forget the session cookie."""
     response = redirect("/sign-in", done="signed_out")
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)

@@ -8,7 +8,7 @@ renders the form again, as typed, with the problem (422) and changes nothing.
 
 A new endpoint's signing secret is shown once, on the page answering the post (never in
 a URL; pages are ``no-store``). Deleting asks first, on a page of its own, so that it
-needs no script.
+needs no script. The forms, like their posts, need the ``manage`` scope.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from services.eventlog.dashboard.router import (
     ChangeDep,
     ContextDep,
     FormDep,
-    SessionDep,
+    ManageSessionDep,
     dashboard_router,
     failure_page,
     redirect,
@@ -92,7 +92,7 @@ def _not_found(session: Session, endpoint_id: str) -> Response:
 # "/endpoints/new" is registered before pages.py's "/endpoints/{endpoint_id}" (the
 # package imports this module first), so "new" is never taken for an endpoint id.
 @dashboard_router.get("/endpoints/new")
-def new_endpoint_page(session: SessionDep) -> Response:
+def new_endpoint_page(session: ManageSessionDep) -> Response:
     """An empty form for a new endpoint."""
     return _form_page(session, EndpointForm(events="*"))
 
@@ -115,7 +115,7 @@ def create(ctx: ContextDep, session: ChangeDep, form: FormDep) -> Response:
 
 
 @dashboard_router.get("/endpoints/{endpoint_id}/edit")
-def edit_endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str) -> Response:
+def edit_endpoint_page(ctx: ContextDep, session: ManageSessionDep, endpoint_id: str) -> Response:
     """The endpoint's URL, event types, description and rate limit, to change."""
     endpoint = ctx.endpoints.get(session.tenant, endpoint_id)
     if endpoint is None:
@@ -148,7 +148,7 @@ def edit(ctx: ContextDep, session: ChangeDep, form: FormDep, endpoint_id: str) -
 
 
 @dashboard_router.get("/endpoints/{endpoint_id}/delete")
-def delete_endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str
+def delete_endpoint_page(ctx: ContextDep, session: ManageSessionDep, endpoint_id: str
                          ) -> Response:
     """Asks before deleting: what goes, what stays."""
     endpoint = ctx.endpoints.get(session.tenant, endpoint_id)

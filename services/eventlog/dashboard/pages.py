@@ -6,7 +6,6 @@ The endpoint forms (new, edit, delete) are in :mod:`endpoint_forms`, beside thei
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,16 +15,15 @@ from fastapi.responses import Response
 from services.eventlog.dashboard.charts import deliveries_chart, latency_chart
 from services.eventlog.dashboard.queries import BadPageToken, DashboardQueries, PageToken
 from services.eventlog.dashboard.router import (
-    PREFIX,
     ContextDep,
     SessionDep,
     dashboard_router,
     optional_session,
     redirect,
     render,
-    signer_of,
+    sign_in_form,
 )
-from services.eventlog.dashboard.session import SIGN_IN_COOKIE, Session
+from services.eventlog.dashboard.session import Session
 from services.eventlog.dlq_api import list_dead_tasks
 from webhooks.matching import is_valid_filter
 from webhooks.problems import Problem
@@ -47,6 +45,8 @@ NOTICES = {
     "replay_skipped": "Replay queued: {n} task(s); {skipped} skipped (endpoint deleted or "
                       "disabled).",
     "signed_out": "Signed out.",
+    "session_ended": "Your session ended (it timed out, its API key was revoked or expired, "
+                     "or its tenant was erased): sign in again.",
 }
 OutcomeFilter = Literal["succeeded", "failed"]
 
@@ -88,13 +88,8 @@ async def sign_in_page(request: Request,
                        session: Annotated[Session | None, Depends(optional_session)],
                        done: NoticeQuery = None) -> Response:
     """The sign-in form; its double-submit token goes in a cookie and a hidden field."""
-    nonce = secrets.token_urlsafe(16)
-    response = render("sign_in.html", None, sign_in_token=signer_of(request).csrf_token(nonce),
-                      signed_in=session is not None, notice=_notice(done, None, None),
-                      error=None)
-    response.set_cookie(SIGN_IN_COOKIE, nonce, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path=PREFIX, max_age=3600)
-    return response
+    return sign_in_form(request, signed_in=session is not None,
+                        notice=_notice(done, None, None))
 
 
 @dashboard_router.get("/endpoints")

@@ -1,26 +1,39 @@
-"""What the dashboard's pages and actions share: the router, sessions, CSRF, rendering.
+"""What the dashboard's pages and actions share: the router, sessions, CSRF, scopes, rendering.
 
-Pages answer HTML; a request without a valid session is sent to the sign-in page (303).
+Pages answer HTML; a request without a valid session is sent to the sign-in page (303),
+with a notice when the browser had a session that ended (its key revoked or expired, its
+tenant erased). Pages need the ``read`` scope (a session without it is no session).
 Every POST except sign-in needs the session's CSRF token in the form field
-``csrf_token``; without it the answer is a 403 problem and nothing changes. Sign-in
-itself is guarded by a double-submit token (cookie and form field), so another site
-cannot sign a browser in to an attacker's tenant.
+``csrf_token``; without it the answer is a 403 problem and nothing changes. Every change
+(``ChangeDep``) and the forms that lead to one (``ManageSessionDep``) also need the
+``manage`` scope: a session without it gets a 403 page and nothing changes. Sign-in itself
+is guarded by a double-submit token (cookie and form field), so another site cannot sign a
+browser in to an attacker's tenant.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.eventlog.context import EventlogContext
-from services.eventlog.dashboard.session import SESSION_COOKIE, Session, SessionSigner
+from services.eventlog.dashboard.session import (
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    Session,
+    SessionSigner,
+)
 from webhooks.envelope import format_timestamp
 from webhooks.problems import Problem
+from webhooks.registry import MANAGE
 
 PREFIX = "/dashboard"
 MAX_FORM_BYTES = 64 * 1024
@@ -35,7 +48,32 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-dashboard_router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+class Refused(Exception):
+    """Raised (by a dependency too) to answer with ``response``: a page or a redirect."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class DashboardRoute(APIRoute):
+    """A dashboard route: a :class:`Refused` raised while serving it is its answer."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def refusing(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Refused as refused:
+                return refused.response
+
+        return refusing
+
+
+dashboard_router = APIRouter(prefix=PREFIX, include_in_schema=False,
+                             route_class=DashboardRoute)
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -64,7 +102,7 @@ def signer_of(request: Request) -> SessionSigner:
     signer: SessionSigner | None = getattr(state, "dashboard_signer", None)
     if signer is None:
         context: EventlogContext = state.context
-        signer = state.dashboard_signer = SessionSigner(context.settings)
+        signer = state.dashboard_signer = SessionSigner(context.settings, context.registry)
     return signer
 
 
@@ -82,10 +120,30 @@ async def optional_session(request: Request) -> Session | None:
 async def require_session(
         request: Request,
         session: Annotated[Session | None, Depends(optional_session)]) -> Session:
-    """The browser's session; a redirect to the sign-in page without one."""
+    """The browser's session; a redirect to the sign-in page without one (saying that
+    the session ended, and forgetting its cookie, when the browser had one)."""
     if session is None:
-        raise Problem(303, "sign in first", headers={"Location": f"{PREFIX}/sign-in"})
+        if request.cookies.get(SESSION_COOKIE):
+            response = redirect("/sign-in", done="session_ended")
+            response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+            raise Refused(response)
+        raise Refused(redirect("/sign-in"))
     return session
+
+
+def require_manage(session: Session) -> Session:
+    """``session`` if it may change things; else a 403 page naming the scope it lacks."""
+    if not session.can_manage:
+        raise Refused(failure_page(session, Problem(
+            403, "This session can only look: changing endpoints, redelivering and "
+                 "replaying need an API key with the 'manage' scope. Sign in with such a "
+                 "key to make changes.", title="Read-only session", code="missing_scope")))
+    return session
+
+
+async def managing_session(session: Annotated[Session, Depends(require_session)]) -> Session:
+    """The session of a page that leads to a change (a form); 403 page without ``manage``."""
+    return require_manage(session)
 
 
 async def form_fields(request: Request) -> dict[str, list[str]]:
@@ -106,15 +164,25 @@ ContextDep = Annotated[EventlogContext, Depends(get_context)]
 async def checked_session(
         request: Request, form: FormDep,
         session: Annotated[Session, Depends(require_session)]) -> Session:
-    """The session of a change request whose CSRF token is right; else 403 (or sign in)."""
+    """The session of a post whose CSRF token is right; else 403 (or sign in)."""
     if not signer_of(request).csrf_valid(session.nonce, field(form, "csrf_token")):
         raise Problem(403, "missing or invalid CSRF token: reload the page and try again",
                       code="csrf_failed")
     return session
 
 
+async def changing_session(
+        session: Annotated[Session, Depends(checked_session)]) -> Session:
+    """The session of a change: right CSRF token and the ``manage`` scope (else 403)."""
+    return require_manage(session)
+
+
+# Pages (read); forms that lead to a change (manage); posts of any session (CSRF only:
+# signing out); changes (CSRF and manage).
 SessionDep = Annotated[Session, Depends(require_session)]
-ChangeDep = Annotated[Session, Depends(checked_session)]
+ManageSessionDep = Annotated[Session, Depends(managing_session)]
+PostDep = Annotated[Session, Depends(checked_session)]
+ChangeDep = Annotated[Session, Depends(changing_session)]
 
 
 def field(form: dict[str, list[str]], name: str) -> str | None:
@@ -128,8 +196,24 @@ def render(template: str, session: Session | None, status_code: int = 200,
     """``template`` rendered with ``values``, the session and the security headers."""
     html = _templates.get_template(template).render(
         session=session, csrf_token=session.csrf_token if session else None, prefix=PREFIX,
-        **values)
+        can_manage=session is not None and session.allows(MANAGE), **values)
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def sign_in_form(request: Request, *, status_code: int = 200, error: str | None = None,
+                 notice: str | None = None, signed_in: bool = False) -> HTMLResponse:
+    """The sign-in form with a fresh double-submit token (in a cookie and a hidden field)."""
+    signer = signer_of(request)
+    nonce = secrets.token_urlsafe(16)
+    if error is None and not signer.configured:
+        error = ("Sign-in is not set up on this server: it needs WEBHOOKS_CURSOR_SECRET "
+                 "(ask your administrator).")
+    response = render("sign_in.html", None, status_code=status_code,
+                      sign_in_token=signer.csrf_token(nonce), signed_in=signed_in,
+                      notice=notice, error=error)
+    response.set_cookie(SIGN_IN_COOKIE, nonce, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path=PREFIX, max_age=3600)
+    return response
 
 
 def redirect(path: str, **query: str | int | None) -> Response:

@@ -1,20 +1,28 @@
 """The dashboard's pages and actions against a real broker, sink and ClickHouse: sign-in,
-cookie flags, CSRF refusals that change nothing, every page, and tenant isolation."""
+cookie flags, CSRF refusals that change nothing, every page, and tenant isolation;
+sign-in with managed keys (re-checked at every request), scopes, and admin sign-in links."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from html import unescape
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.services.eventlog.conftest import ACME
+from services.eventlog.dashboard.session import NotConfigured, SessionSigner
+from tests.services.eventlog.conftest import ACME, ADMIN
 from tests.services.eventlog.test_dlq_api import dead_task, publish_dead
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
+from webhooks.auth import bootstrap_principal
 from webhooks.delivery import AttemptRecord, DeliveryTask
 from webhooks.envelope import Envelope
 from webhooks.settings import Settings
@@ -29,6 +37,9 @@ class Browser:
         # Its own client (own cookie jar) on the module's app; the app's lifespan (the
         # sink) is already running under ``api``.
         self.client = TestClient(api.app, follow_redirects=False)
+
+    def session_cookie(self) -> str | None:
+        return self.client.cookies.get("webhooks_dashboard")
 
     def sign_in(self, api_key: str, tenant: str = "") -> httpx.Response:
         form = self.client.get("/dashboard/sign-in")
@@ -443,3 +454,346 @@ def test_invalid_input_shows_the_form_again_and_changes_nothing(
     assert edited.status_code == 422, edited.text
     assert complaint in alert(edited.text)
     assert api.get("/v1/endpoints", headers=ACME).json() == before
+
+
+# -- managed keys, scopes, sign-in links -------------------------------------------------
+
+CHANGES = ("disable", "enable", "rotate-secret", "test", "edit", "delete")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def registered_tenant(api: TestClient, tenant: str) -> dict[str, Any]:
+    """A tenant of the registry with one endpoint (made by an admin acting for it)."""
+    response = api.post("/v1/tenants", json={"id": tenant}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    endpoint = api.post("/v1/endpoints", params={"tenant": tenant}, headers=ADMIN, json={
+        "url": f"https://hooks.example.com/{tenant}", "events": ["order.*"],
+        "description": f"{tenant} orders"})
+    assert endpoint.status_code == 201, endpoint.text
+    return endpoint.json()
+
+
+def managed_key(api: TestClient, tenant: str, **fields: Any) -> dict[str, Any]:
+    response = api.post(f"/v1/tenants/{tenant}/keys", json=fields, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def mint(api: TestClient, tenant: str, **fields: Any) -> dict[str, Any]:
+    response = api.post(f"/v1/tenants/{tenant}/dashboard-links", json=fields, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def signed_document(value: str) -> dict[str, Any]:
+    """What a session cookie or link token says (its payload; the MAC is not checked)."""
+    body = value.strip('"').split(".")[0]
+    document: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return document
+
+
+def set_cookie(response: httpx.Response, name: str = "webhooks_dashboard") -> str | None:
+    found = [c for c in response.headers.get_list("set-cookie") if c.startswith(f"{name}=")]
+    return found[0] if found else None
+
+
+def max_age(cookie: str) -> int:
+    found = re.search(r"Max-Age=(\d+)", cookie, re.IGNORECASE)
+    assert found, cookie
+    return int(found.group(1))
+
+
+def ended(browser: Browser, cookie: str | None = None) -> bool:
+    """True once the browser's session (or the session ``cookie``, sent as it is even
+    after the browser would have dropped it) no longer opens pages: the server sends it
+    to sign in again."""
+    if cookie is None:
+        response = browser.client.get("/dashboard/endpoints")
+    else:
+        response = Browser(browser.client).client.get(
+            "/dashboard/endpoints", headers={"Cookie": f"webhooks_dashboard={cookie}"})
+    return (response.status_code == 303
+            and response.headers["location"] == "/dashboard/sign-in?done=session_ended")
+
+
+def test_a_managed_key_signs_in_and_revoking_it_ends_the_session(api: TestClient) -> None:
+    endpoint = registered_tenant(api, "dash-managed")
+    created = managed_key(api, "dash-managed", description="dashboard")
+    browser = Browser(api)
+    response = browser.sign_in(created["key"])
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/dashboard/endpoints"
+    cookie = browser.session_cookie()
+    assert cookie and created["key"] not in cookie and created["key"][4:] not in cookie
+    assert signed_document(cookie)["k"] == created["id"]  # named by its id, never the key
+    page = browser.page("/dashboard/endpoints").text
+    assert endpoint["id"] in page and "dash-managed" in page
+    assert 'data-testid="read-only"' not in page and "New endpoint" in page
+    changed = browser.post(f"/dashboard/endpoints/{endpoint['id']}/disable")
+    assert changed.status_code == 303, changed.text
+    assert api.get(f"/v1/endpoints/{endpoint['id']}", params={"tenant": "dash-managed"},
+                   headers=ADMIN).json()["disabled"] is True
+    csrf = browser.csrf()
+
+    revoked = api.delete(f"/v1/tenants/dash-managed/keys/{created['id']}", headers=ADMIN)
+    assert revoked.status_code == 204
+    assert ended(browser)  # at its very next request
+    notice = browser.client.get("/dashboard/sign-in?done=session_ended").text
+    assert "Your session ended" in notice
+    # A change posted with the session's old token does nothing.
+    again = browser.client.post(f"/dashboard/endpoints/{endpoint['id']}/enable",
+                                data={"csrf_token": csrf})
+    assert again.status_code == 303 and "sign-in" in again.headers["location"]
+    assert api.get(f"/v1/endpoints/{endpoint['id']}", params={"tenant": "dash-managed"},
+                   headers=ADMIN).json()["disabled"] is True
+    # The revoked key cannot sign in again.
+    refused = Browser(api).sign_in(created["key"])
+    assert refused.status_code == 401 and "not valid" in refused.text
+
+
+def test_a_session_ends_when_its_managed_key_expires(api: TestClient) -> None:
+    registered_tenant(api, "dash-expiring")
+    created = managed_key(api, "dash-expiring", expires_in=2)
+    browser = Browser(api)
+    response = browser.sign_in(created["key"])
+    assert response.status_code == 303
+    cookie = set_cookie(response)
+    assert cookie and max_age(cookie) <= 2  # the cookie goes with the key
+    value = browser.session_cookie()
+    browser.page("/dashboard/endpoints")
+    deadline = time.monotonic() + 6
+    while not ended(browser, value):
+        assert time.monotonic() < deadline, "the session outlived its key"
+        time.sleep(0.2)
+
+
+def test_a_read_only_key_sees_the_pages_but_changes_nothing(api: TestClient) -> None:
+    endpoint = registered_tenant(api, "dash-reader")
+    reader = managed_key(api, "dash-reader", scopes=["read"])
+    before = api.get(f"/v1/endpoints/{endpoint['id']}", params={"tenant": "dash-reader"},
+                     headers=ADMIN).json()
+    browser = Browser(api)
+    assert browser.sign_in(reader["key"]).status_code == 303
+    for path in ("/dashboard/endpoints", f"/dashboard/endpoints/{endpoint['id']}",
+                 "/dashboard/events", "/dashboard/dlq", "/dashboard/charts"):
+        html = browser.page(path).text
+        assert 'data-testid="read-only"' in html, path
+        # No change buttons: the only form with a CSRF token is signing out.
+        assert html.count('name="csrf_token"') == 1, path
+    html = browser.page("/dashboard/endpoints").text
+    assert endpoint["id"] in html and "New endpoint" not in html and "Disable" not in html
+
+    base = f"/dashboard/endpoints/{endpoint['id']}"
+    for path in (*(f"{base}/{action}" for action in CHANGES), "/dashboard/endpoints/new",
+                 "/dashboard/dlq/replay"):
+        response = browser.post(path, {"url": "https://hooks.example.com/taken",
+                                       "events": "*", "id": "dlq_x"})
+        assert response.status_code == 403, (path, response.text[:300])
+        assert response.headers["content-type"].startswith("text/html")
+        assert "'manage' scope" in unescape(response.text), path
+        assert "Read-only session" in response.text
+    for path in ("/dashboard/endpoints/new", f"{base}/edit", f"{base}/delete"):
+        response = browser.client.get(path)
+        assert response.status_code == 403 and "'manage' scope" in unescape(response.text), path
+    assert api.get(f"/v1/endpoints/{endpoint['id']}", params={"tenant": "dash-reader"},
+                   headers=ADMIN).json() == before
+    assert len(api.get("/v1/endpoints", params={"tenant": "dash-reader"},
+                       headers=ADMIN).json()["data"]) == 1
+    # Signing out needs no manage scope.
+    assert browser.post("/dashboard/sign-out").headers["location"].endswith("signed_out")
+
+
+def test_a_key_without_the_read_scope_cannot_sign_in(api: TestClient) -> None:
+    api.post("/v1/tenants", json={"id": "dash-publisher"}, headers=ADMIN)
+    publisher = managed_key(api, "dash-publisher", scopes=["publish"])
+    browser = Browser(api)
+    response = browser.sign_in(publisher["key"])
+    assert response.status_code == 401
+    assert "lacks the 'read' scope" in unescape(response.text)
+    assert publisher["key"] not in response.text and set_cookie(response) is None
+    assert browser.client.get("/dashboard/endpoints").status_code == 303
+
+
+def test_a_managed_admin_key_signs_in_for_a_tenant(api: TestClient, data: dict[str, Seeded]
+                                                    ) -> None:
+    admin = managed_key(api, "*", scopes=["admin"])
+    browser = Browser(api)
+    assert browser.sign_in(admin["key"]).status_code == 401  # must name a tenant
+    assert browser.sign_in(admin["key"], tenant="globex").status_code == 303
+    assert data["globex"].failing["id"] in browser.page("/dashboard/endpoints").text
+
+
+def test_a_sign_in_link_opens_a_session_of_its_tenant(api: TestClient) -> None:
+    endpoint = registered_tenant(api, "dash-linked")
+    started = time.time()
+    link = mint(api, "dash-linked")
+    assert link["tenant"] == "dash-linked" and link["scopes"] == ["read", "manage"]
+    assert link["path"].startswith("/dashboard/sign-in/link?token=")
+    assert link["url"] == "http://testserver" + link["path"]
+    expires = datetime.fromisoformat(link["expires"]).timestamp()
+    assert started + 3590 < expires <= time.time() + 3600  # an hour by default
+    token = httpx.URL(link["url"]).params["token"]
+    assert set(signed_document(token)) == {"t", "s", "n", "e"}  # no key in it
+    assert "key-" not in token and "whk_" not in token
+
+    browser = Browser(api)
+    opened = browser.client.get(link["path"])
+    assert opened.status_code == 303, opened.text
+    assert opened.headers["location"] == "/dashboard/sign-in/continue"  # token leaves the bar
+    assert opened.headers["referrer-policy"] == "no-referrer"
+    cookie = set_cookie(opened)
+    assert cookie and "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert max_age(cookie) <= 3600
+    assert signed_document(browser.session_cookie() or "")["e"] <= expires
+    onward = browser.client.get("/dashboard/sign-in/continue")
+    assert onward.status_code == 303 and onward.headers["location"] == "/dashboard/endpoints"
+    page = browser.page("/dashboard/endpoints").text
+    assert endpoint["id"] in page and "dash-linked" in page and "New endpoint" in page
+    # Read and manage: it changes its own endpoints.
+    assert browser.post(f"/dashboard/endpoints/{endpoint['id']}/disable").status_code == 303
+    assert api.get(f"/v1/endpoints/{endpoint['id']}", params={"tenant": "dash-linked"},
+                   headers=ADMIN).json()["disabled"] is True
+    # Without the cookie, the continue page moves on by itself (same-site navigation).
+    fresh = Browser(api).client.get("/dashboard/sign-in/continue")
+    assert fresh.status_code == 200
+    assert 'http-equiv="refresh" content="0;url=/dashboard/endpoints"' in fresh.text
+
+
+def test_a_link_session_ends_no_later_than_its_link(api: TestClient) -> None:
+    registered_tenant(api, "dash-short")
+    link = mint(api, "dash-short", expires_in=2)
+    expires = datetime.fromisoformat(link["expires"]).timestamp()
+    browser = Browser(api)
+    opened = browser.client.get(link["path"])
+    cookie = set_cookie(opened)
+    assert cookie and max_age(cookie) <= 2
+    value = browser.session_cookie() or ""
+    assert signed_document(value)["e"] <= expires
+    browser.page("/dashboard/endpoints")
+    deadline = time.monotonic() + 6
+    while not ended(browser, value):
+        assert time.monotonic() < deadline, "the link's session outlived the link"
+        time.sleep(0.2)
+    # The link itself no longer opens anything.
+    refused = Browser(api).client.get(link["path"])
+    assert refused.status_code == 401 and "has expired" in refused.text
+
+
+def test_a_link_session_cannot_act_for_another_tenant(api: TestClient,
+                                                      data: dict[str, Seeded]) -> None:
+    registered_tenant(api, "dash-isolated")
+    browser = Browser(api)
+    assert browser.client.get(mint(api, "dash-isolated")["path"]).status_code == 303
+    acme_data = data["acme"]
+    before = api.get(f"/v1/endpoints/{acme_data.healthy['id']}", headers=ACME).json()
+    for path in ("/dashboard/endpoints", "/dashboard/events", "/dashboard/dlq"):
+        html = browser.page(path, tenant="acme").text  # a ?tenant= is no such thing here
+        for secret in (acme_data.failing["id"], acme_data.healthy["id"], "acme-marker",
+                       acme_data.dead.task_id):
+            assert secret not in html, (path, secret)
+    acme_endpoint = f"/dashboard/endpoints/{acme_data.healthy['id']}"
+    assert browser.client.get(acme_endpoint).status_code == 404
+    assert browser.client.get(f"/dashboard/events/{acme_data.events[0].id}").status_code == 404
+    for action in CHANGES:
+        response = browser.post(f"{acme_endpoint}/{action}",
+                                {"url": "https://hooks.example.com/taken", "events": "*"})
+        assert response.status_code == 404, (action, response.text[:300])
+    assert browser.post("/dashboard/dlq/replay",
+                        {"id": [acme_data.dead.task_id]}).status_code == 404
+    assert api.get(f"/v1/endpoints/{acme_data.healthy['id']}", headers=ACME).json() == before
+
+
+def forged_links(api: TestClient, settings: Settings) -> dict[str, str]:
+    """Tokens that must open nothing: each altered, foreign or not a link at all."""
+    genuine = httpx.URL(mint(api, "dash-forged")["url"]).params["token"]
+    body, mac = genuine.split(".")
+    payload = signed_document(genuine)
+
+    def encoded(document: dict[str, Any]) -> str:
+        raw = json.dumps(document, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    other_key = SessionSigner(settings.model_copy(update={"cursor_secret": "someone-else"}))
+    session = Browser(api)
+    session.sign_in("key-acme")
+    return {
+        "another tenant": f"{encoded({**payload, 't': 'acme'})}.{mac}",
+        "more scopes": f"{encoded({**payload, 's': ['admin', 'manage', 'read']})}.{mac}",
+        "later expiry": f"{encoded({**payload, 'e': payload['e'] + 3600})}.{mac}",
+        "cut short": genuine[:-5],
+        "no signature": body,
+        "garbage": "not-a-token",
+        "empty": "",
+        "signed elsewhere": other_key.issue_link("dash-forged", payload["e"]),
+        "a session cookie": session.session_cookie() or "",
+        "too long": genuine + "A" * 5000,
+    }
+
+
+def test_forged_or_malformed_links_open_nothing(api: TestClient,
+                                                eventlog_settings: Settings) -> None:
+    registered_tenant(api, "dash-forged")
+    for why, token in forged_links(api, eventlog_settings).items():
+        browser = Browser(api)
+        response = browser.client.get("/dashboard/sign-in/link", params={"token": token})
+        assert response.status_code == 401, (why, response.status_code)
+        assert "This sign-in link is not valid" in response.text, why
+        assert 'name="api_key"' in response.text  # the sign-in page, to sign in otherwise
+        assert set_cookie(response) is None, why
+        assert browser.client.get("/dashboard/endpoints").status_code == 303, why
+    missing = Browser(api).client.get("/dashboard/sign-in/link")
+    assert missing.status_code == 401 and set_cookie(missing) is None
+
+
+def test_an_erased_tenant_ends_every_session_of_it(api: TestClient) -> None:
+    registered_tenant(api, "dash-erased")
+    key = managed_key(api, "dash-erased")
+    with_key, as_admin, with_link = Browser(api), Browser(api), Browser(api)
+    assert with_key.sign_in(key["key"]).status_code == 303
+    assert as_admin.sign_in("key-admin", tenant="dash-erased").status_code == 303
+    link = mint(api, "dash-erased")
+    assert with_link.client.get(link["path"]).status_code == 303
+    unused = mint(api, "dash-erased")
+    for browser in (with_key, as_admin, with_link):
+        assert "dash-erased orders" in browser.page("/dashboard/endpoints").text
+
+    erased = api.delete("/v1/tenants/dash-erased", headers=ADMIN)
+    assert erased.status_code == 200, erased.text
+    for browser in (with_key, as_admin, with_link):
+        assert ended(browser)
+    refused = Browser(api).client.get(unused["path"])
+    assert refused.status_code == 401 and "no longer exists" in refused.text
+    assert set_cookie(refused) is None
+    admin_again = Browser(api).sign_in("key-admin", tenant="dash-erased")
+    assert admin_again.status_code == 401 and "was erased" in admin_again.text
+    assert api.post("/v1/tenants/dash-erased/dashboard-links", json={},
+                    headers=ADMIN).status_code == 404
+
+
+def test_a_bootstrap_key_removed_from_the_configuration_ends_its_sessions(
+        eventlog_settings: Settings) -> None:
+    """Replicas restarted without the key (the cursor secret kept) refuse its sessions."""
+    settings = eventlog_settings.model_copy(update={"cursor_secret": "kept"})
+    before = SessionSigner(settings)
+    cookie, _ = before.issue(bootstrap_principal("acme"), "key-acme", "acme")
+    assert before.open(cookie) is not None
+    after = SessionSigner(settings.model_copy(update={
+        "api_keys": {k: t for k, t in settings.api_keys.items() if k != "key-acme"}}))
+    assert after.open(cookie) is None
+
+
+def test_without_secret_material_no_session_or_link_is_issued(
+        eventlog_settings: Settings) -> None:
+    """No cursor secret and no bootstrap keys: nothing secret to sign with, so nothing is
+    signed (a MAC keyed by public material would let anyone forge a session)."""
+    bare = SessionSigner(eventlog_settings.model_copy(update={"cursor_secret": "",
+                                                              "api_keys": {}}))
+    assert not bare.configured
+    with pytest.raises(NotConfigured):
+        bare.issue_link("acme", int(time.time()) + 60)
+    keyed = SessionSigner(eventlog_settings.model_copy(update={"cursor_secret": ""}))
+    cookie, _ = keyed.issue(bootstrap_principal("acme"), "key-acme", "acme")
+    assert bare.open(cookie) is None and not bare.csrf_valid("n", bare.csrf_token("n"))

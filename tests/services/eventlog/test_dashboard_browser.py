@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,52 @@ def test_another_tenant_sees_none_of_it(browser: Any, stack: dict[str, Any],
     page.goto("/dashboard/endpoints")
     assert "globex orders" in page.content()
     shot(page, "12-other-tenant")
+
+
+def test_a_customer_signs_in_with_a_link_from_an_admin(
+        browser: Any, stack: dict[str, Any], dead_event: dict[str, Any]) -> None:
+    """An admin mints a sign-in link for acme and mails it; the customer clicks it in a
+    web mail on another site and lands on acme's endpoints, with no API key in the
+    browser and no token left in the address bar. A forged link opens nothing."""
+    api, admin = stack["api"], {"Authorization": "Bearer key-admin"}
+    assert api.post("/v1/tenants", json={"id": "acme"}, headers=admin).status_code == 201
+    minted = api.post("/v1/tenants/acme/dashboard-links", json={"expires_in": 600},
+                      headers=admin)
+    assert minted.status_code == 201, minted.text
+    url = minted.json()["url"]
+    assert url.startswith(stack["eventlog"].url + "/dashboard/sign-in/link?token=")
+
+    context = browser.new_context()
+    page = context.new_page()
+    # A web mail on another site: the click is a cross-site navigation, on which browsers
+    # send no SameSite=Strict cookie, redirects included.
+    mail = f'<html><body><p>Your dashboard:</p><a href="{url}">Open the dashboard</a></body></html>'
+    page.route("http://mail.example/**",
+               lambda route: route.fulfill(content_type="text/html", body=mail))
+    page.goto("http://mail.example/inbox")
+    page.get_by_role("link", name="Open the dashboard").click()
+    page.wait_for_url("**/dashboard/endpoints")
+    assert "token=" not in page.url
+    assert "orders to the warehouse" in page.content()
+    assert page.locator(".tenant").inner_text() == "acme"
+    assert page.get_by_role("link", name="New endpoint").is_visible()  # read and manage
+    cookie = next(c for c in context.cookies() if c["name"] == "webhooks_dashboard")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    link_expires = datetime.fromisoformat(minted.json()["expires"]).timestamp()
+    assert 0 < cookie["expires"] <= link_expires + 1  # the session ends with the link
+    shot(page, "18-signed-in-with-a-link")
+    page.get_by_role("link", name="Dead letters").click()
+    assert dead_event["id"] in page.content()
+
+    # The same link with one character of its signature changed opens nothing.
+    forged = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+    other = browser.new_context().new_page()
+    other.goto(forged)
+    assert "This sign-in link is not valid" in other.get_by_role("alert").inner_text()
+    other.goto(f"{stack['eventlog'].url}/dashboard/endpoints")
+    other.wait_for_url("**/dashboard/sign-in")
+    shot(other, "19-forged-link")
+    context.close()
 
 
 def metric_names(text: str) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -234,3 +235,31 @@ def test_the_registry_survives_a_restart(api: TestClient, eventlog_settings: Set
         assert fresh.key(created["id"]).scopes == ["read"]
     finally:
         fresh.stop()
+
+
+def test_dashboard_links_are_minted_by_admins_only_for_a_day_at_most(api: TestClient) -> None:
+    create_tenant(api, "linked")
+    path = "/v1/tenants/linked/dashboard-links"
+    default = api.post(path, headers=ADMIN)  # no body: an hour
+    assert default.status_code == 201, default.text
+    link = default.json()
+    assert link["url"].endswith(link["path"]) and link["url"].startswith("http")
+    assert link["tenant"] == "linked" and link["scopes"] == ["read", "manage"]
+    expires = datetime.fromisoformat(link["expires"]).timestamp()
+    assert 3590 < expires - time.time() <= 3600
+    day = api.post(path, json={"expires_in": 86400}, headers=ADMIN)
+    assert day.status_code == 201
+    assert datetime.fromisoformat(day.json()["expires"]).timestamp() - time.time() <= 86400
+    for bad in (86401, 0, -5, "soon"):
+        refused = api.post(path, json={"expires_in": bad}, headers=ADMIN)
+        assert refused.status_code == 422, bad
+    assert api.post(path, json={"tenant": "other"}, headers=ADMIN).status_code == 422
+    forbidden = api.post(path, json={}, headers=ACME)
+    assert forbidden.status_code == 403 and forbidden.json()["code"] == "missing_scope"
+    assert api.post(path, json={}).status_code == 401
+    reader = create_key(api, "linked", scopes=["read", "manage"])["key"]
+    assert api.post(path, json={}, headers=bearer(reader)).status_code == 403
+    unknown = api.post("/v1/tenants/nobody/dashboard-links", json={}, headers=ADMIN)
+    assert unknown.status_code == 404
+    assert api.post("/v1/tenants/*/dashboard-links", json={},
+                    headers=ADMIN).status_code in (400, 422)
