@@ -117,9 +117,11 @@ class Fanout:
         self.producer = AckedProducer(settings.kafka)
         self._scenarios = 0
 
-    def endpoints(self, count: int, hanging: int = 0) -> str:
+    def endpoints(self, count: int, hanging: int = 0,
+                  payload_filter: dict[str, Any] | None = None) -> str:
         """A tenant with ``count`` endpoints matching everything (the first ``hanging`` of
-        them never answer); returns the tenant once the worker's view has them."""
+        them never answer; each with ``payload_filter``, if given); returns the tenant once
+        the worker's view has them."""
         self._scenarios += 1
         tenant = f"{self.tenant_prefix}{self._scenarios}"
         now = utcnow()
@@ -128,7 +130,7 @@ class Fanout:
             path = f"/hang/{tenant}/{n}" if n < hanging else f"/{tenant}/{n}"
             endpoint = Endpoint(id=new_endpoint_id(), tenant=tenant, url=self.receiver.url(path),
                                 events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
-                                created=now, updated=now)
+                                filter=payload_filter, created=now, updated=now)
             records.append((endpoint.id.encode(), endpoint.to_json()))
         self.producer.produce_all(self.topics.endpoints, records)
         # The view follows the endpoints topic within a second; a probe event proves it.

@@ -23,6 +23,7 @@ few dict lookups per clause, no parsing and never ``eval``.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,8 @@ def _field(path: str, condition: Any, where: str, counter: list[int]) -> Predica
     if len(tests) == 1:
         [test] = tests
         return lambda doc: test(_lookup(doc, steps))
-    return lambda doc: all(test(value) for value in [_lookup(doc, steps)] for test in tests)
+    both = _all(tests)  # the tests of one value, read once
+    return lambda doc: both(_lookup(doc, steps))
 
 
 def _operator(op: str, operand: Any, where: str, counter: list[int]) -> Callable[[Any], bool]:
@@ -92,6 +94,8 @@ def _operator(op: str, operand: Any, where: str, counter: list[int]) -> Callable
     if counter[0] > MAX_CLAUSES:
         raise FilterError(f"filter: more than {MAX_CLAUSES} clauses")
     if op == "$eq":
+        if isinstance(operand, str):  # the common case, checked the quick way
+            return lambda value: type(value) is str and value == operand
         return lambda value: _equal(value, operand)
     if op == "$neq":
         return lambda value: not _equal(value, operand)
@@ -99,7 +103,8 @@ def _operator(op: str, operand: Any, where: str, counter: list[int]) -> Callable
         if not _is_number(operand) and not isinstance(operand, str):
             raise FilterError(f"{where}: needs a number or a string")
         compare = _COMPARE[op]
-        return lambda value: _comparable(value, operand) and compare(value, operand)
+        kinds = _NUMBERS if _is_number(operand) else (str,)
+        return lambda value: type(value) in kinds and compare(value, operand)
     if op in ("$in", "$nin"):
         if not isinstance(operand, list):
             raise FilterError(f"{where}: needs a list")
@@ -126,25 +131,19 @@ def _operator(op: str, operand: Any, where: str, counter: list[int]) -> Callable
 def _lookup(document: Any, steps: tuple[str, ...]) -> Any:
     value = document
     for step in steps:
-        if isinstance(value, dict):
+        if type(value) is dict:
             value = value.get(step, _MISSING)
+            if value is _MISSING:
+                return value
         elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
             value = value[int(step)]
         else:
             return _MISSING
-        if value is _MISSING:
-            return value
     return value
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _comparable(value: Any, operand: Any) -> bool:
-    if _is_number(operand):
-        return _is_number(value)
-    return isinstance(value, str)
 
 
 def _equal(value: Any, operand: Any) -> bool:
@@ -156,17 +155,23 @@ def _equal(value: Any, operand: Any) -> bool:
     return bool(value == operand)
 
 
+_NUMBERS = (int, float)  # by exact type: bool (an int subclass) is not a number in JSON
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
-    "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
-}
+    "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 
 
 def _all(parts: list[Predicate]) -> Predicate:
-    if len(parts) == 1:
-        return parts[0]
-    return lambda doc: all(part(doc) for part in parts)
+    # A chain of ``and``s: a few closures cost less than all() over a generator.
+    first, *rest = parts
+    if not rest:
+        return first
+    others = _all(rest)
+    return lambda doc: first(doc) and others(doc)
 
 
 def _any(parts: list[Predicate]) -> Predicate:
-    return lambda doc: any(part(doc) for part in parts)
+    first, *rest = parts
+    if not rest:
+        return first
+    others = _any(rest)
+    return lambda doc: first(doc) or others(doc)
