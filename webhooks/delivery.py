@@ -22,8 +22,10 @@ ATTEMPT_SCHEMA = "attempt.v1"
 
 Trigger = Literal["event", "redeliver", "recover", "test", "replay"]
 AttemptStatus = Literal["succeeded", "failed"]
+# What happened to a task after one step. ``held`` (a paused endpoint's task parked
+# again) and ``tenant_deleted`` are counted in metrics but leave no attempt record.
 Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped",
-                  "tenant_deleted"]
+                  "held", "tenant_deleted"]
 
 
 class AttemptSummary(JsonRecord):

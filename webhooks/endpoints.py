@@ -90,6 +90,9 @@ class Endpoint(JsonRecord):
     rate_limit: int | None = None
     headers: list[EndpointHeader] = []
     filter: dict[str, Any] | None = None
+    ordered: bool = False
+    paused: bool = False
+    paused_since: Timestamp | None = None
     disabled: bool = False
     disabled_reason: str | None = None
     created: Timestamp

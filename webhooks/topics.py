@@ -77,6 +77,12 @@ class Topics:
         """Delivery tasks (event x endpoint) due now, keyed by endpoint id."""
         return f"{self.prefix}.deliveries"
 
+    @property
+    def ordered(self) -> str:
+        """Tasks of ordered endpoints, keyed by endpoint id: each endpoint's delivered one
+        at a time, in the order they were written."""
+        return f"{self.prefix}.ordered"
+
     def retry(self, tier: str) -> str:
         """The topic where tasks wait out retry tier ``tier`` (e.g. ``5m``)."""
         return f"{self.prefix}.retry.{tier}"
@@ -108,6 +114,7 @@ class Topics:
             TopicSpec(self.endpoint_health, compacted),
             TopicSpec(self.registry, compacted),
             TopicSpec(self.deliveries, retention),
+            TopicSpec(self.ordered, retention),
             TopicSpec(self.dlq, {"retention.ms": str(max(retention_days, 30) * DAY_MS)}),
             TopicSpec(self.attempts, retention),
             TopicSpec(self.idempotency, {"cleanup.policy": "compact,delete",

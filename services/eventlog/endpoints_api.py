@@ -68,7 +68,9 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
         id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
         secrets=[EndpointSecret(secret=request.secret or generate_secret())],
         description=request.description, rate_limit=request.rate_limit,
-        headers=request.headers, filter=request.filter, created=now, updated=now)
+        headers=request.headers, filter=request.filter, ordered=request.ordered,
+        paused=request.paused, paused_since=now if request.paused else None,
+        created=now, updated=now)
     return EndpointCreated.of(ctx.endpoints.save(endpoint))
 
 
@@ -82,7 +84,7 @@ def list_endpoints(ctx: ContextDep, tenant: ReadTenantDep) -> EndpointList:
 def get_endpoint(ctx: ContextDep, tenant: ReadTenantDep,
                  endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointOut:
     """The endpoint, without its signing secrets."""
-    return EndpointOut.of(_load(ctx, tenant, endpoint_id))
+    return EndpointOut.of(_load(ctx, tenant, endpoint_id), ctx.settings.retention_days)
 
 
 @endpoints_router.get("/{endpoint_id}/secret", response_model=EndpointSecrets,
@@ -103,7 +105,7 @@ def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
     changes = request.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
         _check_url(ctx, changes["url"])
-    for name in ("url", "events", "description", "headers"):
+    for name in ("url", "events", "description", "headers", "ordered", "paused"):
         if name in changes and changes[name] is None:
             raise Problem(422, f"{name}: may not be null")
     if "disabled" in changes:
@@ -112,8 +114,11 @@ def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
         changes["disabled_reason"] = "disabled through the API" if changes["disabled"] else None
     if "headers" in changes:
         changes["headers"] = request.headers  # the models, not their dumps
-    updated = endpoint.model_copy(update={**changes, "updated": utcnow()})
-    return EndpointOut.of(ctx.endpoints.save(updated))
+    now = utcnow()
+    if changes.get("paused") is not None and changes["paused"] != endpoint.paused:
+        changes["paused_since"] = now if changes["paused"] else None
+    updated = endpoint.model_copy(update={**changes, "updated": now})
+    return EndpointOut.of(ctx.endpoints.save(updated), ctx.settings.retention_days)
 
 
 @endpoints_router.delete("/{endpoint_id}", status_code=204, response_class=Response,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
@@ -16,7 +16,7 @@ from webhooks.endpoints import (
     EndpointSecret,
     check_custom_headers,
 )
-from webhooks.envelope import Envelope
+from webhooks.envelope import Envelope, utcnow
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
 from webhooks.payload_filter import FilterError, compile_filter
 from webhooks.signing import secret_key
@@ -58,6 +58,13 @@ HEADERS_DESCRIPTION = ("Custom headers sent with every delivery (at most 20); `s
 FILTER_DESCRIPTION = ("Payload filter over the event's JSON, e.g. {\"data.object.status\": "
                       "\"shipped\", \"data.object.amount\": {\"$gte\": 1000}}; operators "
                       "$eq $neq $gt $gte $lt $lte $in $nin $exist $regex (RE2), $and, $or.")
+
+
+ORDERED_DESCRIPTION = ("Deliver the tenant's events in the order they were appended, one at "
+                       "a time; a failing delivery holds the later ones until it succeeds "
+                       "or is dead-lettered.")
+PAUSED_DESCRIPTION = ("Send nothing while paused, drop nothing: on resume everything held "
+                      "goes out (in order for an ordered endpoint).")
 
 
 def _check_secret(secret: str | None) -> str | None:
@@ -142,6 +149,8 @@ class EndpointCreate(BaseModel):
     headers: list[EndpointHeader] = Field(default_factory=list, max_length=20,
                                           description=HEADERS_DESCRIPTION)
     filter: dict[str, Any] | None = Field(default=None, description=FILTER_DESCRIPTION)
+    ordered: bool = Field(default=False, description=ORDERED_DESCRIPTION)
+    paused: bool = Field(default=False, description=PAUSED_DESCRIPTION)
 
     _filters = field_validator("events")(_check_filters)
     _secret = field_validator("secret")(_check_secret)
@@ -162,6 +171,8 @@ class EndpointUpdate(BaseModel):
         default=None, max_length=20, description="Replaces every custom header (secret "
                                                  "values must be given again).")
     filter: dict[str, Any] | None = Field(default=None, description="null removes the filter.")
+    ordered: bool | None = Field(default=None, description=ORDERED_DESCRIPTION)
+    paused: bool | None = Field(default=None, description=PAUSED_DESCRIPTION)
     disabled: bool | None = Field(default=None, description="false re-enables an endpoint.")
 
     _filters = field_validator("events")(_check_filters)
@@ -179,17 +190,39 @@ class EndpointOut(BaseModel):
     rate_limit: int | None
     headers: list[EndpointHeader]
     filter: dict[str, Any] | None
+    ordered: bool
+    paused: bool
+    paused_since: str | None
     disabled: bool
     disabled_reason: str | None
     created: str
     updated: str
+    warnings: list[str] = Field(default_factory=list, description="What needs attention, "
+                                "e.g. held tasks of a long-paused endpoint near retention.")
 
     @classmethod
-    def of(cls, endpoint: Endpoint) -> EndpointOut:
+    def of(cls, endpoint: Endpoint, retention_days: int | None = None) -> EndpointOut:
+        """The endpoint as shown; with ``retention_days``, warnings about held tasks."""
         document = endpoint.model_dump(exclude={"tenant", "secrets"})
         document["headers"] = [{**h, "value": MASKED} if h["secret"] else h
                                for h in document["headers"]]
+        if retention_days is not None:
+            document["warnings"] = pause_warnings(endpoint, retention_days, utcnow())
         return cls.model_validate(document)
+
+
+def pause_warnings(endpoint: Endpoint, retention_days: int, now: datetime) -> list[str]:
+    """A warning when a paused ordered endpoint's oldest held tasks near the ordered
+    topic's retention (an unordered one's are parked again every tier delay: they never
+    expire). Warns from two days before."""
+    if not (endpoint.paused and endpoint.ordered and endpoint.paused_since is not None):
+        return []
+    expiry = endpoint.paused_since + timedelta(days=retention_days)
+    if now < expiry - timedelta(days=2):
+        return []
+    return [f"paused since {endpoint.paused_since.isoformat()}: tasks held for this ordered "
+            f"endpoint are kept on the ordered topic for {retention_days} days; the oldest "
+            f"are deleted from {expiry.isoformat()} on: resume it before then"]
 
 
 class EndpointCreated(EndpointOut):

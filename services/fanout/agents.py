@@ -5,6 +5,7 @@ Data flow::
     events ──match──▶ one task per endpoint, attempted at once ──▶ receiver
     deliveries (redeliver, recover, test) ──deliver──┘   │ failure
     retry.<tier> ──deliver── ◀───────────────────────────┘ ... ──▶ dlq
+         └─ ordered endpoints' tasks ──▶ ordered ──one lane per endpoint──▶ receiver
                                                    every attempt ──▶ attempts
 
 Agents consume with manual acknowledgement (``stream.noack()``): each message is
@@ -27,6 +28,7 @@ import faust
 
 from services.fanout.dispatch import AckSlot, OrderedAcks
 from services.fanout.endpoint_view import EndpointView
+from services.fanout.ordered import OrderedLanes
 from services.fanout.worker import DIRECT_HEADER, FanoutWorker
 from webhooks import garbage_collection
 from webhooks.delivery import DeliveryTask
@@ -48,10 +50,12 @@ RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
 
 
 def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: EndpointView,
-               acks: OrderedAcks, tier_max_waiting: int) -> None:
-    """Declare the agents on ``app``: events -> match; deliveries and each retry tier -> deliver.
+               acks: OrderedAcks, lanes: OrderedLanes, tier_max_waiting: int) -> None:
+    """Declare the agents on ``app``: events -> match; deliveries and each retry tier ->
+    deliver; ordered -> the ordered endpoints' lanes.
 
-    ``tier_max_waiting`` bounds the unacknowledged tasks held per retry tier.
+    ``tier_max_waiting`` bounds the unacknowledged tasks held per retry tier, and those
+    held by the lanes.
     """
 
     async def view_ready() -> None:
@@ -88,6 +92,15 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
             await deliver(stream, topic, max_waiting)
 
         app.agent(app.topic(topic, **RAW), name=f"deliver-{topic}")(agent)
+
+    @app.agent(app.topic(topics.ordered, **RAW), name="deliver-ordered")
+    async def deliver_ordered(stream: faust.StreamT) -> None:
+        await view_ready()
+        async for slot, task in _readable(stream, acks, DeliveryTask.from_json, "ordered task"):
+            lanes.accept(task, on_durable=lambda slot=slot: acks.done(slot),
+                         cancelled=lambda slot=slot: slot.cancelled)
+            while acks.pending_where(lambda tp: tp.topic == topics.ordered) >= tier_max_waiting:
+                await asyncio.sleep(0.2)  # a paused or failing endpoint's backlog waits in Kafka
 
     deliver_agent(topics.deliveries, None)
     for tier in topics.retry_tiers:

@@ -26,6 +26,7 @@ from services.fanout.dispatch import EndpointDispatcher, OrderedAcks
 from services.fanout.endpoint_health import StreakView
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics, consumer_lag
+from services.fanout.ordered import OrderedLanes
 from services.fanout.pages import add_pages
 from services.fanout.worker import FanoutWorker
 from webhooks.acked_producer import AckedProducer
@@ -110,7 +111,9 @@ def create_app(settings: Settings) -> faust.App:
 
     worker = FanoutWorker(settings, view, deliverer, publish, dispatcher, metrics, streaks,
                           tenant_erased=registry.is_deleted)
-    add_agents(app, topics, worker, view, acks, tier_max_waiting=settings.fanout_max_waiting)
+    lanes = OrderedLanes(worker)
+    add_agents(app, topics, worker, view, acks, lanes,
+               tier_max_waiting=settings.fanout_max_waiting)
     add_pages(app, settings, view, metrics)
 
     @app.on_partitions_assigned.connect
@@ -126,6 +129,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
         await dispatcher.close()
+        await lanes.close()
         await deliverer.aclose()
         await asyncio.to_thread(producer.close)
         view.stop()

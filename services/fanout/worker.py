@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.fanout.deliverer import Deliverer, DeliveryResult
-from services.fanout.dispatch import EndpointDispatcher
+from services.fanout.dispatch import EndpointDispatcher, until_durable
 from services.fanout.endpoint_health import FailureTracker, StreakView, Verdict
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
@@ -58,6 +58,7 @@ class FanoutWorker:
         """``tenant_erased`` tells whether a tenant was erased (the registry): nothing more
         is delivered for it."""
         self.tenant_erased = tenant_erased
+        self._runners: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.schedule = settings.retry_schedule
@@ -84,8 +85,8 @@ class FanoutWorker:
         uncommitted offset does not.
         """
         erased = self.tenant_erased(envelope.tenant)  # in flight when its tenant was erased
-        tasks = [] if erased else [DeliveryTask.create(envelope, endpoint.id)
-                                   for endpoint in self.view.matching(envelope)]
+        matched = [] if erased else self.view.matching(envelope)
+        tasks = [DeliveryTask.create(envelope, endpoint.id) for endpoint in matched]
         if not tasks:
             on_durable()
             return tasks
@@ -97,10 +98,25 @@ class FanoutWorker:
             if remaining == 0:
                 on_durable()
 
-        for task in tasks:
-            self.accept(task, on_durable=one_durable, cancelled=cancelled)
+        for endpoint, task in zip(matched, tasks, strict=True):
+            if endpoint.ordered:
+                self._start(self._queue_ordered(task, one_durable))
+            else:
+                self.accept(task, on_durable=one_durable, cancelled=cancelled)
         self.metrics.tasks_created.inc(len(tasks))
         return tasks
+
+    async def _queue_ordered(self, task: DeliveryTask, on_durable: Callable[[], None]) -> None:
+        """An ordered endpoint's task goes to the ordered topic, where its lane delivers
+        the endpoint's tasks one at a time in the order written (services.fanout.ordered)."""
+        await until_durable(lambda: self.publish(self.topics.ordered, task.key, task.to_json()),
+                            "writing an ordered task")
+        on_durable()
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        runner = asyncio.get_running_loop().create_task(coro)
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
 
     # -- delivery --------------------------------------------------------------------
 
@@ -149,11 +165,16 @@ class FanoutWorker:
                            parked.to_json())
         self.metrics.deferred.inc()
 
-    async def send(self, task: DeliveryTask) -> Callable[[], Awaitable[Outcome]]:
+    async def send(self, task: DeliveryTask,
+                   retry_in_place: Callable[[DeliveryTask], None] | None = None
+                   ) -> Callable[[], Awaitable[Outcome]]:
         """The HTTP attempt; returns the step that makes its outcome durable.
 
         Decisions that later attempts must see at once (a disabled endpoint) are applied
-        to the local view here; the finish step publishes them.
+        to the local view here; the finish step publishes them. A task of a paused
+        endpoint is held (parked again in its tier) without an attempt. With
+        ``retry_in_place`` (an ordered endpoint's lane) a failed task that has retries
+        left is handed to it instead of to a retry tier topic.
         """
         endpoint = self.view.get(task.endpoint_id)
         started = utcnow()
@@ -161,6 +182,8 @@ class FanoutWorker:
             return self._forget
         if endpoint is None or endpoint.disabled:
             return lambda: self._drop(task, endpoint, started)
+        if endpoint.paused and retry_in_place is None:
+            return lambda: self._hold(task)
         result = await self.deliverer.deliver(task, endpoint)
         self.metrics.latency.observe(result.latency_ms / 1000)
         if result.succeeded:
@@ -193,12 +216,14 @@ class FanoutWorker:
         async def failed() -> Outcome:
             if disabled is not None and disable_reason is not None:
                 await self._announce_disabled(disabled, disable_reason)
-            await asyncio.gather(
-                self.publish(step.topic, step.task.key, step.task.to_json()),
-                self._record(task, endpoint, result, started, outcome, step.due),
-                self._save_streak(endpoint.id, verdict),
-            )
-            if step.dead_letter:
+            writes = [self._record(task, endpoint, result, started, outcome, step.due),
+                      self._save_streak(endpoint.id, verdict)]
+            if step.dead_letter or retry_in_place is None:
+                writes.append(self.publish(step.topic, step.task.key, step.task.to_json()))
+            await asyncio.gather(*writes)
+            if retry_in_place is not None and not step.dead_letter:
+                retry_in_place(step.task)
+            elif step.dead_letter:
                 self.metrics.dead_lettered.inc()
                 log.info("dead-lettered: %s", step.task.dlq_reason, extra={
                     "tenant": task.tenant, "event_id": task.event.id,
@@ -282,6 +307,13 @@ class FanoutWorker:
         result = DeliveryResult(False, 0.0, error=error)
         await self._record(task, endpoint, result, started, "dropped")
         return "dropped"
+
+    async def _hold(self, task: DeliveryTask) -> Outcome:
+        """A task of a paused endpoint: parked in its tier topic without an attempt and
+        looked at again when it comes due, so nothing is sent and nothing dropped."""
+        await self._defer(task)
+        self.metrics.deliveries.labels("held").inc()
+        return "held"
 
     async def _forget(self) -> Outcome:
         """A task of an erased tenant: not delivered, not retried, and no attempt record
