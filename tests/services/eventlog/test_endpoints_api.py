@@ -518,3 +518,40 @@ def test_headers_and_filters_are_kept_shown_masked_and_changed(api: TestClient) 
     assert cleared["filter"] is None and cleared["headers"] == []
     refused = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME, json={"headers": None})
     assert refused.status_code == 422
+
+
+def test_ordered_and_paused_are_set_shown_and_a_long_pause_warns(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    created = api.post("/v1/endpoints", headers=ACME, json={
+        "url": "https://example.com/ordered", "events": ["*"], "ordered": True}).json()
+    assert created["ordered"] is True and created["paused"] is False
+    assert created["paused_since"] is None and created["warnings"] == []
+
+    paused = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME,
+                       json={"paused": True}).json()
+    assert paused["paused"] is True and paused["paused_since"] is not None
+    assert paused["warnings"] == []  # far from the retention
+    again = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME,
+                      json={"paused": True}).json()
+    assert again["paused_since"] == paused["paused_since"]  # still paused since then
+    assert api.patch(f"/v1/endpoints/{created['id']}", headers=ACME,
+                     json={"ordered": None}).status_code == 422
+
+    # Paused since longer ago than retention minus two days: the answer warns.
+    records = read_topic(eventlog_settings, Topics.from_settings(eventlog_settings).endpoints,
+                         idle=1.0)
+    record = Endpoint.from_json([m for m in records if m.key() == created["id"].encode()][-1]
+                                .value())
+    long_ago = record.paused_since - timedelta(days=eventlog_settings.retention_days - 1)
+    AckedProducer(eventlog_settings.kafka).send(
+        Topics.from_settings(eventlog_settings).endpoints,
+        record.model_copy(update={"paused_since": long_ago}).to_json(),
+        key=record.id.encode())
+    warnings = eventually(lambda: api.get(f"/v1/endpoints/{created['id']}",
+                                          headers=ACME).json()["warnings"])
+    assert "resume it before" in warnings[0]
+
+    resumed = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME,
+                        json={"paused": False}).json()
+    assert resumed["paused"] is False and resumed["paused_since"] is None
+    assert resumed["warnings"] == []
