@@ -93,7 +93,7 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
 
         app.agent(app.topic(topic, **RAW), name=f"deliver-{topic}")(agent)
 
-    @app.agent(app.topic(topics.ordered, **RAW), name="deliver-ordered")
+    @app.agent(app.topic(topics.ordered, **RAW), name=f"deliver-{topics.ordered}")
     async def deliver_ordered(stream: faust.StreamT) -> None:
         await view_ready()
         async for slot, task in _readable(stream, acks, DeliveryTask.from_json, "ordered task"):
