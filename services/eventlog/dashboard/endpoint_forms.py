@@ -103,7 +103,7 @@ def create(ctx: ContextDep, session: ChangeDep, form: FormDep) -> Response:
     typed = EndpointForm.posted(form)
     try:
         created = create_endpoint(ctx, session.tenant,
-                                  EndpointCreate.model_validate(typed.fields()))
+                                  EndpointCreate.model_validate(typed.fields()), Response())
     except ValidationError as exc:
         return _form_page(session, typed, error=invalid(exc), status_code=422)
     except Problem as exc:
