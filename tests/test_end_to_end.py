@@ -356,3 +356,21 @@ def test_payload_filters_and_custom_headers_shape_what_an_endpoint_gets(
     assert request.headers["x-team"] == "payments"
     assert request.headers["authorization"] == "Bearer s3cr3t"
     assert verified(request, endpoint["secret"]) == wanted
+
+
+def test_a_create_retried_after_an_eventlog_crash_answers_the_first_endpoint(
+        services: dict[str, ServiceProcess], eventlog: httpx.Client) -> None:
+    """The Idempotency-Key lives on the endpoint record (Kafka, ClickHouse), not in the
+    process: a retry after kill -9 and restart gets the first endpoint, same secret."""
+    body = {"url": "https://hooks.example.com/once", "events": ["order.*"]}
+    key = {**ACME, "Idempotency-Key": "e2e-create-once"}
+    first = eventlog.post("/v1/endpoints", headers=key, json=body)
+    assert first.status_code == 201, first.text
+    services["eventlog"].kill()
+    services["eventlog"].start()
+    retried = eventlog.post("/v1/endpoints", headers=key, json=body)
+    assert retried.status_code == 200, retried.text
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.json() == first.json()
+    listed = eventlog.get("/v1/endpoints", headers=ACME, params={"url": "hooks.example.com/once"})
+    assert [e["id"] for e in listed.json()["data"]] == [first.json()["id"]]

@@ -76,6 +76,14 @@ def check_custom_headers(headers: list[EndpointHeader]) -> list[EndpointHeader]:
     return headers
 
 
+class EndpointIdempotency(JsonRecord):
+    """The ``Idempotency-Key`` an endpoint was created with, and a digest per field of that
+    request's body, so that a retry is told which fields it changed."""
+
+    key: str
+    fields: dict[str, str]
+
+
 class Endpoint(JsonRecord):
     """One subscriber URL of one tenant, with its filters and secrets (newest first)."""
 
@@ -95,6 +103,7 @@ class Endpoint(JsonRecord):
     paused_since: Timestamp | None = None
     disabled: bool = False
     disabled_reason: str | None = None
+    idempotency: EndpointIdempotency | None = None
     created: Timestamp
     updated: Timestamp
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -14,8 +15,9 @@ ENDPOINT_COLUMNS: list[Column] = [
     ("status", lambda e: "disabled" if e.get("disabled") else "enabled"),
     ("description", "description"),
 ]
-ENDPOINT_FIELDS = ("id", "url", "events", "description", "rate_limit", "disabled",
-                   "disabled_reason", "created", "updated")
+ENDPOINT_FIELDS = ("id", "url", "events", "description", "rate_limit", "headers", "filter",
+                   "disabled", "disabled_reason", "created", "updated")
+FILTER_EXAMPLE = '{"data.object.status": "shipped", "data.object.amount": {"$gte": 1000}}'
 
 
 @click.group()
@@ -23,9 +25,76 @@ def endpoints() -> None:
     """Manage the endpoints (URLs) that receive your webhooks."""
 
 
-def _print_endpoint(endpoint: dict[str, Any], as_json: bool) -> None:
-    fields = [*ENDPOINT_FIELDS, *(["secret"] if "secret" in endpoint else [])]
-    print_record(endpoint, as_json, fields)
+def _header_lines(endpoint: dict[str, Any]) -> list[str]:
+    """``Name: value`` per custom header (secret values come masked from the API)."""
+    return [f"{h['name']}: {h['value']}" + ("  (secret)" if h.get("secret") else "")
+            for h in endpoint.get("headers") or []]
+
+
+def _print_endpoint(endpoint: dict[str, Any], as_json: bool,
+                    fields: tuple[str, ...] = ENDPOINT_FIELDS) -> None:
+    fields = (*fields, *(("secret",) if "secret" in endpoint else ()))
+    print_record(endpoint, as_json, fields, lines={"headers": _header_lines(endpoint)})
+
+
+def _headers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+             ) -> list[tuple[str, str]]:
+    """``--header NAME=VALUE`` (repeated) as (name, value) pairs; the API checks the names
+    and values themselves."""
+    pairs = []
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE", ctx, param)
+        pairs.append((name.strip(), text))
+    return pairs
+
+
+def _filter(ctx: click.Context, param: click.Parameter, value: str | None
+            ) -> dict[str, Any] | None:
+    """``--filter JSON`` or ``--filter @file.json`` (``@-``: standard input) as an object."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            with click.open_file(value[1:]) as file:
+                text = file.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]!r}: {exc.strerror}",
+                                     ctx, param) from exc
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", ctx, param) from exc
+    if not isinstance(document, dict):
+        raise click.BadParameter(f"must be a JSON object, e.g. '{FILTER_EXAMPLE}'", ctx, param)
+    return document
+
+
+def _custom_headers(plain: list[tuple[str, str]], secret: list[tuple[str, str]]
+                    ) -> list[dict[str, Any]]:
+    return [{"name": name, "value": value, "secret": hidden}
+            for pairs, hidden in ((plain, False), (secret, True)) for name, value in pairs]
+
+
+def delivery_options(command: Any) -> Any:
+    """The delivery options create and update share: custom headers, payload filter."""
+    for option in reversed([
+        click.option("--header", "header", multiple=True, callback=_headers,
+                     metavar="NAME=VALUE",
+                     help="A custom header sent with every delivery, e.g. X-Team=payments. "
+                          "Repeat for several."),
+        click.option("--secret-header", multiple=True, callback=_headers,
+                     metavar="NAME=VALUE",
+                     help="A custom header whose value is secret: masked wherever it is "
+                          "shown. Repeat for several."),
+        click.option("--filter", "filter_", callback=_filter, metavar="JSON|@FILE",
+                     help="Payload filter: deliver only events whose fields match, e.g. "
+                          f"'{FILTER_EXAMPLE}'; @file.json reads it from a file."),
+    ]):
+        command = option(command)
+    return command
 
 
 @endpoints.command("create")
@@ -37,25 +106,42 @@ def _print_endpoint(endpoint: dict[str, Any], as_json: bool) -> None:
 @click.option("--secret", help="A whsec_… signing secret; generated when omitted.")
 @click.option("--rate-limit", type=click.IntRange(min=1),
               help="At most this many deliveries per second.")
+@delivery_options
+@click.option("--idempotency-key", help="Sent as Idempotency-Key: a retry returns the "
+                                        "endpoint the first request created.")
 @json_option
 @pass_session
 def create(session: CliSession, url: str, events_: tuple[str, ...], description: str,
-           secret: str | None, rate_limit: int | None, as_json: bool) -> None:
+           secret: str | None, rate_limit: int | None, header: list[tuple[str, str]],
+           secret_header: list[tuple[str, str]], filter_: dict[str, Any] | None,
+           idempotency_key: str | None, as_json: bool) -> None:
     """Create an endpoint; prints its id and signing secret."""
     body: dict[str, Any] = {"url": url, "events": list(events_), "description": description}
     if secret is not None:
         body["secret"] = secret
     if rate_limit is not None:
         body["rate_limit"] = rate_limit
-    _print_endpoint(session.api().post("/v1/endpoints", body), as_json)
+    if header or secret_header:
+        body["headers"] = _custom_headers(header, secret_header)
+    if filter_ is not None:
+        body["filter"] = filter_
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    _print_endpoint(session.api().post("/v1/endpoints", body, headers=headers), as_json)
 
 
 @endpoints.command("list")
+@click.option("--url", help="Only endpoints whose URL contains this text (any case).")
+@click.option("--disabled/--enabled", "disabled", default=None,
+              help="Only disabled, or only enabled, endpoints.")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="At most this many endpoints (default: every one, page after page).")
 @json_option
 @pass_session
-def list_(session: CliSession, as_json: bool) -> None:
-    """List your endpoints."""
-    rows = session.api().get("/v1/endpoints")["data"]
+def list_(session: CliSession, url: str | None, disabled: bool | None, limit: int | None,
+          as_json: bool) -> None:
+    """List your endpoints, oldest first."""
+    params = {"url": url, "disabled": None if disabled is None else str(disabled).lower()}
+    rows = list(session.api().paginate("/v1/endpoints", params, limit))
     print_rows(rows, ENDPOINT_COLUMNS, as_json, empty="no endpoints yet")
 
 
@@ -73,7 +159,7 @@ def show(session: CliSession, endpoint_id: str, secrets: bool, as_json: bool) ->
     if as_json:
         print_json(endpoint)
         return
-    print_record(endpoint, False, ENDPOINT_FIELDS)
+    _print_endpoint(endpoint, False)
     for secret in endpoint.get("secrets", []):
         click.echo(f"secret: {secret['secret']}  (expires: {secret.get('expires') or 'never'})")
 
@@ -85,17 +171,34 @@ def show(session: CliSession, endpoint_id: str, secrets: bool, as_json: bool) ->
               help="Replace the subscribed event types (repeat for several).")
 @click.option("--description", help="New description.")
 @click.option("--rate-limit", type=click.IntRange(min=1), help="New deliveries per second.")
+@delivery_options
+@click.option("--clear-headers", is_flag=True, help="Remove every custom header.")
+@click.option("--clear-filter", is_flag=True, help="Remove the payload filter.")
 @json_option
 @pass_session
 def update(session: CliSession, endpoint_id: str, url: str | None, events_: tuple[str, ...],
-           description: str | None, rate_limit: int | None, as_json: bool) -> None:
-    """Change an endpoint: only the options given change."""
+           description: str | None, rate_limit: int | None, header: list[tuple[str, str]],
+           secret_header: list[tuple[str, str]], filter_: dict[str, Any] | None,
+           clear_headers: bool, clear_filter: bool, as_json: bool) -> None:
+    """Change an endpoint: only the options given change. --header and --secret-header
+    replace every custom header: give each one to keep, secret values included."""
+    given_headers = bool(header or secret_header)
+    if given_headers and clear_headers:
+        raise click.UsageError("give --header/--secret-header or --clear-headers, not both")
+    if filter_ is not None and clear_filter:
+        raise click.UsageError("give --filter or --clear-filter, not both")
+    headers = _custom_headers(header, secret_header) if given_headers else None
     changes: dict[str, Any] = {"url": url, "events": list(events_) or None,
-                               "description": description, "rate_limit": rate_limit}
+                               "description": description, "rate_limit": rate_limit,
+                               "headers": [] if clear_headers else headers,
+                               "filter": filter_}
     changes = {name: value for name, value in changes.items() if value is not None}
+    if clear_filter:
+        changes["filter"] = None  # null removes it
     if not changes:
-        raise click.UsageError("nothing to change: give --url, --events, --description "
-                               "or --rate-limit")
+        raise click.UsageError("nothing to change: give --url, --events, --description, "
+                               "--rate-limit, --header, --secret-header, --clear-headers, "
+                               "--filter or --clear-filter")
     _patch(session, endpoint_id, changes, as_json)
 
 

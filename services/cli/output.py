@@ -59,14 +59,22 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column], as_jso
 
 
 def print_record(document: dict[str, Any], as_json: bool,
-                 fields: Sequence[str] | None = None) -> None:
-    """One object: JSON, or ``name: value`` lines (all fields, or ``fields``)."""
+                 fields: Sequence[str] | None = None,
+                 lines: dict[str, list[str]] | None = None) -> None:
+    """One object: JSON, or ``name: value`` lines (all fields, or ``fields``). A field
+    in ``lines`` shows those texts instead of its value, one per line (``-`` for none)."""
     if as_json:
         print_json(document)
         return
     names = fields or list(document)
     width = max((len(name) for name in names), default=0)
     for name in names:
+        if lines is not None and name in lines:
+            texts = lines[name] or ["-"]
+            click.echo(f"{name + ':':<{width + 1}} {texts[0]}")
+            for text in texts[1:]:
+                click.echo(f"{'':<{width + 1}} {text}")
+            continue
         value = document.get(name)
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else cell(value)
         click.echo(f"{name + ':':<{width + 1}} {text}")

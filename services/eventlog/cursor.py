@@ -9,6 +9,9 @@ are ordered. The token is ``base64url(json) . base64url(hmac)``: the MAC (keyed 
 the listing, tenant and filters it was issued for, so it cannot be replayed against
 other filters, another listing or another tenant.
 
+A listing ordered by a key instead of a Kafka position (the endpoints, by id) keeps the
+last key served in ``after`` (``"k"`` in the token) and no positions.
+
 Version 1 tokens (issued before the filters travelled in the cursor) carry only the
 digest; they still resume when sent with the filters they were issued for.
 """
@@ -29,6 +32,7 @@ from webhooks.settings import Settings
 CURSOR_VERSION = 2
 FILTERLESS_VERSION = 1
 """Tokens without the filters: still accepted together with their own filters."""
+MAX_KEY_LENGTH = 256
 
 
 class CursorError(ValueError):
@@ -61,10 +65,12 @@ def _canonical(filters: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Cursor:
     """Per partition, the offset of the last row already served; and the filters of the
-    listing, which a token then carries (None: a token without them, version 1)."""
+    listing, which a token then carries (None: a token without them, version 1).
+    ``after``: the last key served, for a listing ordered by key (None: from the start)."""
 
     positions: dict[int, int] = field(default_factory=dict)
     filters: dict[str, Any] | None = None
+    after: str | None = None
 
     def advanced(self, rows: list[tuple[int, int]]) -> Cursor:
         """This cursor moved past ``rows`` of ``(partition, offset)``."""
@@ -72,7 +78,11 @@ class Cursor:
         for partition, offset in rows:
             if offset > positions.get(partition, -1):
                 positions[partition] = offset
-        return Cursor(positions, self.filters)
+        return Cursor(positions, self.filters, self.after)
+
+    def past(self, key: str | None) -> Cursor:
+        """This cursor moved past the row with sort key ``key`` (None: not moved)."""
+        return self if key is None else Cursor(self.positions, self.filters, key)
 
     def encode(self, binding: str, key: bytes) -> str:
         """The token: version 2 with the filters when the cursor has them, else 1."""
@@ -81,6 +91,8 @@ class Cursor:
             "b": binding, "p": {str(p): o for p, o in sorted(self.positions.items())}}
         if self.filters is not None:
             document["f"] = _canonical(self.filters)
+        if self.after is not None:
+            document["k"] = self.after
         payload = json.dumps(document, separators=(",", ":")).encode()
         mac = hmac.new(key, payload, hashlib.sha256).digest()[:16]
         return f"{_b64(payload)}.{_b64(mac)}"
@@ -157,8 +169,11 @@ def _cursor_of(document: dict[str, Any]) -> Cursor:
         raise CursorError("cursor is malformed") from exc
     if any(p < 0 or o < 0 for p, o in positions.items()):
         raise CursorError("cursor is malformed")
+    after = document.get("k")
+    if after is not None and (not isinstance(after, str) or len(after) > MAX_KEY_LENGTH):
+        raise CursorError("cursor is malformed")
     filters = document.get("f")
-    return Cursor(positions, filters if isinstance(filters, dict) else None)
+    return Cursor(positions, filters if isinstance(filters, dict) else None, after)
 
 
 def _b64(raw: bytes) -> str:

@@ -16,6 +16,12 @@ Read-before-change: a change derived from the current record (PATCH, secret rota
 starts from :meth:`EndpointStore.latest`, which first waits (bounded) until the sink has
 stored every record on the topic, so that it does not undo a write the table has not
 caught up with yet (the fanout disabling the endpoint, another replica's change).
+
+Listing: :meth:`EndpointStore.page` serves a tenant's live endpoints by id (ULIDs, so
+oldest first), after the last id of the previous page, filtered on the latest record.
+Idempotent creation: :meth:`EndpointStore.find_created_with` finds the live endpoint a
+tenant created with an ``Idempotency-Key`` (kept on the record itself, so it lasts as
+long as the endpoint and needs no store of its own).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -39,8 +47,50 @@ log = logging.getLogger(__name__)
 _LATEST = (
     "SELECT id, argMax(record, kafka_offset) AS record, argMax(deleted, kafka_offset) AS deleted, "
     "argMax(tenant, kafka_offset) AS owner FROM endpoints {where} GROUP BY id "
-    "HAVING deleted = 0 AND owner = {{tenant:String}} ORDER BY id"
+    "HAVING deleted = 0 AND owner = {{tenant:String}}{having} ORDER BY id{limit}"
 )
+
+
+def _latest(where: str, having: str = "", limit: str = "") -> str:
+    return _LATEST.format(where=where, having=having, limit=limit)
+
+
+def _tenants_ids(also: str = "") -> str:
+    """Only ids that ever belonged to the tenant (a tombstone row has no tenant), whose
+    rows also meet ``also``."""
+    return "id IN (SELECT id FROM endpoints WHERE tenant = {tenant:String}" + also + ")"
+
+
+@dataclass(frozen=True)
+class EndpointFilters:
+    """What a listing of endpoints is restricted to: their state and a URL substring
+    (case-insensitive)."""
+
+    disabled: bool | None = None
+    url: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The filters as a plain dict: what a cursor carries and is bound to."""
+        return {"disabled": self.disabled, "url": self.url}
+
+    @classmethod
+    def from_description(cls, described: dict[str, Any]) -> EndpointFilters:
+        """The filters :meth:`describe` gave (as a cursor carries them back)."""
+        disabled, url = described.get("disabled"), described.get("url")
+        return cls(disabled=disabled if isinstance(disabled, bool) else None,
+                   url=url if isinstance(url, str) else None)
+
+    def having(self, params: dict[str, Any]) -> str:
+        """Conditions on the latest record of each id, adding their parameters."""
+        conditions = ""
+        if self.disabled is not None:
+            params["disabled"] = self.disabled
+            conditions += " AND JSONExtractBool(record, 'disabled') = {disabled:Bool}"
+        if self.url:
+            params["url"] = self.url
+            conditions += (" AND positionCaseInsensitiveUTF8(JSONExtractString(record, 'url'), "
+                           "{url:String}) > 0")
+        return conditions
 
 
 class EndpointStore:
@@ -59,28 +109,55 @@ class EndpointStore:
 
     def list(self, tenant: str) -> list[Endpoint]:
         """Every live endpoint of ``tenant``, by id."""
-        # Only ids that ever belonged to the tenant (a tombstone row has no tenant).
-        where = "WHERE id IN (SELECT id FROM endpoints WHERE tenant = {tenant:String})"
-        result = self.client.query(_LATEST.format(where=where), parameters={"tenant": tenant})
+        where = "WHERE " + _tenants_ids()
+        result = self.client.query(_latest(where), parameters={"tenant": tenant})
         return [Endpoint.from_json(row[1]) for row in result.result_rows]
+
+    def page(self, tenant: str, filters: EndpointFilters, after: str | None, limit: int
+             ) -> tuple[list[Endpoint], bool]:
+        """Up to ``limit`` live endpoints of ``tenant`` matching ``filters``, by id, with ids
+        after ``after``; and whether more follow."""
+        params: dict[str, Any] = {"tenant": tenant, "after": after or ""}
+        where = "WHERE id > {after:String} AND " + _tenants_ids(" AND id > {after:String}")
+        result = self.client.query(_latest(where, filters.having(params), f" LIMIT {limit + 1:d}"),
+                                   parameters=params)
+        rows = result.result_rows
+        return [Endpoint.from_json(row[1]) for row in rows[:limit]], len(rows) > limit
 
     def get(self, tenant: str, endpoint_id: str) -> Endpoint | None:
         """One live endpoint of ``tenant`` (None if missing, deleted or another tenant's)."""
-        result = self.client.query(_LATEST.format(where="WHERE id = {id:String}"),
+        result = self.client.query(_latest("WHERE id = {id:String}"),
                                    parameters={"tenant": tenant, "id": endpoint_id})
         rows = result.result_rows
         return Endpoint.from_json(rows[0][1]) if rows else None
 
+    def find_created_with(self, tenant: str, idempotency_key: str) -> list[Endpoint]:
+        """The live endpoints of ``tenant`` created with ``idempotency_key``, by id (one,
+        unless two replicas raced), once the table holds every record written so far (or
+        the bound passed), so that a retry finds the create it repeats."""
+        self._wait_for_topic_end()
+        where = "WHERE " + _tenants_ids(
+            " AND JSONExtractString(record, 'idempotency', 'key') = {key:String}")
+        result = self.client.query(_latest(where),
+                                   parameters={"tenant": tenant, "key": idempotency_key})
+        found = [Endpoint.from_json(row[1]) for row in result.result_rows]
+        # The latest record keeps the key (a change copies it), but check it anyway.
+        return [e for e in found if e.idempotency and e.idempotency.key == idempotency_key]
+
     def latest(self, tenant: str, endpoint_id: str) -> Endpoint | None:
         """:meth:`get` once the table holds every record written to the topic so far (or
         the bound passed): the record to derive a change from."""
+        self._wait_for_topic_end()
+        return self.get(tenant, endpoint_id)
+
+    def _wait_for_topic_end(self) -> None:
+        """Wait (bounded) until the table holds every record on the topic now."""
         try:
             ends = self.topic_ends(self.topics.endpoints)
         except KafkaException as exc:
             log.warning("cannot read the endpoints topic's end offsets (%s)", exc)
         else:
             self.wait_sinked({p: end - 1 for p, end in ends.items() if end > 0})
-        return self.get(tenant, endpoint_id)
 
     def topic_ends(self, topic: str) -> dict[int, int]:
         """The end offsets of ``topic``'s partitions now (raises KafkaException)."""

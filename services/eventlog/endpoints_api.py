@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import zlib
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 
 from services.eventlog.context import PROBLEM_RESPONSES, EventlogContext, page_response
 from services.eventlog.deps import ContextDep, ManageTenantDep, ReadTenantDep
+from services.eventlog.endpoint_store import EndpointFilters
 from services.eventlog.event_store import AttemptFilters, EventFilters
 from services.eventlog.listing import CursorQuery, LimitQuery, checked_range
 from services.eventlog.models import (
@@ -16,14 +19,14 @@ from services.eventlog.models import (
     AttemptPage,
     EndpointCreate,
     EndpointCreated,
-    EndpointList,
     EndpointOut,
+    EndpointPage,
     EndpointSecrets,
     EndpointUpdate,
     Queued,
     RecoverRequest,
 )
-from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
+from webhooks.endpoints import Endpoint, EndpointIdempotency, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, utcnow
 from webhooks.problems import Problem
 from webhooks.signing import generate_secret
@@ -32,6 +35,16 @@ from webhooks.target_policy import TargetRefused
 ENDPOINT_ID = Path(description="Endpoint id (ep_…).", max_length=80)
 TEST_EVENT_TYPE = "webhook.test"
 ERROR_CLASS_PATTERN = r"^[a-z][a-z_]{0,39}$"
+REPLAYED_HEADER = "Idempotent-Replayed"  # as ingest answers a repeated event
+IdempotencyKeyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", pattern=r"^[\x20-\x7e]{1,255}$",
+    description="A retry with the same key (same tenant, within WEBHOOKS_IDEMPOTENCY_WINDOW, "
+                "24 h by default) and the same body answers 200 with the endpoint the first "
+                "request created, and `Idempotent-Replayed: true`; with another body, 422.")]
+# Keyed creates on one replica run one at a time per key (striped locks): a retry racing
+# the first request on the same replica finds its endpoint. Across replicas that race
+# stays open (see create_endpoint).
+_CREATE_LOCKS = [threading.Lock() for _ in range(64)]
 
 
 # Routes over the endpoints of the caller's tenant.
@@ -58,26 +71,90 @@ def _load(ctx: EventlogContext, tenant: str, endpoint_id: str, to_change: bool =
 
 
 @endpoints_router.post("", status_code=201, response_model=EndpointCreated,
-                       summary="Create an endpoint")
-def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
-                    request: EndpointCreate) -> EndpointCreated:
-    """Subscribe a URL to event types; answers with the id and the signing secret."""
+                       summary="Create an endpoint",
+                       responses={200: {"description": "A retry with the same Idempotency-Key: "
+                                                       "the endpoint the first request created"}})
+def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointCreate,
+                    response: Response, idempotency_key: IdempotencyKeyHeader = None
+                    ) -> EndpointCreated:
+    """Subscribe a URL to event types; answers with the id and the signing secret.
+
+    With an ``Idempotency-Key``, a retry (same tenant, within the idempotency window) gets
+    the endpoint the first request created, same id and secret, with 200 and
+    ``Idempotent-Replayed: true``; the same key with another body is a 422 naming the
+    fields that differ. The key is kept on the endpoint record, so it holds across
+    restarts, and is forgotten when the endpoint is deleted. Retries on one replica are
+    serialised; two replicas receiving the same key at the same instant may both create
+    an endpoint (a narrow race: both records carry the key, and later retries get the
+    older one).
+    """
+    if idempotency_key is None:
+        return EndpointCreated.of(ctx.endpoints.save(_new_endpoint(ctx, tenant, request)))
+    digests = request.digests()
+    lock = _CREATE_LOCKS[zlib.crc32(f"{tenant}\0{idempotency_key}".encode()) % len(_CREATE_LOCKS)]
+    with lock:
+        first = _created_with(ctx, tenant, idempotency_key)
+        if first is None:
+            endpoint = _new_endpoint(ctx, tenant, request).model_copy(update={
+                "idempotency": EndpointIdempotency(key=idempotency_key, fields=digests)})
+            return EndpointCreated.of(ctx.endpoints.save(endpoint))
+    assert first.idempotency is not None
+    differing = sorted(name for name in {*digests, *first.idempotency.fields}
+                       if digests.get(name) != first.idempotency.fields.get(name))
+    if differing:
+        raise Problem(422, f"Idempotency-Key: already used to create {first.id} with other "
+                           f"values of {', '.join(differing)}; send the same body again, or "
+                           "use a new key for a new endpoint")
+    response.status_code = 200
+    response.headers[REPLAYED_HEADER] = "true"
+    return EndpointCreated.of(first)
+
+
+def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) -> Endpoint:
+    """The endpoint ``request`` asks for (not saved yet); 422 for a refused URL."""
     _check_url(ctx, request.url)
     now = utcnow()
-    endpoint = Endpoint(
+    return Endpoint(
         id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
         secrets=[EndpointSecret(secret=request.secret or generate_secret())],
         description=request.description, rate_limit=request.rate_limit,
         headers=request.headers, filter=request.filter, ordered=request.ordered,
         paused=request.paused, paused_since=now if request.paused else None,
         created=now, updated=now)
-    return EndpointCreated.of(ctx.endpoints.save(endpoint))
 
 
-@endpoints_router.get("", response_model=EndpointList, summary="List endpoints")
-def list_endpoints(ctx: ContextDep, tenant: ReadTenantDep) -> EndpointList:
-    """Every endpoint of the tenant, disabled ones included."""
-    return EndpointList(data=[EndpointOut.of(e) for e in ctx.endpoints.list(tenant)])
+def _created_with(ctx: EventlogContext, tenant: str, idempotency_key: str) -> Endpoint | None:
+    """The endpoint first created with ``idempotency_key`` within the idempotency window."""
+    since = utcnow() - timedelta(seconds=ctx.settings.idempotency_window)
+    found = [e for e in ctx.endpoints.find_created_with(tenant, idempotency_key)
+             if e.created > since]
+    return min(found, key=lambda e: (e.created, e.id)) if found else None
+
+
+@endpoints_router.get("", response_model=EndpointPage, summary="List endpoints")
+def list_endpoints(
+    ctx: ContextDep,
+    tenant: ReadTenantDep,
+    disabled: Annotated[bool | None, Query(
+        description="Only disabled (true) or only enabled (false) endpoints.")] = None,
+    url: Annotated[str | None, Query(
+        description="Only endpoints whose URL contains this text (case-insensitive).",
+        max_length=200)] = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> EndpointPage:
+    """The tenant's endpoints, disabled ones included, by id (oldest first); page until
+    ``has_more`` is false. The cursor alone continues the listing with its filters."""
+    filters = EndpointFilters(disabled=disabled, url=url or None)
+    position, binding = ctx.decode_cursor(cursor, "endpoints", tenant, filters.describe(),
+                                          filters_given=filters != EndpointFilters())
+    if position.filters is not None:
+        filters = EndpointFilters.from_description(position.filters)
+    endpoints, has_more = ctx.endpoints.page(tenant, filters, position.after, limit)
+    following = position.past(endpoints[-1].id if endpoints else None)
+    return EndpointPage(data=[EndpointOut.of(e, ctx.settings.retention_days) for e in endpoints],
+                        has_more=has_more,
+                        next_cursor=following.encode(binding, ctx.cursor_key))
 
 
 @endpoints_router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")

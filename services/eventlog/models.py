@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -157,6 +159,14 @@ class EndpointCreate(BaseModel):
     _headers = field_validator("headers")(_check_headers)
     _payload_filter = field_validator("filter")(_check_payload_filter)
 
+    def digests(self) -> dict[str, str]:
+        """Per field, a digest of its value (defaults filled in), to tell a retry with an
+        ``Idempotency-Key`` from a different request. Secret values enter only hashed: the
+        signing secret has 192+ random bits, and header values are on the record anyway."""
+        return {name: hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"))
+                                     .encode()).hexdigest()[:32]
+                for name, value in self.model_dump(mode="json").items()}
+
 
 class EndpointUpdate(BaseModel):
     """``PATCH /v1/endpoints/{id}``: only the fields given change."""
@@ -236,8 +246,12 @@ class EndpointCreated(EndpointOut):
                                    "secret": endpoint.secrets[0].secret})
 
 
-class EndpointList(BaseModel):
+class EndpointPage(BaseModel):
+    """A page of endpoints, by id (oldest first)."""
+
     data: list[EndpointOut]
+    has_more: bool = Field(description="More endpoints match after this page.")
+    next_cursor: str = Field(description="Resume after this page (it carries the filters).")
 
 
 class EndpointSecrets(BaseModel):

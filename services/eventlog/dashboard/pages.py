@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
@@ -25,6 +25,8 @@ from services.eventlog.dashboard.router import (
 )
 from services.eventlog.dashboard.session import Session
 from services.eventlog.dlq_api import list_dead_tasks
+from services.eventlog.endpoints_api import list_endpoints
+from services.eventlog.models import EndpointOut
 from webhooks.matching import is_valid_filter
 from webhooks.problems import Problem
 
@@ -93,20 +95,33 @@ async def sign_in_page(request: Request,
 
 
 @dashboard_router.get("/endpoints")
-def endpoints_page(ctx: ContextDep, session: SessionDep, done: NoticeQuery = None,
-                   n: CountQuery = None) -> Response:
-    """Every endpoint of the tenant with its health, failing ones first."""
-    endpoints = ctx.endpoints.list(session.tenant)
+def endpoints_page(ctx: ContextDep, session: SessionDep,
+                   url: Annotated[str | None, Query(max_length=200)] = None,
+                   state: Annotated[str | None, Query(max_length=20)] = None,
+                   cursor: Annotated[str | None, Query(max_length=4096)] = None,
+                   done: NoticeQuery = None, n: CountQuery = None) -> Response:
+    """The tenant's endpoints with their health, a page at a time as ``GET /v1/endpoints``
+    pages them (by id), failing ones first on each page; searched by URL text and state."""
+    url = (url or "").strip() or None
+    state = state if state in ("enabled", "disabled") else None
+    shown = {"url": url, "state": state, "active": "endpoints"}
+    try:
+        page = list_endpoints(ctx, session.tenant, disabled=None if state is None
+                              else state == "disabled", url=url, limit=PAGE_SIZE,
+                              cursor=cursor)
+    except Problem as exc:
+        return render("endpoints.html", session, rows=[], page=None, error=exc.detail,
+                      notice=None, status_code=exc.status, **shown)
     health = DashboardQueries(ctx.client).endpoint_health(session.tenant)
 
-    def failing_first(endpoint: Any) -> tuple[int, float, str]:
+    def failing_first(endpoint: EndpointOut) -> tuple[int, float, str]:
         rate = health[endpoint.id].hour_rate if endpoint.id in health else None
         return (0 if endpoint.disabled else 1, 1.0 if rate is None else rate, endpoint.id)
 
     rows = [{"endpoint": e, "health": health.get(e.id)}
-            for e in sorted(endpoints, key=failing_first)]
-    return render("endpoints.html", session, rows=rows, notice=_notice(done, n, None),
-                  active="endpoints")
+            for e in sorted(page.data, key=failing_first)]
+    return render("endpoints.html", session, rows=rows, page=page, error=None,
+                  notice=_notice(done, n, None), **shown)
 
 
 @dashboard_router.get("/endpoints/{endpoint_id}")
@@ -123,7 +138,11 @@ def endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str,
     attempts = queries.recent_attempts(session.tenant, endpoint_id, status, _token(before),
                                        PAGE_SIZE)
     health = queries.endpoint_health(session.tenant).get(endpoint_id)
+    shown = EndpointOut.of(endpoint)  # secret header values masked, as the API shows them
     return render("endpoint.html", session, endpoint=endpoint, health=health,
+                  headers=shown.headers,
+                  payload_filter=json.dumps(shown.filter, indent=2, ensure_ascii=False)
+                  if shown.filter is not None else None,
                   attempts=attempts, status=status, notice=_notice(done, n, None),
                   active="endpoints")
 

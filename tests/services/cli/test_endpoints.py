@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
+from pathlib import Path
 
+import pytest
 from standardwebhooks.webhooks import Webhook
 
+from services.cli import client
 from tests.services.cli.conftest import Cli, create_live_endpoint
 from tests.support.receiver import Receiver
 
@@ -106,3 +110,116 @@ def test_every_command_has_help(cli: Cli) -> None:
     for path in walk(main, []):
         result = cli(*path, "--help")
         assert result.stdout.startswith("Usage: "), path
+
+
+def test_custom_headers_and_a_payload_filter(cli: Cli, tmp_path: Path) -> None:
+    shipped = {"data.object.status": "shipped", "data.object.amount": {"$gte": 1000}}
+    created = cli.json("endpoints", "create", "--url", "http://127.0.0.1:1/options",
+                       "--header", "X-Team=payments", "--header", "X-Trace=a=b",
+                       "--secret-header", "Authorization=Bearer s3cr3t",
+                       "--filter", json.dumps(shipped))
+    assert created["headers"] == [
+        {"name": "X-Team", "value": "payments", "secret": False},
+        {"name": "X-Trace", "value": "a=b", "secret": False},
+        {"name": "Authorization", "value": "[masked]", "secret": True}]
+    assert created["filter"] == shipped
+    shown = cli("endpoints", "show", created["id"]).stdout
+    assert "s3cr3t" not in shown
+    lines = shown.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("headers:"))
+    value_column = lines[at].index("X-Team")
+    assert [line[value_column:] for line in lines[at:at + 3]] == [
+        "X-Team: payments", "X-Trace: a=b", "Authorization: [masked]  (secret)"]
+    assert f"filter:          {json.dumps(shipped)}" in lines
+
+    # A filter from a file, or from standard input; headers replaced, then cleared.
+    (tmp_path / "filter.json").write_text('{"type": {"$in": ["order.shipped"]}}')
+    changed = cli.json("endpoints", "update", created["id"], "--filter",
+                       f"@{tmp_path / 'filter.json'}", "--secret-header", "X-Key=k2")
+    assert changed["filter"] == {"type": {"$in": ["order.shipped"]}}
+    assert changed["headers"] == [{"name": "X-Key", "value": "[masked]", "secret": True}]
+    from_stdin = json.loads(cli("endpoints", "update", created["id"], "--filter", "@-",
+                                "--json", input='{"data.n": 1}').stdout)
+    assert from_stdin["filter"] == {"data.n": 1}
+    assert from_stdin["headers"] == changed["headers"]  # untouched
+    cleared = cli.json("endpoints", "update", created["id"], "--clear-headers",
+                       "--clear-filter")
+    assert (cleared["headers"], cleared["filter"]) == ([], None)
+    plain = cli("endpoints", "show", created["id"]).stdout.splitlines()
+    assert "headers:         -" in plain and "filter:          -" in plain
+    cli("endpoints", "delete", created["id"], "--yes")
+
+
+def test_bad_headers_and_filters_are_one_clear_line_and_change_nothing(
+        cli: Cli, tmp_path: Path) -> None:
+    before = cli.json("endpoints", "list")["data"]
+    create = ("endpoints", "create", "--url", "http://127.0.0.1:1/bad")
+    usage = [  # refused before any request: exit 2, naming the option
+        (("--header", "X-Team"), "Invalid value for '--header': 'X-Team' is not NAME=VALUE"),
+        (("--secret-header", "=v"), "Invalid value for '--secret-header': '=v' is not"),
+        (("--filter", "{nope"), "Invalid value for '--filter': not JSON"),
+        (("--filter", "[1]"), "Invalid value for '--filter': must be a JSON object"),
+        (("--filter", f"@{tmp_path / 'missing.json'}"),
+         "Invalid value for '--filter': cannot read"),
+    ]
+    for args, complaint in usage:
+        result = cli(*create, *args, expect=2)
+        assert complaint in result.stderr, result.stderr
+    refused = [  # refused by the API: exit 1, one line naming the bad part
+        (("--header", "Host=evil.example"), "'Host': reserved"),
+        (("--secret-header", "X-A=1", "--header", "x-a=2"), "'X-A': given twice"),
+        (("--filter", '{"$where": "1"}'), "$where"),
+        (("--filter", '{"data.note": {"$regex": "(open"}}'), "data.note.$regex"),
+    ]
+    for args, named in refused:
+        result = cli(*create, *args, expect=1)
+        assert result.stderr.startswith("Error: 422 Unprocessable Entity: "), result.stderr
+        assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    endpoint = cli.json(*create)
+    both = [(("--header", "X-A=1", "--clear-headers"), "--clear-headers, not both"),
+            (("--filter", "{}", "--clear-filter"), "--clear-filter, not both")]
+    for args, complaint in both:
+        assert complaint in cli("endpoints", "update", endpoint["id"], *args,
+                                expect=2).stderr
+    patched = cli("endpoints", "update", endpoint["id"], "--header", "Content-Type=x",
+                  expect=1)
+    assert "'Content-Type': reserved" in patched.stderr
+    assert cli.json("endpoints", "show", endpoint["id"])["headers"] == []
+    cli("endpoints", "delete", endpoint["id"], "--yes")
+    assert cli.json("endpoints", "list")["data"] == before
+
+
+def test_list_pages_through_every_endpoint_with_filters(
+        cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = cli.as_key("key-admin")
+    tenant = ("--tenant", f"t{uuid.uuid4().hex[:10]}")
+    urls = [f"http://127.0.0.1:1/{name}" for name in ("Shop-1", "blog", "shop-2", "shop-3")]
+    made = [admin.json(*tenant, "endpoints", "create", "--url", url)["id"] for url in urls]
+    admin(*tenant, "endpoints", "disable", made[3])
+    monkeypatch.setattr(client, "PAGE_SIZE", 2)  # several requests for four endpoints
+
+    def listed(*args: str) -> list[str]:
+        return [e["id"] for e in admin.json(*tenant, "endpoints", "list", *args)["data"]]
+
+    assert listed() == made
+    assert listed("--limit", "3") == made[:3]
+    assert listed("--url", "SHOP") == [made[0], made[2], made[3]]
+    assert listed("--url", "shop", "--enabled") == [made[0], made[2]]
+    assert listed("--disabled") == [made[3]]
+    table = admin(*tenant, "endpoints", "list", "--disabled").stdout
+    assert "disabled" in table and made[3] in table and made[0] not in table
+    assert admin(*tenant, "endpoints", "list", "--url", "nowhere").stdout == "no endpoints yet\n"
+
+
+def test_a_create_retried_with_its_idempotency_key_makes_one_endpoint(cli: Cli) -> None:
+    key = f"cli-{uuid.uuid4()}"
+    create = ("endpoints", "create", "--url", "http://127.0.0.1:1/once", "--idempotency-key",
+              key)
+    first, again = cli.json(*create), cli.json(*create)
+    assert again == first  # same id and secret
+    other = cli("endpoints", "create", "--url", "http://127.0.0.1:1/other",
+                "--idempotency-key", key, expect=1)
+    assert other.stderr.startswith("Error: 422 Unprocessable Entity: Idempotency-Key: "
+                                   f"already used to create {first['id']} with other values "
+                                   "of url;")
+    cli("endpoints", "delete", first["id"], "--yes")

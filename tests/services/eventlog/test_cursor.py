@@ -101,6 +101,30 @@ def test_carried_filters_cannot_be_changed_without_the_key() -> None:
         resume(f"{forged}.{mac}", "events", "acme", {}, KEY, filters_given=False)
 
 
+def test_a_keyed_listing_carries_the_last_key_served() -> None:
+    filters = {"disabled": None, "url": "orders"}
+    start, binding = resume(None, "endpoints", "acme", filters, KEY)
+    assert start.after is None and start.past(None) is start
+    token = start.past("ep_01J").encode(binding, KEY)
+    resumed, again = resume(token, "endpoints", "acme", {}, KEY, filters_given=False)
+    assert resumed == Cursor({}, filters, "ep_01J") and again == binding
+    assert resumed.advanced([]).after == "ep_01J"
+    body, mac = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["k"] = "ep_00"
+    forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    with pytest.raises(CursorError, match="tampered"):
+        resume(f"{forged}.{mac}", "endpoints", "acme", {}, KEY, filters_given=False)
+    for bad in (7, "k" * 257):
+        payload["k"] = bad
+        raw = json.dumps(payload).encode()
+        signed = (base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + base64
+                  .urlsafe_b64encode(hmac.new(KEY, raw, hashlib.sha256).digest()[:16])
+                  .decode().rstrip("="))
+        with pytest.raises(CursorError, match="malformed"):
+            resume(signed, "endpoints", "acme", {}, KEY, filters_given=False)
+
+
 def binding_of(filters: dict) -> str:
     return request_binding("events", "acme", filters)
 

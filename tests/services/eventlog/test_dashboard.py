@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from services.eventlog.dashboard import pages
 from services.eventlog.dashboard.session import NotConfigured, SessionSigner
 from tests.services.eventlog.conftest import ACME, ADMIN
 from tests.services.eventlog.test_dlq_api import dead_task, publish_dead
@@ -355,7 +357,7 @@ def endpoint_form(url: str = "https://hooks.example.com/dashboard", events: str 
 def alert(html: str) -> str:
     found = re.search(r'<p class="error" role="alert">([^<]*)</p>', html)
     assert found, "no error shown"
-    return found.group(1)
+    return unescape(found.group(1))
 
 
 def test_an_endpoint_is_created_edited_and_deleted_through_forms(
@@ -431,6 +433,14 @@ INVALID = [  # (field, typed value, what the error says)
     ("rate_limit", "fast", "Rate limit: Input should be a valid integer"),
     ("rate_limit", "1.5", "Rate limit: Input should be a valid integer"),
     ("description", "x" * 513, "Description: String should have at most 512 characters"),
+    ("filter", "{nope", "Payload filter: not JSON"),
+    ("filter", "[1, 2]", "Payload filter: must be a JSON object"),
+    ("filter", '{"$where": "1"}', "Payload filter: filter: unknown operator $where"),
+    ("filter", '{"data.note": {"$regex": "(open"}}',
+     "Payload filter: data.note.$regex: not a valid RE2 pattern"),
+    ("header_name_0", "Host", "Custom headers: header 'Host': reserved"),
+    ("header_name_0", "bad name", "Custom headers: header 'bad name': not a valid HTTP header"),
+    ("header_value_0", "orphan", "Custom headers: row 1 has a value but no name"),
 ]
 
 
@@ -454,6 +464,130 @@ def test_invalid_input_shows_the_form_again_and_changes_nothing(
     assert edited.status_code == 422, edited.text
     assert complaint in alert(edited.text)
     assert api.get("/v1/endpoints", headers=ACME).json() == before
+
+
+def header_rows(*rows: tuple[str, str, bool], stored: dict[int, str] | None = None
+                ) -> dict[str, str]:
+    """The form fields of custom-header rows (name, value, secret), in order."""
+    fields = {}
+    for i, (name, value, secret) in enumerate(rows):
+        fields |= {f"header_name_{i}": name, f"header_value_{i}": value}
+        if secret:
+            fields[f"header_secret_{i}"] = "on"
+    for i, name in (stored or {}).items():
+        fields[f"header_stored_{i}"] = name
+    return fields
+
+
+def stored_headers(api: TestClient, endpoint_id: str) -> list[tuple[str, str, bool]]:
+    """The headers as the record keeps them (secret values in the clear): what the fanout
+    sends."""
+    endpoint = api.app.state.context.endpoints.get("acme", endpoint_id)
+    return [(h.name, h.value, h.secret) for h in endpoint.headers]
+
+
+def test_custom_headers_and_a_payload_filter_through_the_forms(
+        api: TestClient, acme: Browser) -> None:
+    form = acme.page("/dashboard/endpoints/new").text
+    assert 'name="header_name_2"' in form and 'name="header_name_3"' not in form
+    assert '<textarea name="filter"' in form
+    shipped = {"data.object.status": "shipped", "data.object.amount": {"$gte": 1000}}
+    created = acme.post("/dashboard/endpoints/new", {
+        **endpoint_form(url="https://hooks.example.com/options"),
+        **header_rows(("X-Team", "payments", False), ("Authorization", "Bearer s3cr3t", True)),
+        "filter": json.dumps(shipped)})
+    assert created.status_code == 200, created.text
+    endpoint_id = re.search(r'href="/dashboard/endpoints/(ep_[0-9A-Za-z]+)"',
+                            created.text).group(1)
+    shown = api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()
+    assert shown["headers"] == [
+        {"name": "X-Team", "value": "payments", "secret": False},
+        {"name": "Authorization", "value": "[masked]", "secret": True}]
+    assert shown["filter"] == shipped
+
+    page = acme.page(f"/dashboard/endpoints/{endpoint_id}").text
+    assert "X-Team: payments" in page and "Authorization: [masked]" in page
+    assert '"data.object.status": "shipped"' in unescape(page)
+    edit = acme.page(f"/dashboard/endpoints/{endpoint_id}/edit").text
+    assert "s3cr3t" not in page and "s3cr3t" not in edit  # never put in a page
+    assert 'name="header_value_0" value="payments"' in edit
+    assert 'name="header_value_1" value=""' in edit and 'name="header_stored_1"' in edit
+    assert 'name="header_name_4"' in edit  # three empty rows below the two stored
+
+    def save(*rows: tuple[str, str, bool], stored: dict[int, str] | None = None,
+             **fields: str) -> httpx.Response:
+        saved = acme.post(f"/dashboard/endpoints/{endpoint_id}/edit", {
+            **endpoint_form(url="https://hooks.example.com/options"),
+            "filter": json.dumps(shipped), **header_rows(*rows, stored=stored), **fields})
+        assert saved.status_code == 303, saved.text
+        return saved
+
+    # The form as shown, posted back: the secret row left empty keeps its value.
+    again = save(("X-Team", "payments", False), ("Authorization", "", True),
+                 stored={1: "Authorization"})
+    assert again.headers["location"].endswith("done=unchanged")
+    # Another field changed: only it is sent, the secret stays.
+    save(("X-Team", "payments", False), ("Authorization", "", True),
+         stored={1: "Authorization"}, description="with options")
+    assert stored_headers(api, endpoint_id) == [("X-Team", "payments", False),
+                                                ("Authorization", "Bearer s3cr3t", True)]
+    # Renamed and added to; a typed secret replaces the stored one.
+    save(("X-Team", "ops", False), ("X-Auth", "", True), ("X-Key", "k-1", True),
+         stored={1: "Authorization"}, description="with options")
+    assert stored_headers(api, endpoint_id) == [
+        ("X-Team", "ops", False), ("X-Auth", "Bearer s3cr3t", True), ("X-Key", "k-1", True)]
+    save(("X-Team", "ops", False), ("X-Auth", "Bearer n3w", True), ("X-Key", "", True),
+         stored={1: "X-Auth", 2: "X-Key"}, description="with options")
+    assert stored_headers(api, endpoint_id) == [
+        ("X-Team", "ops", False), ("X-Auth", "Bearer n3w", True), ("X-Key", "k-1", True)]
+    # Unticking "secret" without a value never reveals the stored one; a cleared name
+    # removes its row's header; an empty filter removes the filter.
+    save(("X-Auth", "", False), stored={0: "X-Auth"}, description="with options", filter="")
+    assert stored_headers(api, endpoint_id) == [("X-Auth", "", False)]
+    assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()["filter"] is None
+    assert "Payload filter</dt><dd>none" in acme.page(f"/dashboard/endpoints/{endpoint_id}").text
+
+    # A mistake on the edit form changes nothing and shows no stored secret.
+    save(("X-Key", "k-2", True), description="with options")
+    refused = acme.post(f"/dashboard/endpoints/{endpoint_id}/edit", {
+        **endpoint_form(url="https://hooks.example.com/options"),
+        **header_rows(("X-Key", "", True), ("Host", "evil", False), stored={0: "X-Key"})})
+    assert refused.status_code == 422 and "'Host': reserved" in alert(refused.text)
+    assert "k-2" not in refused.text and 'name="header_stored_0" value="X-Key"' in refused.text
+    assert stored_headers(api, endpoint_id) == [("X-Key", "k-2", True)]
+    acme.post(f"/dashboard/endpoints/{endpoint_id}/delete")
+
+
+def test_the_endpoints_page_pages_and_filters(api: TestClient,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = f"t{int(time.time() * 1000)}"
+    made = []
+    for path in ("shop-1", "blog", "shop-2"):
+        response = api.post("/v1/endpoints", params={"tenant": tenant}, headers=ADMIN,
+                            json={"url": f"https://hooks.example.com/{path}", "events": ["*"]})
+        made.append(response.json()["id"])
+    api.patch(f"/v1/endpoints/{made[2]}", params={"tenant": tenant}, headers=ADMIN,
+              json={"disabled": True})
+    browser = Browser(api)
+    assert browser.sign_in("key-admin", tenant=tenant).status_code == 303
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+
+    first = browser.page("/dashboard/endpoints").text
+    assert made[0] in first and made[1] in first and made[2] not in first
+    cursor = unescape(re.search(r'href="/dashboard/endpoints\?cursor=([^"]+)">Next page',
+                                first).group(1))
+    second = browser.page("/dashboard/endpoints", cursor=urllib.parse.unquote(cursor)).text
+    assert made[2] in second and made[0] not in second and "Next page" not in second
+
+    shops = browser.page("/dashboard/endpoints", url="SHOP").text
+    assert made[0] in shops and made[2] in shops and made[1] not in shops
+    disabled = browser.page("/dashboard/endpoints", state="disabled").text
+    assert made[2] in disabled and made[0] not in disabled
+    assert '<option value="disabled" selected>' in disabled
+    nothing = browser.page("/dashboard/endpoints", url="nowhere").text
+    assert "No endpoints match this filter." in nothing
+    forged = browser.client.get("/dashboard/endpoints", params={"cursor": "forged.cursor"})
+    assert forged.status_code == 400 and "cursor" in alert(forged.text)
 
 
 # -- managed keys, scopes, sign-in links -------------------------------------------------

@@ -404,6 +404,13 @@ def test_a_person_creates_edits_and_deletes_an_endpoint(
 
     url = receiver.url("/from-the-dashboard")
     page.fill("input[name=url]", url)
+    # A plain and a secret custom header, and a payload filter: only parcels.
+    page.get_by_label("Header 1: name").fill("X-Depot")
+    page.get_by_label("Header 1: value").fill("north")
+    page.get_by_label("Header 2: name").fill("Authorization")
+    page.get_by_label("Header 2: value").fill("Bearer depot-s3cr3t")
+    page.get_by_label("Header 2: secret").check()
+    page.fill("textarea[name=filter]", '{"data.object.id": {"$regex": "^parcel_"}}')
     page.get_by_role("button", name="Create endpoint").click()
     assert page.get_by_role("heading", name="Endpoint created").is_visible()
     secret = page.get_by_test_id("new-secret").inner_text()
@@ -411,10 +418,13 @@ def test_a_person_creates_edits_and_deletes_an_endpoint(
     [created] = [e for e in api.get("/v1/endpoints", headers=acme).json()["data"]
                  if e["url"] == url]
     assert created["events"] == ["parcel.*"] and created["rate_limit"] == 5
+    assert created["filter"] == {"data.object.id": {"$regex": "^parcel_"}}
 
-    # Deliveries to it are signed with the secret the page showed. (The fanout applies a
-    # new endpoint within about a second: publish until one arrives.)
+    # Deliveries to it are signed with the secret the page showed and carry the headers;
+    # a parcel the filter leaves out is not sent. (The fanout applies a new endpoint
+    # within about a second: publish until one arrives.)
     def delivered() -> bool:
+        publish(stack, ACME_KEY, "parcel.sent", id="crate_1")
         publish(stack, ACME_KEY, "parcel.sent", id="parcel_7")
         try:
             receiver.wait_for("/from-the-dashboard", 1, timeout=3)
@@ -424,18 +434,35 @@ def test_a_person_creates_edits_and_deletes_an_endpoint(
     eventually(delivered, timeout=30, interval=0.1)
     arrived = receiver.at("/from-the-dashboard")[0]
     assert Webhook(secret).verify(arrived.body, arrived.headers)["type"] == "parcel.sent"
+    assert json.loads(arrived.body)["data"]["object"]["id"] == "parcel_7"
+    assert (arrived.headers["x-depot"], arrived.headers["authorization"]) == (
+        "north", "Bearer depot-s3cr3t")
 
     page.get_by_role("link", name="Go to the endpoint").click()
+    assert page.get_by_test_id("headers").inner_text().splitlines() == [
+        "X-Depot: north", "Authorization: [masked] secret"]
+    assert "depot-s3cr3t" not in page.content()
     page.get_by_role("link", name="Edit", exact=True).click()
     page.wait_for_url(f"**/dashboard/endpoints/{created['id']}/edit")
     assert page.input_value("input[name=rate_limit]") == "5"
+    assert page.get_by_label("Header 2: value").input_value() == ""  # never shown
     page.fill("input[name=events]", "parcel.*, invoice.paid")
     page.fill("input[name=rate_limit]", "")
+    page.get_by_label("Header 1: value").fill("south")
     page.get_by_role("button", name="Save changes").click()
     assert page.get_by_role("status").inner_text() == "Endpoint saved."
     shot(page, "15-endpoint-edited")
     changed = api.get(f"/v1/endpoints/{created['id']}", headers=acme).json()
     assert changed["events"] == ["parcel.*", "invoice.paid"] and changed["rate_limit"] is None
+    # The secret header nobody retyped is still sent.
+    def sent_after_the_edit() -> list[Any]:
+        publish(stack, ACME_KEY, "parcel.sent", id="parcel_8")
+        return [r for r in receiver.at("/from-the-dashboard")
+                if r.headers.get("x-depot") == "south"]
+    after_edit = eventually(sent_after_the_edit, timeout=30, interval=1.0)[0]
+    assert after_edit.headers["authorization"] == "Bearer depot-s3cr3t"
+    assert all(json.loads(r.body)["data"]["object"]["id"].startswith("parcel_")
+               for r in receiver.at("/from-the-dashboard"))  # never the crate
 
     # Deleting asks first; Cancel keeps it.
     page.get_by_role("link", name="Delete…").click()

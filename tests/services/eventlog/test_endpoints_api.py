@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -555,3 +556,151 @@ def test_ordered_and_paused_are_set_shown_and_a_long_pause_warns(
                         json={"paused": False}).json()
     assert resumed["paused"] is False and resumed["paused_since"] is None
     assert resumed["warnings"] == []
+
+
+def test_the_endpoint_listing_pages_with_a_cursor_that_carries_its_filters(
+        api: TestClient) -> None:
+    tenant = Tenant(api)
+    made = [tenant.endpoint(["*"], url=f"https://hooks.example.com/{name}/{i}")
+            for i, name in enumerate(["Orders", "billing", "orders", "ship", "orders"])]
+    tenant.call("PATCH", f"/v1/endpoints/{made[2]['id']}", json={"disabled": True})
+    tenant.call("DELETE", f"/v1/endpoints/{made[3]['id']}")
+    live = [e["id"] for e in made if e is not made[3]]
+
+    def pages(**params: Any) -> list[list[str]]:
+        found, query = [], params
+        while True:
+            response = tenant.call("GET", "/v1/endpoints", params=query)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            assert set(page) == {"data", "has_more", "next_cursor"}
+            found.append([e["id"] for e in page["data"]])
+            if not page["has_more"]:
+                return found
+            query = {"cursor": page["next_cursor"], "limit": params.get("limit", 100)}
+
+    assert pages() == [live]  # by id: oldest first
+    assert pages(limit=2) == [live[:2], live[2:]]
+    assert pages(limit=1) == [[i] for i in live]
+    assert pages(url="ORDERS", limit=1) == [[made[0]["id"]], [made[2]["id"]], [made[4]["id"]]]
+    assert pages(disabled="true") == [[made[2]["id"]]]
+    assert pages(disabled="false", url="orders") == [[made[0]["id"], made[4]["id"]]]
+    assert pages(url="nowhere") == [[]]
+    # A page holds no secrets; secret header values stay masked.
+    assert all("secret" not in e for e in tenant.call("GET", "/v1/endpoints").json()["data"])
+
+    first = tenant.call("GET", "/v1/endpoints", params={"limit": 2, "url": "orders"}).json()
+    # The cursor continues alone or with the same filters, never with others...
+    again = tenant.call("GET", "/v1/endpoints", params={"cursor": first["next_cursor"],
+                                                        "url": "orders"})
+    assert [e["id"] for e in again.json()["data"]] == [made[4]["id"]]
+    for bad in ({"url": "billing"}, {"disabled": "true"}):
+        refused = tenant.call("GET", "/v1/endpoints",
+                              params={"cursor": first["next_cursor"], **bad})
+        assert refused.status_code == 400 and "cursor" in refused.json()["detail"]
+    # ...nor for another tenant, another listing, or altered.
+    other = Tenant(api)
+    assert other.call("GET", "/v1/endpoints",
+                      params={"cursor": first["next_cursor"]}).status_code == 400
+    assert tenant.call("GET", f"/v1/endpoints/{made[0]['id']}/attempts",
+                       params={"cursor": first["next_cursor"]}).status_code == 400
+    body, mac = first["next_cursor"].split(".")
+    assert tenant.call("GET", "/v1/endpoints",
+                       params={"cursor": f"{body}x.{mac}"}).status_code == 400
+    # A cursor at the end picks up endpoints created later.
+    last = tenant.call("GET", "/v1/endpoints").json()
+    newer = tenant.endpoint(["*"])
+    after = tenant.call("GET", "/v1/endpoints", params={"cursor": last["next_cursor"]}).json()
+    assert [e["id"] for e in after["data"]] == [newer["id"]]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"disabled": "maybe"}):
+        response = tenant.call("GET", "/v1/endpoints", params=bad)
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["code"] == "invalid_parameter"
+
+
+def test_a_create_retried_with_its_idempotency_key_answers_the_first_endpoint(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    tenant = Tenant(api)
+    body = {"url": URL, "events": ["order.*"], "description": "orders",
+            "headers": [{"name": "X-Api-Key", "value": "k-1", "secret": True}]}
+    key = {"Idempotency-Key": f"create-orders-{uuid.uuid4()}"}
+    first = tenant.call("POST", "/v1/endpoints", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    # Defaults spelled out are the same request.
+    retried = tenant.call("POST", "/v1/endpoints", json={**body, "rate_limit": None},
+                          headers=key)
+    assert retried.status_code == 200, retried.text
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.json() == first.json()  # same id, same secret
+    listed = tenant.call("GET", "/v1/endpoints").json()["data"]
+    assert [e["id"] for e in listed] == [first.json()["id"]]
+
+    # Another body with the key: 422 naming what differs; nothing is created.
+    other = tenant.call("POST", "/v1/endpoints", headers=key,
+                        json={**body, "url": URL + "/other", "events": ["*"]})
+    assert other.status_code == 422, other.text
+    assert other.json()["detail"].startswith(
+        f"Idempotency-Key: already used to create {first.json()['id']} with other values "
+        "of events, url;")
+    secret_changed = tenant.call("POST", "/v1/endpoints", headers=key, json={
+        **body, "headers": [{"name": "X-Api-Key", "value": "k-2", "secret": True}]})
+    assert "values of headers;" in secret_changed.json()["detail"]
+    assert len(tenant.call("GET", "/v1/endpoints").json()["data"]) == 1
+
+    # A change since does not make the retry a different request; the key stays on the
+    # record, which is what the fanout reads too.
+    patched = tenant.call("PATCH", f"/v1/endpoints/{first.json()['id']}",
+                          json={"description": "changed"})
+    assert patched.status_code == 200
+    again = tenant.call("POST", "/v1/endpoints", json=body, headers=key)
+    assert again.status_code == 200 and again.json()["description"] == "changed"
+    [*_, latest] = endpoint_records(eventlog_settings, first.json()["id"], 2)
+    record = Endpoint.from_json(latest.value())
+    assert record.idempotency is not None and record.idempotency.key == key["Idempotency-Key"]
+
+    # Keys belong to a tenant; another key, or no key, is another endpoint.
+    elsewhere = Tenant(api).call("POST", "/v1/endpoints", json=body, headers=key)
+    assert elsewhere.status_code == 201 and elsewhere.json()["id"] != first.json()["id"]
+    fresh = tenant.call("POST", "/v1/endpoints", json=body,
+                        headers={"Idempotency-Key": "another"})
+    unkeyed = tenant.call("POST", "/v1/endpoints", json=body)
+    assert (fresh.status_code, unkeyed.status_code) == (201, 201)
+    assert len({first.json()["id"], fresh.json()["id"], unkeyed.json()["id"]}) == 3
+
+    # Deleting the endpoint forgets its key.
+    tenant.call("DELETE", f"/v1/endpoints/{first.json()['id']}")
+    recreated = tenant.call("POST", "/v1/endpoints", json=body, headers=key)
+    assert recreated.status_code == 201 and recreated.json()["id"] != first.json()["id"]
+
+    for bad in (b"", b"x" * 256, "caf\u00e9".encode(), b"tab\tbed"):
+        refused = tenant.call("POST", "/v1/endpoints", json=body,
+                              headers={"Idempotency-Key": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "Idempotency-Key" in refused.json()["detail"]
+
+
+def test_an_idempotent_create_is_recognised_by_a_fresh_eventlog_and_after_its_window(
+        api: TestClient, eventlog_settings: Settings) -> None:
+    """The key lives on the endpoint record (Kafka and ClickHouse), not in a process:
+    another eventlog app (as after a restart) answers the retry; past the idempotency
+    window the key makes a new endpoint."""
+    tenant = Tenant(api)
+    body = {"url": URL, "events": ["*"]}
+    key = {"Idempotency-Key": "restart-proof"}
+    first = tenant.call("POST", "/v1/endpoints", json=body, headers=key).json()
+    # The `api` fixture's sink (same process, same database) serves this app's reads.
+    fresh_settings = eventlog_settings.model_copy(update={"eventlog_role": "api"})
+    with TestClient(create_app(fresh_settings)) as fresh:
+        retried = Tenant(fresh)
+        retried.name = tenant.name
+        answer = retried.call("POST", "/v1/endpoints", json=body, headers=key)
+        assert answer.status_code == 200 and answer.json() == first
+    short = eventlog_settings.model_copy(update={"eventlog_role": "api",
+                                                 "idempotency_window": 0.5})
+    with TestClient(create_app(short)) as short_api:
+        later = Tenant(short_api)
+        later.name = tenant.name
+        time.sleep(0.6)
+        expired = later.call("POST", "/v1/endpoints", json=body, headers=key)
+        assert expired.status_code == 201 and expired.json()["id"] != first["id"]
