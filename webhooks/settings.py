@@ -89,9 +89,6 @@ class Settings(BaseSettings):
     disable_after: Annotated[float, NoDecode] = 5 * 24 * 3600.0
     disable_after_failures: int = Field(default=0, ge=0)
     allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
-    # An HTTP proxy every delivery goes through (CONNECT for https targets), e.g. to send
-    # from fixed egress addresses: http://proxy.internal:3128. The target is still checked.
-    delivery_proxy: str | None = Field(default=None, pattern=r"^http://[^/\s]+/?$")
     # Retry tasks a fanout worker holds in memory per tier before it stops reading that tier.
     fanout_max_waiting: int = Field(default=20000, ge=1)
 

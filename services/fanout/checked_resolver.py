@@ -36,12 +36,8 @@ RESOLVER_THREADS = 8
 class CheckedResolver(AbstractResolver):
     """Resolves and checks webhook hosts against a :class:`TargetPolicy`."""
 
-    def __init__(self, policy: TargetPolicy, cache_seconds: float | None = None,
-                 trusted_hosts: frozenset[str] = frozenset()) -> None:
-        """``trusted_hosts`` are resolved without the policy: the egress proxy the
-        operator configured (the webhook's own target is checked before every attempt)."""
+    def __init__(self, policy: TargetPolicy, cache_seconds: float | None = None) -> None:
         self._policy = policy
-        self._trusted = trusted_hosts
         self._cache_seconds = CACHE_SECONDS if cache_seconds is None else cache_seconds
         self._answers: OrderedDict[str, tuple[float, list[IPAddress]]] = OrderedDict()
         # What check() derives from a URL alone (the policy is fixed): its host, and the
@@ -92,7 +88,12 @@ class CheckedResolver(AbstractResolver):
         return addresses
 
     def _lookup_and_check(self, host: str) -> list[IPAddress]:
-        addresses = _lookup(host)
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses
+            reason = getattr(exc, "strerror", None) or exc
+            raise TargetRefused(f"cannot resolve {host}: {reason}") from exc
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         for address in addresses:
             self._policy.check_address(address)
         return addresses
@@ -102,11 +103,7 @@ class CheckedResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         try:
-            if host in self._trusted:
-                addresses = await asyncio.get_running_loop().run_in_executor(
-                    self._lookups, _lookup, host)
-            else:
-                addresses = await self._checked_answer(host)
+            addresses = await self._checked_answer(host)
         except TargetRefused as exc:
             raise OSError(str(exc)) from exc
         return [ResolveResult(hostname=host, host=str(address), port=port,
@@ -117,16 +114,6 @@ class CheckedResolver(AbstractResolver):
     async def close(self) -> None:
         """Abandon lookups still hanging in the pool."""
         self._lookups.shutdown(wait=False, cancel_futures=True)
-
-
-def _lookup(host: str) -> list[IPAddress]:
-    """The host's addresses, in the resolver's order without repeats."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses
-        reason = getattr(exc, "strerror", None) or exc
-        raise TargetRefused(f"cannot resolve {host}: {reason}") from exc
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
 
 
 def _as_address(host: str) -> IPAddress | None:
