@@ -1,4 +1,9 @@
-"""Endpoint records as kept on the compacted endpoints topic (schema ``endpoint.v1``)."""
+"""Endpoint records as kept on the compacted endpoints topic (schema ``endpoint.v1``).
+
+A record's secrets are stored sealed (:mod:`webhooks.secret_encryption`), or plain in
+records written before secrets were encrypted; whoever needs the ``whsec_…`` text (the
+fanout to sign, the eventlog API to show it) opens them with the keyring.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from webhooks.envelope import Envelope, Timestamp, utcnow
 from webhooks.matching import matches_any
 from webhooks.payload_filter import Predicate, compile_filter
 from webhooks.record import JsonRecord
+from webhooks.secret_encryption import SecretsKeyring, key_id_of
 
 ENDPOINT_SCHEMA = "endpoint.v1"
 
@@ -36,7 +42,8 @@ def new_endpoint_id() -> str:
 
 
 class EndpointSecret(JsonRecord):
-    """A signing secret; ``expires`` is set on the old one when a secret is rotated."""
+    """A signing secret (sealed ``whenc_v1.…`` or plain ``whsec_…`` in a record; always
+    plain in an API answer); ``expires`` is set on the old one when a secret is rotated."""
 
     secret: str
     expires: Timestamp | None = None
@@ -115,7 +122,8 @@ class Endpoint(JsonRecord):
         return cls.validated(raw)
 
     def signing_secrets(self, moment: datetime | None = None) -> list[str]:
-        """Secrets to sign with now: the current one and any still in its overlap window."""
+        """Secrets to sign with now, as stored: the current one and any still in its
+        overlap window."""
         moment = moment or utcnow()
         return [s.secret for s in self.secrets if s.valid_at(moment)]
 
@@ -129,6 +137,25 @@ class Endpoint(JsonRecord):
     def payload_filter(self) -> Predicate | None:
         """The compiled payload filter (once per record version), or None."""
         return compile_filter(self.filter) if self.filter is not None else None
+
+    def secret_key_ids(self) -> set[str | None]:
+        """The key ids its secrets are sealed with (None: a plain, unsealed secret)."""
+        return {key_id_of(s.secret) for s in self.secrets}
+
+    def sealed(self, keyring: SecretsKeyring) -> Self:
+        """This record with every secret sealed by the keyring's primary key (plain ones
+        sealed, those of other keys opened and sealed again; raises
+        :class:`~webhooks.secret_encryption.SecretsKeyError`). Itself when nothing changes."""
+        if self.secret_key_ids() == {keyring.primary}:
+            return self
+        secrets = [s.model_copy(update={"secret": keyring.reseal(self.id, s.secret)})
+                   for s in self.secrets]
+        return self.model_copy(update={"secrets": secrets})
+
+    def opened_secrets(self, keyring: SecretsKeyring) -> list[EndpointSecret]:
+        """Its secrets as ``whsec_…`` texts (to show to the endpoint's owner)."""
+        return [s.model_copy(update={"secret": keyring.open(self.id, s.secret)})
+                for s in self.secrets]
 
     def wants(self, envelope: Envelope) -> bool:
         """True when this endpoint should receive ``envelope``: enabled, the tenant's, a

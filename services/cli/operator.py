@@ -30,9 +30,14 @@ def _settings() -> Settings:
 def serve(service: str) -> None:
     """Run one service in the foreground."""
     settings = _settings()
+    from webhooks.endpoint_secrets import SecretsKeyRefused
+
     # Each service package exposes main.run(settings); the CLI is the only place
     # that knows all three.
-    importlib.import_module(f"services.{service}.main").run(settings)
+    try:
+        importlib.import_module(f"services.{service}.main").run(settings)
+    except SecretsKeyRefused as exc:  # one clear line and exit 1, not a traceback
+        raise click.ClickException(f"{service} refuses to start: {exc}") from None
 
 
 @click.command("create-topics")

@@ -21,6 +21,7 @@ from webhooks.endpoints import (
 from webhooks.envelope import Envelope, utcnow
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
 from webhooks.payload_filter import FilterError, compile_filter
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000
@@ -241,9 +242,10 @@ class EndpointCreated(EndpointOut):
     secret: str
 
     @classmethod
-    def of(cls, endpoint: Endpoint) -> EndpointCreated:
+    def of(cls, endpoint: Endpoint, keyring: SecretsKeyring) -> EndpointCreated:
+        """The record's current secret opened with ``keyring`` (the record holds it sealed)."""
         return cls.model_validate({**EndpointOut.of(endpoint).model_dump(),
-                                   "secret": endpoint.secrets[0].secret})
+                                   "secret": keyring.open(endpoint.id, endpoint.secrets[0].secret)})
 
 
 class EndpointPage(BaseModel):
