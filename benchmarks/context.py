@@ -11,10 +11,10 @@ from pathlib import Path
 
 from webhooks.secret_encryption import SecretsKeyring
 from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
 
 # The benchmarks' endpoints have their secrets sealed, as in production.
 BENCH_SECRETS_KEY = SecretsKeyring.generate("bench")
-from webhooks.topics import ensure_topics
 
 
 @dataclass
