@@ -90,7 +90,7 @@ def rotate_secrets_key(settings: Settings, timeout: float = 60.0) -> RotationRep
                                 producer.produce(topic, sealed, key=endpoint_id.encode())))
         written = _acknowledged(pending, producer.timeout)
         report.reencrypted = len(written)
-        report.rewritten_after_concurrent_change = _write_concurrent_changes_again(
+        report.rewritten_after_concurrent_change = rewrite_concurrent_changes(
             records, producer, keyring, topic, written, timeout)
     finally:
         records.stop()
@@ -134,7 +134,7 @@ def _acknowledged(pending: Iterable[tuple[str, StoredRecord, Future[Acknowledged
             for endpoint_id, base, future in pending]
 
 
-def _write_concurrent_changes_again(records: EndpointRecords, producer: AckedProducer,
+def rewrite_concurrent_changes(records: EndpointRecords, producer: AckedProducer,
                                     keyring: SecretsKeyring, topic: str, written: Written,
                                     timeout: float) -> int:
     """Find records another writer stored between the version a write was derived from
