@@ -139,7 +139,9 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
 
     receiver.on("/failing", failing)
     receiver.on("/gone", gone)
-    ok = create("/ok")
+    token = "tok_" + base64.b64encode(b"the receiver's own bearer token").decode()
+    ok = create("/ok", headers=[{"name": "Authorization", "value": f"Bearer {token}",
+                                 "secret": True}, {"name": "X-Team", "value": "ops"}])
     chosen = "whsec_" + base64.b64encode(b"a secret the client chose itself!").decode()
     own = create("/own", secret=chosen)
     broken = create("/failing")
@@ -161,6 +163,8 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     assert api.post(f"/v1/endpoints/{ok['id']}/test", headers=ACME).status_code == 202
     for request in receiver.wait_for("/ok", 4, timeout=60):
         assert Webhook(current_ok).verify(request.body, request.headers)
+        assert request.headers["authorization"] == f"Bearer {token}"  # opened to send
+        assert request.headers["x-team"] == "ops"
     for request in receiver.wait_for("/own", 3, timeout=60):
         assert Webhook(chosen).verify(request.body, request.headers)
     # The failing endpoint goes through both tiers into the DLQ, with a saved streak; the
@@ -184,6 +188,8 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     assert {r.id for r in records} == {ok["id"], own["id"], broken["id"], leaving["id"]}
     assert any(r.disabled for r in records if r.id == leaving["id"])
     assert all(s.secret.startswith("whenc_v1.t1.") for r in records for s in r.secrets)
+    assert all(h.value.startswith("whenc_v1.t1.") for r in records for h in r.headers
+               if h.secret)
     keyring = settings.secrets_key
     assert keyring is not None
     assert {s.secret for r in records for s in r.opened_secrets(keyring)} == set(secrets)
@@ -192,7 +198,7 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     stored = {f"topic {name}": topic_bytes(settings, name)
               for name in (topics.endpoints, topics.endpoint_health, topics.deliveries,
                            *(topics.retry(tier) for tier in topics.retry_tiers),
-                           topics.dlq, topics.attempts, topics.events)}
+                           topics.dlq, topics.attempts, topics.events, topics.registry)}
     for name in (topics.endpoint_health, topics.deliveries, topics.retry("1s"), topics.dlq):
         assert stored[f"topic {name}"], f"{name} is empty: the test exercised nothing there"
     client = create_clickhouse_client(settings.clickhouse_url)
@@ -202,10 +208,12 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     stored["eventlog log (this process)"] = "\n".join(logs.lines).encode()
     stored["fanout log"] = fanout.log_path.read_bytes()
     assert b"DEBUG" in stored["fanout log"] and logs.lines
-    found = [(where, secret) for secret in secrets for form in secret_forms(secret)
-             for where, data in stored.items() if form in data]
+    forms = [form for secret in secrets for form in secret_forms(secret)]
+    forms += [token.encode(), token.removeprefix("tok_").encode(),
+              base64.b64decode(token.removeprefix("tok_"))]
+    found = [(where, form) for form in forms for where, data in stored.items() if form in data]
     assert found == []
     # Nor are the sealed texts logged (they are not secret, but have no business there).
-    sealed = [s.secret for r in records for s in r.secrets]
+    sealed = [stored for r in records for _, stored in r.stored_secrets()]
     assert not [text for text in sealed
                 if text.encode() in stored["fanout log"] + stored["eventlog log (this process)"]]

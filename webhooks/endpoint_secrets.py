@@ -143,13 +143,13 @@ def census(keyring: SecretsKeyring, records: dict[str, StoredRecord]) -> Secrets
             endpoint = Endpoint.from_json(record.value)
         except Exception:  # invalid records are skipped by every reader (and logged there)
             continue
-        for secret in endpoint.secrets:
-            key_id = key_id_of(secret.secret)
+        for binding, stored in endpoint.stored_secrets():
+            key_id = key_id_of(stored)
             if key_id is None:
                 plain += 1
                 continue
             try:
-                keyring.open(endpoint.id, secret.secret)
+                keyring.open(binding, stored)
                 opened[key_id] += 1
             except UnknownKeyId:
                 missing[key_id] += 1

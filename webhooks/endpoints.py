@@ -1,8 +1,10 @@
 """Endpoint records as kept on the compacted endpoints topic (schema ``endpoint.v1``).
 
-A record's secrets are stored sealed (:mod:`webhooks.secret_encryption`), or plain in
-records written before secrets were encrypted; whoever needs the ``whsec_…`` text (the
-fanout to sign, the eventlog API to show it) opens them with the keyring.
+A record's signing secrets and the values of its secret custom headers are stored sealed
+(:mod:`webhooks.secret_encryption`), or plain in records written before they were
+encrypted; whoever needs the plain text (the fanout to send, the eventlog API to show a
+signing secret) opens them with the keyring. Each sealed text is bound to its endpoint
+and place (:func:`header_binding`): it does not open anywhere else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ RESERVED_HEADERS = frozenset({
     "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
     "connection", "keep-alive", "proxy-connection", "proxy-authorization",
     "proxy-authenticate", "te", "trailer", "upgrade", "expect", "user-agent"})
+
+
+def header_binding(endpoint_id: str, name: str) -> str:
+    """What a secret header value is sealed for: this endpoint's header of this name."""
+    return f"{endpoint_id}/headers/{name.lower()}"
 
 
 def new_endpoint_id() -> str:
@@ -138,19 +145,29 @@ class Endpoint(JsonRecord):
         """The compiled payload filter (once per record version), or None."""
         return compile_filter(self.filter) if self.filter is not None else None
 
+    def stored_secrets(self) -> list[tuple[str, str]]:
+        """(binding, stored text) of every secret it holds: the signing secrets (bound to
+        the endpoint id) and the values of its secret headers."""
+        return [*((self.id, s.secret) for s in self.secrets),
+                *((header_binding(self.id, h.name), h.value) for h in self.headers if h.secret)]
+
     def secret_key_ids(self) -> set[str | None]:
-        """The key ids its secrets are sealed with (None: a plain, unsealed secret)."""
-        return {key_id_of(s.secret) for s in self.secrets}
+        """The key ids its secrets are sealed with (None: a plain, unsealed one)."""
+        return {key_id_of(stored) for _, stored in self.stored_secrets()}
 
     def sealed(self, keyring: SecretsKeyring) -> Self:
-        """This record with every secret sealed by the keyring's primary key (plain ones
-        sealed, those of other keys opened and sealed again; raises
-        :class:`~webhooks.secret_encryption.SecretsKeyError`). Itself when nothing changes."""
-        if self.secret_key_ids() == {keyring.primary}:
+        """This record with every secret (signing secrets, secret header values) sealed by
+        the keyring's primary key: plain ones sealed, those of other keys opened and sealed
+        again; raises :class:`~webhooks.secret_encryption.SecretsKeyError`. Itself when
+        nothing changes."""
+        if self.secret_key_ids() <= {keyring.primary}:
             return self
         secrets = [s.model_copy(update={"secret": keyring.reseal(self.id, s.secret)})
                    for s in self.secrets]
-        return self.model_copy(update={"secrets": secrets})
+        headers = [h.model_copy(update={
+            "value": keyring.reseal(header_binding(self.id, h.name), h.value)})
+            if h.secret else h for h in self.headers]
+        return self.model_copy(update={"secrets": secrets, "headers": headers})
 
     def opened_secrets(self, keyring: SecretsKeyring) -> list[EndpointSecret]:
         """Its secrets as ``whsec_…`` texts (to show to the endpoint's owner)."""

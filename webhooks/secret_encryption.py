@@ -7,9 +7,11 @@ A stored secret is either a sealed one or, from installs older than this module,
 
 The text names the key that sealed it, so a keyring can hold several keys: the first
 seals, every one opens. That is what lets an operator add a key, re-encrypt, and retire
-the old key without stopping anything. The associated data binds a ciphertext to its
-endpoint id (and its key id), so a sealed secret copied into another endpoint's record
-does not open there.
+the old key without stopping anything. The associated data binds a ciphertext to what it
+was sealed for (its key id, and the endpoint id, or for a secret header value the
+endpoint's header: ``ep_…/headers/<name>``; the methods call it ``endpoint_id``), so a
+sealed secret copied into another endpoint's record, or elsewhere in the same one, does
+not open there. The same keyring seals secret custom header values.
 
 Errors::
 
@@ -157,7 +159,7 @@ class SecretsKeyring:
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise UnknownKeyId(
-                f"the signing secret of {endpoint_id} is sealed with key id {key_id!r}, which "
+                f"the secret of {endpoint_id} is sealed with key id {key_id!r}, which "
                 f"WEBHOOKS_SECRETS_KEY does not hold (it holds {', '.join(self.key_ids)})",
                 key_id)
         try:
@@ -166,7 +168,7 @@ class SecretsKeyring:
                                     _associated_data(key_id, endpoint_id))
         except (binascii.Error, InvalidTag, ValueError):
             raise UndecryptableSecret(
-                f"the signing secret of {endpoint_id} does not decrypt with key {key_id!r}: "
+                f"the secret of {endpoint_id} does not decrypt with key {key_id!r}: "
                 "the wrong key under that id, or a damaged or moved secret", key_id) from None
         return opened.decode()
 
@@ -229,7 +231,7 @@ class OpenedSecrets:
         try:
             if self.keyring is None:
                 if is_sealed(stored):
-                    raise UnknownKeyId(f"the signing secret of {endpoint_id} is sealed but "
+                    raise UnknownKeyId(f"the secret of {endpoint_id} is sealed but "
                                        "WEBHOOKS_SECRETS_KEY is not set", key_id_of(stored))
                 opened = stored
             else:

@@ -36,7 +36,7 @@ import aiohttp
 
 from services.fanout.checked_resolver import CheckedResolver
 from webhooks.delivery import DeliveryTask
-from webhooks.endpoints import Endpoint
+from webhooks.endpoints import Endpoint, header_binding
 from webhooks.envelope import utcnow
 from webhooks.secret_encryption import OpenedSecrets, SecretsKeyError, SecretsKeyring
 from webhooks.signing import InvalidSecret, signature_header
@@ -81,14 +81,15 @@ def build_headers(task: DeliveryTask, endpoint: Endpoint, body: bytes,
                   now: datetime | None = None, secrets: OpenedSecrets = PLAIN_SECRETS_ONLY
                   ) -> dict[str, str]:
     """The endpoint's custom headers and the Standard Webhooks headers for ``task``,
-    signed with every valid secret, each opened through ``secrets`` (a dict hit once
-    opened; raises ``SecretsKeyError``). Custom names never clash: reserved ones are
-    refused."""
+    signed with every valid secret; signing secrets and secret header values are opened
+    through ``secrets`` (a dict hit once opened; raises ``SecretsKeyError``). Custom names
+    never clash: reserved ones are refused."""
     now = now or utcnow()
     timestamp = int(now.timestamp())
     signing = secrets.open_all(endpoint.id, endpoint.signing_secrets(now))
     return {
-        **{header.name: header.value for header in endpoint.headers},
+        **{header.name: secrets.open(header_binding(endpoint.id, header.name), header.value)
+           if header.secret else header.value for header in endpoint.headers},
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         HEADER_ID: task.event.id,

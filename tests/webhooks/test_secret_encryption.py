@@ -9,7 +9,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
-from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
+from webhooks.endpoints import (
+    Endpoint,
+    EndpointHeader,
+    EndpointSecret,
+    header_binding,
+    new_endpoint_id,
+)
 from webhooks.envelope import utcnow
 from webhooks.json_schema import SchemaError
 from webhooks.secret_encryption import (
@@ -187,3 +193,27 @@ def test_the_cache_is_bounded() -> None:
     for n in range(25):
         opened.open(f"ep_{n}", generate_secret())
     assert len(opened._opened) <= 10
+
+
+def test_secret_header_values_are_sealed_for_their_header() -> None:
+    now = utcnow()
+    endpoint = Endpoint(id=new_endpoint_id(), tenant="acme", url="https://example.com/hook",
+                        events=["*"], created=now, updated=now,
+                        secrets=[EndpointSecret(secret=generate_secret())],
+                        headers=[EndpointHeader(name="Authorization", value="Bearer tok_1",
+                                                secret=True),
+                                 EndpointHeader(name="X-Team", value="ops")])
+    assert endpoint.secret_key_ids() == {None}
+    sealed = endpoint.sealed(NEW)
+    authorization, team = sealed.headers
+    assert authorization.value.startswith("whenc_v1.k2.")
+    assert b"tok_1" not in sealed.to_json()
+    assert team.value == "ops"  # not secret: as given
+    assert sealed.secret_key_ids() == {"k2"}
+    assert NEW.open(header_binding(sealed.id, "authorization"), authorization.value) == \
+        "Bearer tok_1"
+    with pytest.raises(UndecryptableSecret):  # not as another header, nor as the secret
+        NEW.open(header_binding(sealed.id, "X-Other"), authorization.value)
+    with pytest.raises(UndecryptableSecret):
+        NEW.open(sealed.id, authorization.value)
+    assert Endpoint.validated(sealed.to_json()) == sealed
