@@ -131,7 +131,8 @@ class SecretsCensus:
 
 
 def census(keyring: SecretsKeyring, records: dict[str, StoredRecord]) -> SecretsCensus:
-    """Open every secret of every live endpoint record (about 2 µs each)."""
+    """Open every secret of every live endpoint record (about 13 µs a record: its schema
+    check and an AES-GCM decryption per secret)."""
     opened: Counter[str] = Counter()
     missing: Counter[str] = Counter()
     undecryptable: dict[str, list[str]] = {}
