@@ -143,7 +143,7 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     ok = create("/ok", headers=[{"name": "Authorization", "value": f"Bearer {token}",
                                  "secret": True}, {"name": "X-Team", "value": "ops"}])
     chosen = "whsec_" + base64.b64encode(b"a secret the client chose itself!").decode()
-    own = create("/own", secret=chosen)
+    own = create("/own", secret=chosen, ordered=True)  # its tasks go to the ordered topic
     broken = create("/failing")
     leaving = create("/gone")
     rotate(ok["id"])
@@ -198,8 +198,10 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     stored = {f"topic {name}": topic_bytes(settings, name)
               for name in (topics.endpoints, topics.endpoint_health, topics.deliveries,
                            *(topics.retry(tier) for tier in topics.retry_tiers),
-                           topics.dlq, topics.attempts, topics.events, topics.registry)}
-    for name in (topics.endpoint_health, topics.deliveries, topics.retry("1s"), topics.dlq):
+                           topics.ordered, topics.dlq, topics.attempts, topics.events,
+                           topics.registry)}
+    for name in (topics.endpoint_health, topics.deliveries, topics.retry("1s"), topics.ordered,
+                 topics.dlq):
         assert stored[f"topic {name}"], f"{name} is empty: the test exercised nothing there"
     client = create_clickhouse_client(settings.clickhouse_url)
     tables = table_bytes(client)
