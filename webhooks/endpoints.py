@@ -169,6 +169,14 @@ class Endpoint(JsonRecord):
             if h.secret else h for h in self.headers]
         return self.model_copy(update={"secrets": secrets, "headers": headers})
 
+    def with_headers_opened(self, keyring: SecretsKeyring) -> Self:
+        """This record with its secret header values opened (to compare a change with, or
+        keep them in one); never to be written as is: the store seals them again."""
+        headers = [h.model_copy(update={
+            "value": keyring.open(header_binding(self.id, h.name), h.value)})
+            if h.secret else h for h in self.headers]
+        return self.model_copy(update={"headers": headers})
+
     def opened_secrets(self, keyring: SecretsKeyring) -> list[EndpointSecret]:
         """Its secrets as ``whsec_…`` texts (to show to the endpoint's owner)."""
         return [s.model_copy(update={"secret": keyring.open(self.id, s.secret)})

@@ -91,7 +91,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
     if idempotency_key is None:
         return EndpointCreated.of(ctx.endpoints.save(_new_endpoint(ctx, tenant, request)),
                                   ctx.endpoints.keyring)
-    digests = request.digests()
+    digests = request.digests(ctx.cursor_key)
     lock = _CREATE_LOCKS[zlib.crc32(f"{tenant}\0{idempotency_key}".encode()) % len(_CREATE_LOCKS)]
     with lock:
         first = _created_with(ctx, tenant, idempotency_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -160,12 +161,13 @@ class EndpointCreate(BaseModel):
     _headers = field_validator("headers")(_check_headers)
     _payload_filter = field_validator("filter")(_check_payload_filter)
 
-    def digests(self) -> dict[str, str]:
+    def digests(self, key: bytes) -> dict[str, str]:
         """Per field, a digest of its value (defaults filled in), to tell a retry with an
-        ``Idempotency-Key`` from a different request. Secret values enter only hashed: the
-        signing secret has 192+ random bits, and header values are on the record anyway."""
-        return {name: hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"))
-                                     .encode()).hexdigest()[:32]
+        ``Idempotency-Key`` from a different request. Keyed (HMAC-SHA256 with ``key``, the
+        eventlog's MAC key): the digests are kept on the record, and a plain hash of a
+        secret header value, which may be short, could be guessed back from it."""
+        return {name: hmac.new(key, json.dumps(value, sort_keys=True, separators=(",", ":"))
+                               .encode(), hashlib.sha256).hexdigest()[:32]
                 for name, value in self.model_dump(mode="json").items()}
 
 
