@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.context import BenchContext, cpu_seconds, percentiles
+from benchmarks.context import BENCH_SECRETS_KEY, BenchContext, cpu_seconds, percentiles
 from services.fanout.deliverer import Deliverer
 from services.localdev.kafka_broker import REPO_ROOT, free_port
 from services.localdev.service_process import ServiceProcess
@@ -131,7 +131,8 @@ class Fanout:
             endpoint = Endpoint(id=new_endpoint_id(), tenant=tenant, url=self.receiver.url(path),
                                 events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
                                 filter=payload_filter, created=now, updated=now)
-            records.append((endpoint.id.encode(), endpoint.to_json()))
+            # Sealed, as the eventlog writes them: the worker opens each secret once.
+            records.append((endpoint.id.encode(), endpoint.sealed(BENCH_SECRETS_KEY).to_json()))
         self.producer.produce_all(self.topics.endpoints, records)
         # The view follows the endpoints topic within a second; a probe event proves it.
         self._probe(tenant)
@@ -279,11 +280,13 @@ async def client_ceiling(receiver: ReceiverProcess, settings: Settings,
     worker's per-endpoint limit in flight, under its global limit; no Kafka."""
     deliverer = Deliverer(TargetPolicy.create(("127.0.0.0/8",), production=False),
                           timeout=settings.delivery_timeout,
-                          concurrency=settings.delivery_concurrency)
+                          concurrency=settings.delivery_concurrency,
+                          keyring=BENCH_SECRETS_KEY)
     now = utcnow()
     targets = [Endpoint(id=new_endpoint_id(), tenant="ceiling", url=receiver.url(f"/c{n}"),
                         events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
-                        created=now, updated=now) for n in range(endpoints)]
+                        created=now, updated=now).sealed(BENCH_SECRETS_KEY)
+               for n in range(endpoints)]
     tasks = [DeliveryTask.create(Envelope.from_json(_event("ceiling", n)), targets[0].id)
              for n in range(CEILING_REQUESTS)]
     slots = asyncio.Semaphore(settings.delivery_concurrency)

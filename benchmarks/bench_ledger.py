@@ -44,7 +44,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from benchmarks.bench_fanout import ReceiverProcess
-from benchmarks.context import BenchContext, percentiles
+from benchmarks.context import BENCH_SECRETS_KEY, BenchContext, percentiles
 from services.localdev.kafka_broker import free_port
 from services.localdev.service_process import ServiceProcess
 from webhooks.acked_producer import AckedProducer, Acknowledged
@@ -105,7 +105,7 @@ def _endpoints(producer: AckedProducer, topics: Topics, receiver: ReceiverProces
                             secrets=[EndpointSecret(secret=generate_secret())],
                             created=now, updated=now)
         healthy[endpoint.id] = ok
-        records.append((endpoint.id.encode(), endpoint.to_json()))
+        records.append((endpoint.id.encode(), endpoint.sealed(BENCH_SECRETS_KEY).to_json()))
     producer.produce_all(topics.endpoints, records)
     return healthy
 

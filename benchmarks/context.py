@@ -9,8 +9,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
+
+# The benchmarks' endpoints have their secrets sealed, as in production.
+BENCH_SECRETS_KEY = SecretsKeyring.generate("bench")
 
 
 @dataclass
@@ -32,6 +36,7 @@ class BenchContext:
             "topic_prefix": scope,
             "topic_partitions": 6,
             "api_keys": {"bench-key": "bench", "bench-admin": "*"},
+            "secrets_key": BENCH_SECRETS_KEY,
             "allow_private_targets": ("127.0.0.0/8",),
             **overrides,
         })

@@ -15,10 +15,14 @@ import pytest
 
 from tests.support.backends import docker_available, with_database
 from tests.support.receiver import Receiver
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
 TEST_API_KEYS = {"key-acme": "acme", "key-globex": "globex", "key-admin": "*"}
+# Every test stack seals endpoint secrets, so the whole suite runs encrypted. Two keys: the
+# first seals; the second ("t0") only opens, as during a key rotation.
+TEST_SECRETS_KEY = SecretsKeyring([("t1", bytes(range(32))), ("t0", bytes(range(32, 64)))])
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +76,7 @@ def make_settings(kafka_bootstrap: str, clickhouse_base_url: str
         "retry_schedule": "1s,2s,3s",
         "retry_jitter": 0.0,
         "api_keys": TEST_API_KEYS,
+        "secrets_key": TEST_SECRETS_KEY,
         "allow_private_targets": ("127.0.0.0/8",),
         "delivery_timeout": 5.0,
     }

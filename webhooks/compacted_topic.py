@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import ClassVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from webhooks.background import BackgroundWorker
 from webhooks.kafka import KafkaConnection, create_consumer, end_offsets, poll_batch, watermarks
@@ -55,6 +55,11 @@ class CompactedTopicFollower(BackgroundWorker):
     def apply_record(self, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
         """Apply one record (in the follower thread, in offset order per partition)."""
         raise NotImplementedError
+
+    def apply_message(self, message: Message) -> None:
+        """Apply one consumed message: :meth:`apply_record` of its key, value and time; a
+        view that needs the partition and offset too overrides this instead."""
+        self.apply_record(message.key(), message.value(), message.timestamp()[1])
 
     def reset(self, partitions: int) -> None:
         """Start over from an empty state: called on every (re)start, before the first
@@ -141,7 +146,7 @@ class CompactedTopicFollower(BackgroundWorker):
             if message.error():
                 self._log.warning("%s: %s", self.topic, message.error())
                 continue
-            self.apply_record(message.key(), message.value(), message.timestamp()[1])
+            self.apply_message(message)
             self._positions[message.partition()] = message.offset()
         if not messages or not self._ready.is_set():
             self._read_positions(consumer)

@@ -1,4 +1,11 @@
-"""Endpoint records as kept on the compacted endpoints topic (schema ``endpoint.v1``)."""
+"""Endpoint records as kept on the compacted endpoints topic (schema ``endpoint.v1``).
+
+A record's signing secrets and the values of its secret custom headers are stored sealed
+(:mod:`webhooks.secret_encryption`), or plain in records written before they were
+encrypted; whoever needs the plain text (the fanout to send, the eventlog API to show a
+signing secret) opens them with the keyring. Each sealed text is bound to its endpoint
+and place (:func:`header_binding`): it does not open anywhere else.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from webhooks.envelope import Envelope, Timestamp, utcnow
 from webhooks.matching import matches_any
 from webhooks.payload_filter import Predicate, compile_filter
 from webhooks.record import JsonRecord
+from webhooks.secret_encryption import SecretsKeyring, key_id_of
 
 ENDPOINT_SCHEMA = "endpoint.v1"
 
@@ -30,13 +38,19 @@ RESERVED_HEADERS = frozenset({
     "proxy-authenticate", "te", "trailer", "upgrade", "expect", "user-agent"})
 
 
+def header_binding(endpoint_id: str, name: str) -> str:
+    """What a secret header value is sealed for: this endpoint's header of this name."""
+    return f"{endpoint_id}/headers/{name.lower()}"
+
+
 def new_endpoint_id() -> str:
     """A unique endpoint id: ``ep_`` and a ULID."""
     return f"ep_{ULID()}"
 
 
 class EndpointSecret(JsonRecord):
-    """A signing secret; ``expires`` is set on the old one when a secret is rotated."""
+    """A signing secret (sealed ``whenc_v1.…`` or plain ``whsec_…`` in a record; always
+    plain in an API answer); ``expires`` is set on the old one when a secret is rotated."""
 
     secret: str
     expires: Timestamp | None = None
@@ -115,7 +129,8 @@ class Endpoint(JsonRecord):
         return cls.validated(raw)
 
     def signing_secrets(self, moment: datetime | None = None) -> list[str]:
-        """Secrets to sign with now: the current one and any still in its overlap window."""
+        """Secrets to sign with now, as stored: the current one and any still in its
+        overlap window."""
         moment = moment or utcnow()
         return [s.secret for s in self.secrets if s.valid_at(moment)]
 
@@ -129,6 +144,43 @@ class Endpoint(JsonRecord):
     def payload_filter(self) -> Predicate | None:
         """The compiled payload filter (once per record version), or None."""
         return compile_filter(self.filter) if self.filter is not None else None
+
+    def stored_secrets(self) -> list[tuple[str, str]]:
+        """(binding, stored text) of every secret it holds: the signing secrets (bound to
+        the endpoint id) and the values of its secret headers."""
+        return [*((self.id, s.secret) for s in self.secrets),
+                *((header_binding(self.id, h.name), h.value) for h in self.headers if h.secret)]
+
+    def secret_key_ids(self) -> set[str | None]:
+        """The key ids its secrets are sealed with (None: a plain, unsealed one)."""
+        return {key_id_of(stored) for _, stored in self.stored_secrets()}
+
+    def sealed(self, keyring: SecretsKeyring) -> Self:
+        """This record with every secret (signing secrets, secret header values) sealed by
+        the keyring's primary key: plain ones sealed, those of other keys opened and sealed
+        again; raises :class:`~webhooks.secret_encryption.SecretsKeyError`. Itself when
+        nothing changes."""
+        if self.secret_key_ids() <= {keyring.primary}:
+            return self
+        secrets = [s.model_copy(update={"secret": keyring.reseal(self.id, s.secret)})
+                   for s in self.secrets]
+        headers = [h.model_copy(update={
+            "value": keyring.reseal(header_binding(self.id, h.name), h.value)})
+            if h.secret else h for h in self.headers]
+        return self.model_copy(update={"secrets": secrets, "headers": headers})
+
+    def with_headers_opened(self, keyring: SecretsKeyring) -> Self:
+        """This record with its secret header values opened (to compare a change with, or
+        keep them in one); never to be written as is: the store seals them again."""
+        headers = [h.model_copy(update={
+            "value": keyring.open(header_binding(self.id, h.name), h.value)})
+            if h.secret else h for h in self.headers]
+        return self.model_copy(update={"headers": headers})
+
+    def opened_secrets(self, keyring: SecretsKeyring) -> list[EndpointSecret]:
+        """Its secrets as ``whsec_…`` texts (to show to the endpoint's owner)."""
+        return [s.model_copy(update={"secret": keyring.open(self.id, s.secret)})
+                for s in self.secrets]
 
     def wants(self, envelope: Envelope) -> bool:
         """True when this endpoint should receive ``envelope``: enabled, the tenant's, a

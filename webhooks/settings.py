@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from webhooks.durations import parse_duration
 from webhooks.kafka import KafkaConnection
 from webhooks.retry_schedule import RetrySchedule
+from webhooks.secret_encryption import SecretsKeyring
 
 ADMIN_TENANT = "*"
 
@@ -24,7 +25,10 @@ ADMIN_TENANT = "*"
 class Settings(BaseSettings):
     """Every knob of the platform; see the configuration table in the README."""
 
-    model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore")
+    # A refused value is never quoted back: API keys, passwords and the secrets key are
+    # among them.
+    model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     # Where and how we run.
     environment: Literal["local", "production"] = "local"
@@ -64,6 +68,9 @@ class Settings(BaseSettings):
 
     # Auth: "key:tenant,key2:*" where "*" marks an admin key.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Seals endpoint signing secrets at rest: "kid:base64(32 bytes)[,kid:…]", the first
+    # key seals, all open. Fanout and the eventlog API refuse to start without it.
+    secrets_key: Annotated[SecretsKeyring | None, NoDecode] = None
 
     # Ingest.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -104,6 +111,11 @@ class Settings(BaseSettings):
                 raise ValueError("WEBHOOKS_API_KEYS must be comma-separated key:tenant pairs")
             keys[key] = tenant
         return keys
+
+    @field_validator("secrets_key", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
         "idempotency_window",

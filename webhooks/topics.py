@@ -17,6 +17,10 @@ from webhooks.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
 
+KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms")
+"""Configuration that :func:`ensure_topics` also brings existing topics in line with (the
+rest, e.g. the cleanup policy, is set once, when a topic is created)."""
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -110,7 +114,10 @@ class Topics:
             TopicSpec(self.ingest, retention),
             TopicSpec(self.ingest_rejected, retention),
             TopicSpec(self.events, retention),
-            TopicSpec(self.endpoints, compacted),
+            # A superseded endpoint record may hold secrets under a retired key (or, from
+            # before encryption, plain ones): compacted away within a day at the latest
+            # (Kafka also rolls the active segment on the next write after that long).
+            TopicSpec(self.endpoints, {**compacted, "max.compaction.lag.ms": str(DAY_MS)}),
             TopicSpec(self.endpoint_health, compacted),
             TopicSpec(self.registry, compacted),
             TopicSpec(self.deliveries, retention),
@@ -125,12 +132,12 @@ class Topics:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic and bring the retention of existing ones in line with the
-    settings (idempotent); return the names that were created."""
+    """Create any missing topic and bring the retention (and compaction lag) of existing
+    ones in line with the settings (idempotent); return the names that were created."""
     admin = AdminClient(settings.kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     specs = Topics.from_settings(settings).specs(settings.retention_days)
-    _update_retention(admin, [spec for spec in specs if spec.name in existing], timeout)
+    _keep_in_line(admin, [spec for spec in specs if spec.name in existing], timeout)
     wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
@@ -157,22 +164,26 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     return created
 
 
-def _update_retention(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
-    """Set ``retention.ms`` where an existing topic's differs from its spec (a changed
-    WEBHOOKS_RETENTION_DAYS); other configuration of existing topics is left alone."""
-    specs = [spec for spec in specs if "retention.ms" in spec.config]
+def _keep_in_line(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """Set each :data:`KEPT_IN_LINE` entry where an existing topic's differs from its spec
+    (a changed WEBHOOKS_RETENTION_DAYS, a topic created by an older version); other
+    configuration of existing topics is left alone."""
+    specs = [spec for spec in specs if any(name in spec.config for name in KEPT_IN_LINE)]
     if not specs:
         return
     described = admin.describe_configs(
         [ConfigResource(ResourceType.TOPIC, spec.name) for spec in specs],
         request_timeout=timeout)
-    current = {resource.name: future.result(timeout)["retention.ms"].value
-               for resource, future in described.items()}
-    changes = [
-        ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=[ConfigEntry(
-            "retention.ms", spec.config["retention.ms"],
-            incremental_operation=AlterConfigOpType.SET)])
-        for spec in specs if current[spec.name] != spec.config["retention.ms"]]
+    current = {resource.name: future.result(timeout) for resource, future in described.items()}
+    changes = []
+    for spec in specs:
+        config = current[spec.name]
+        differ = [name for name in KEPT_IN_LINE if name in spec.config
+                  and (name not in config or config[name].value != spec.config[name])]
+        if differ:
+            changes.append(ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=[
+                ConfigEntry(name, spec.config[name], incremental_operation=AlterConfigOpType.SET)
+                for name in differ]))
     if changes:
         for future in admin.incremental_alter_configs(changes, request_timeout=timeout).values():
             future.result(timeout)

@@ -1,12 +1,12 @@
 """The ``webhooks`` command.
 
 Operators run and set up the platform (``serve``, ``create-topics``, ``migrate``, ``up``,
-``down``: :mod:`services.cli.operator`). Tenants use it over the HTTP APIs only, with
-their API key (:mod:`services.cli.endpoints`, :mod:`~services.cli.events`,
-:mod:`~services.cli.dlq`, :mod:`~services.cli.listen`), and admins manage tenants and
-keys the same way (:mod:`~services.cli.tenants`); those modules import nothing of the
-services, only the shared contracts of ``webhooks/`` (signing, envelope times, record
-schemas).
+``down``, ``rotate-secrets-key``: :mod:`services.cli.operator`). Tenants use it over the
+HTTP APIs only, with their API key (:mod:`services.cli.endpoints`,
+:mod:`~services.cli.events`, :mod:`~services.cli.dlq`, :mod:`~services.cli.listen`), and
+admins manage tenants and keys the same way (:mod:`~services.cli.tenants`); those modules
+import nothing of the services, only the shared contracts of ``webhooks/`` (signing,
+envelope times, record schemas).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(ctx: click.Context, api_key: str | None, ingest_url: str | None,
     """kafka-webhooks: run the platform, or use it as a tenant.
 
     \b
-    Operators:  serve, create-topics, migrate, up, down
+    Operators:  serve, create-topics, migrate, up, down, rotate-secrets-key
     Tenants:    endpoints, send, events, attempts, redeliver, recover, dlq, listen
     Admins:     tenants, keys (and --tenant to act for one tenant)
 

@@ -1,4 +1,5 @@
-"""Operator commands: run a service, set up Kafka topics and ClickHouse, the local stack.
+"""Operator commands: run a service, set up Kafka topics and ClickHouse, the local stack,
+re-encrypt the endpoint secrets.
 
 These are what the Helm chart and ``make up`` run (``webhooks serve ingest``, …); they
 import the services themselves, lazily, so that the tenant commands do not.
@@ -7,6 +8,7 @@ import the services themselves, lazily, so that the tenant commands do not.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import click
@@ -30,9 +32,14 @@ def _settings() -> Settings:
 def serve(service: str) -> None:
     """Run one service in the foreground."""
     settings = _settings()
+    from webhooks.endpoint_secrets import SecretsKeyRefused
+
     # Each service package exposes main.run(settings); the CLI is the only place
     # that knows all three.
-    importlib.import_module(f"services.{service}.main").run(settings)
+    try:
+        importlib.import_module(f"services.{service}.main").run(settings)
+    except SecretsKeyRefused as exc:  # one clear line and exit 1, not a traceback
+        raise click.ClickException(f"{service} refuses to start: {exc}") from None
 
 
 @click.command("create-topics")
@@ -81,4 +88,25 @@ def down(state_dir: Path | None) -> None:
     localstack.down(localstack.StackFolders(state_dir) if state_dir else localstack.StackFolders())
 
 
-OPERATOR_COMMANDS = (serve, create_topics, migrate, up, down)
+@click.command("rotate-secrets-key")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def rotate_secrets_key(as_json: bool) -> None:
+    """Re-encrypt every endpoint's signing secrets with the first key of
+    WEBHOOKS_SECRETS_KEY (unencrypted ones of an older install too). Idempotent and safe
+    while the services run; exits 1 if an endpoint could not be re-encrypted."""
+    from dataclasses import asdict
+
+    from services.cli.secrets_key import rotate_secrets_key as rotate
+    from webhooks.endpoint_secrets import SecretsKeyRefused
+
+    try:
+        report = rotate(_settings())
+    except SecretsKeyRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(asdict(report), indent=2) if as_json else "\n".join(report.lines()))
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} endpoint(s) not re-encrypted: "
+                                   "WEBHOOKS_SECRETS_KEY must also hold their key(s)")
+
+
+OPERATOR_COMMANDS = (serve, create_topics, migrate, up, down, rotate_secrets_key)

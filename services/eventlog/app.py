@@ -37,6 +37,7 @@ from webhooks.kafka import kafka_reachable
 from webhooks.observability import health_router
 from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.registry import Registry
+from webhooks.secret_encryption import SecretsKeyError
 from webhooks.settings import Settings
 from webhooks.topics import Topics
 
@@ -104,13 +105,22 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _answer_backend_failures(app: FastAPI) -> None:
-    """Kafka or ClickHouse failing is a 503 problem (retry), not an opaque 500."""
+    """Kafka or ClickHouse failing is a 503 problem (retry), not an opaque 500; a secret
+    this server cannot decrypt is a 500 problem that says so."""
 
     @app.exception_handler(KafkaException)
     async def _kafka(request: Request, exc: KafkaException) -> JSONResponse:
         log.error("Kafka failed during %s %s: %s", request.method, request.url.path, exc)
         return problem_response(503, "Kafka is unavailable; retry the request",
                                 headers={"Retry-After": "5"})
+
+    @app.exception_handler(SecretsKeyError)
+    async def _secrets_key(request: Request, exc: SecretsKeyError) -> JSONResponse:
+        # The operator's message (key ids) goes to the log; the caller learns only that
+        # the server cannot open the secret. Neither carries the secret.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(500, "the endpoint's signing secret cannot be decrypted with "
+                                     "this server's WEBHOOKS_SECRETS_KEY; ask the operator")
 
     @app.exception_handler(ClickHouseError)
     async def _clickhouse(request: Request, exc: ClickHouseError) -> JSONResponse:

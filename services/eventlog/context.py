@@ -14,6 +14,7 @@ from services.eventlog.endpoint_store import EndpointStore
 from services.eventlog.event_store import EventStore, Page
 from services.eventlog.redelivery import DeliveryQueue
 from webhooks.acked_producer import AckedProducer
+from webhooks.endpoint_secrets import configured_keyring
 from webhooks.kafka import create_consumer
 from webhooks.problems import Problem, problem_responses
 from webhooks.registry import Registry
@@ -58,7 +59,8 @@ class EventlogContext:
             settings=settings, client=client, producer=producer, topics=topics,
             events=EventStore(client, topics),
             endpoints=EndpointStore(client, producer, topics,
-                                    offsets=create_consumer(settings.kafka, "endpoint-offsets")),
+                                    offsets=create_consumer(settings.kafka, "endpoint-offsets"),
+                                    keyring=configured_keyring(settings, "the eventlog API")),
             queue=DeliveryQueue(producer, topics),
             targets=TargetPolicy.create(settings.allow_private_targets,
                                         production=settings.environment == "production"),

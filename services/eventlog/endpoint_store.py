@@ -12,6 +12,11 @@ caller's next GET sees its own write. If the sink lags beyond the bound, the wri
 still stands (Kafka acknowledged it) and the caller is answered from the produced
 record; a GET right after may then briefly show the previous version.
 
+Secrets at rest: every record this store writes has its signing secrets sealed with the
+primary key of ``WEBHOOKS_SECRETS_KEY`` (new ones, plain ones from before encryption, and
+those of an older key), so any change through the API also moves the record to the
+current key. Records come back as stored; the routes open the secrets they show.
+
 Read-before-change: a change derived from the current record (PATCH, secret rotation)
 starts from :meth:`EndpointStore.latest`, which first waits (bounded) until the sink has
 stored every record on the topic, so that it does not undo a write the table has not
@@ -40,6 +45,7 @@ from services.eventlog.event_store import EventStore
 from webhooks.acked_producer import AckedProducer
 from webhooks.endpoints import Endpoint
 from webhooks.kafka import end_offsets
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -97,9 +103,12 @@ class EndpointStore:
     """Tenant-scoped endpoint reads (ClickHouse) and writes (Kafka)."""
 
     def __init__(self, client: Client, producer: AckedProducer, topics: Topics,
-                 offsets: Consumer, visibility_timeout: float = 5.0) -> None:
-        """``offsets`` is a consumer used only to read the topic's end offsets."""
+                 offsets: Consumer, keyring: SecretsKeyring,
+                 visibility_timeout: float = 5.0) -> None:
+        """``offsets`` is a consumer used only to read the topic's end offsets; ``keyring``
+        seals the secrets of every record written."""
         self.client = client
+        self.keyring = keyring
         self.producer = producer
         self.topics = topics
         self.visibility_timeout = visibility_timeout
@@ -170,8 +179,9 @@ class EndpointStore:
             self._offsets.close()
 
     def save(self, endpoint: Endpoint) -> Endpoint:
-        """Publish ``endpoint`` (validated against ``endpoint.v1``) and wait until readable."""
-        checked = Endpoint.from_dict(endpoint.model_dump())
+        """Publish ``endpoint`` with its secrets sealed (validated against ``endpoint.v1``)
+        and wait until readable; returns the record as written."""
+        checked = Endpoint.from_dict(endpoint.sealed(self.keyring).model_dump())
         written = self.producer.send(self.topics.endpoints, checked.to_json(),
                                      key=checked.id.encode())
         self.wait_sinked({written.partition: written.offset})

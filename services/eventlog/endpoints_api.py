@@ -89,15 +89,16 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
     older one).
     """
     if idempotency_key is None:
-        return EndpointCreated.of(ctx.endpoints.save(_new_endpoint(ctx, tenant, request)))
-    digests = request.digests()
+        return EndpointCreated.of(ctx.endpoints.save(_new_endpoint(ctx, tenant, request)),
+                                  ctx.endpoints.keyring)
+    digests = request.digests(ctx.cursor_key)
     lock = _CREATE_LOCKS[zlib.crc32(f"{tenant}\0{idempotency_key}".encode()) % len(_CREATE_LOCKS)]
     with lock:
         first = _created_with(ctx, tenant, idempotency_key)
         if first is None:
             endpoint = _new_endpoint(ctx, tenant, request).model_copy(update={
                 "idempotency": EndpointIdempotency(key=idempotency_key, fields=digests)})
-            return EndpointCreated.of(ctx.endpoints.save(endpoint))
+            return EndpointCreated.of(ctx.endpoints.save(endpoint), ctx.endpoints.keyring)
     assert first.idempotency is not None
     differing = sorted(name for name in {*digests, *first.idempotency.fields}
                        if digests.get(name) != first.idempotency.fields.get(name))
@@ -107,7 +108,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
                            "use a new key for a new endpoint")
     response.status_code = 200
     response.headers[REPLAYED_HEADER] = "true"
-    return EndpointCreated.of(first)
+    return EndpointCreated.of(first, ctx.endpoints.keyring)
 
 
 def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) -> Endpoint:
@@ -116,6 +117,7 @@ def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) ->
     now = utcnow()
     return Endpoint(
         id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
+        # Plain here; the store seals it (and every other secret) as it writes the record.
         secrets=[EndpointSecret(secret=request.secret or generate_secret())],
         description=request.description, rate_limit=request.rate_limit,
         headers=request.headers, filter=request.filter, ordered=request.ordered,
@@ -169,7 +171,8 @@ def get_endpoint(ctx: ContextDep, tenant: ReadTenantDep,
 def get_secrets(ctx: ContextDep, tenant: ManageTenantDep,
                 endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointSecrets:
     """The secrets that sign deliveries now, newest first."""
-    return EndpointSecrets(secrets=_load(ctx, tenant, endpoint_id).secrets)
+    endpoint = _load(ctx, tenant, endpoint_id)
+    return EndpointSecrets(secrets=endpoint.opened_secrets(ctx.endpoints.keyring))
 
 
 @endpoints_router.patch("/{endpoint_id}", response_model=EndpointOut,
@@ -225,9 +228,9 @@ def rotate_secret(ctx: ContextDep, tenant: ManageTenantDep,
         expiry = expires_at if old.expires is None else min(expires_at, old.expires)
         kept.append(EndpointSecret(secret=old.secret, expires=expiry))
     rotated = endpoint.model_copy(update={
-        "secrets": [EndpointSecret(secret=generate_secret()), *kept],
+        "secrets": [EndpointSecret(secret=generate_secret()), *kept],  # the store seals it
         "updated": now})
-    return EndpointCreated.of(ctx.endpoints.save(rotated))
+    return EndpointCreated.of(ctx.endpoints.save(rotated), ctx.endpoints.keyring)
 
 
 @endpoints_router.post("/{endpoint_id}/test", status_code=202, response_model=Queued,

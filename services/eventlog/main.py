@@ -6,11 +6,14 @@ import uvicorn
 
 from services.eventlog.app import create_app
 from webhooks import garbage_collection
+from webhooks.endpoint_secrets import check_secrets_key
 from webhooks.observability import access_log, logging_config
 from webhooks.settings import Settings
 
 
 def run(settings: Settings) -> None:
+    if settings.eventlog_role != "sink":  # the sink copies records; only the API opens them
+        check_secrets_key(settings, "the eventlog API")
     # Open event streams never end by themselves: on SIGTERM, give them a few seconds,
     # then close them (clients reconnect with Last-Event-ID) instead of waiting for ever.
     app = create_app(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from webhooks.endpoints import (
 from webhooks.envelope import Envelope, utcnow
 from webhooks.matching import FILTER_PATTERN, is_valid_filter
 from webhooks.payload_filter import FilterError, compile_filter
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.signing import secret_key
 
 MAX_LISTED_TASKS = 1000
@@ -159,12 +161,13 @@ class EndpointCreate(BaseModel):
     _headers = field_validator("headers")(_check_headers)
     _payload_filter = field_validator("filter")(_check_payload_filter)
 
-    def digests(self) -> dict[str, str]:
+    def digests(self, key: bytes) -> dict[str, str]:
         """Per field, a digest of its value (defaults filled in), to tell a retry with an
-        ``Idempotency-Key`` from a different request. Secret values enter only hashed: the
-        signing secret has 192+ random bits, and header values are on the record anyway."""
-        return {name: hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"))
-                                     .encode()).hexdigest()[:32]
+        ``Idempotency-Key`` from a different request. Keyed (HMAC-SHA256 with ``key``, the
+        eventlog's MAC key): the digests are kept on the record, and a plain hash of a
+        secret header value, which may be short, could be guessed back from it."""
+        return {name: hmac.new(key, json.dumps(value, sort_keys=True, separators=(",", ":"))
+                               .encode(), hashlib.sha256).hexdigest()[:32]
                 for name, value in self.model_dump(mode="json").items()}
 
 
@@ -241,9 +244,10 @@ class EndpointCreated(EndpointOut):
     secret: str
 
     @classmethod
-    def of(cls, endpoint: Endpoint) -> EndpointCreated:
+    def of(cls, endpoint: Endpoint, keyring: SecretsKeyring) -> EndpointCreated:
+        """The record's current secret opened with ``keyring`` (the record holds it sealed)."""
         return cls.model_validate({**EndpointOut.of(endpoint).model_dump(),
-                                   "secret": endpoint.secrets[0].secret})
+                                   "secret": keyring.open(endpoint.id, endpoint.secrets[0].secret)})
 
 
 class EndpointPage(BaseModel):

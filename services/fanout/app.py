@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> faust.App:
                             production=settings.environment == "production"),
         timeout=settings.delivery_timeout,
         concurrency=settings.delivery_concurrency,
+        keyring=settings.secrets_key,
     )
     # Every Kafka write of the worker goes through one confluent-kafka producer: writes
     # are queued at once and acknowledged by delivery callbacks, so concurrent writes

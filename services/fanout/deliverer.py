@@ -12,7 +12,8 @@ class, latency, ``Retry-After``). Error classes, as recorded on attempt records:
     redirect         a 3xx answer; redirects are never followed
     http_status      any other non-2xx answer
     endpoint_misconfigured
-                     a signing secret of the endpoint is unusable; nothing was sent
+                     a signing secret of the endpoint is unusable (malformed, or sealed
+                     with a key this worker does not hold); nothing was sent
 
 One :class:`Deliverer` per worker holds one aiohttp connection pool (keep-alive, one TLS
 context) whose DNS answers come from the :class:`CheckedResolver`: the request goes to
@@ -35,8 +36,9 @@ import aiohttp
 
 from services.fanout.checked_resolver import CheckedResolver
 from webhooks.delivery import DeliveryTask
-from webhooks.endpoints import Endpoint
+from webhooks.endpoints import Endpoint, header_binding
 from webhooks.envelope import utcnow
+from webhooks.secret_encryption import OpenedSecrets, SecretsKeyError, SecretsKeyring
 from webhooks.signing import InvalidSecret, signature_header
 from webhooks.target_policy import TargetPolicy, TargetRefused
 
@@ -71,20 +73,28 @@ class DeliveryResult:
         return self.response_status == 410
 
 
+PLAIN_SECRETS_ONLY = OpenedSecrets(None)
+"""For a deliverer given no keyring (tests of records with plain secrets)."""
+
+
 def build_headers(task: DeliveryTask, endpoint: Endpoint, body: bytes,
-                  now: datetime | None = None) -> dict[str, str]:
+                  now: datetime | None = None, secrets: OpenedSecrets = PLAIN_SECRETS_ONLY
+                  ) -> dict[str, str]:
     """The endpoint's custom headers and the Standard Webhooks headers for ``task``,
-    signed with every valid secret (custom names never clash: reserved ones are refused)."""
+    signed with every valid secret; signing secrets and secret header values are opened
+    through ``secrets`` (a dict hit once opened; raises ``SecretsKeyError``). Custom names
+    never clash: reserved ones are refused."""
     now = now or utcnow()
     timestamp = int(now.timestamp())
+    signing = secrets.open_all(endpoint.id, endpoint.signing_secrets(now))
     return {
-        **{header.name: header.value for header in endpoint.headers},
+        **{header.name: secrets.open(header_binding(endpoint.id, header.name), header.value)
+           if header.secret else header.value for header in endpoint.headers},
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         HEADER_ID: task.event.id,
         HEADER_TIMESTAMP: str(timestamp),
-        HEADER_SIGNATURE: signature_header(endpoint.signing_secrets(now), task.event.id,
-                                           timestamp, body),
+        HEADER_SIGNATURE: signature_header(signing, task.event.id, timestamp, body),
         HEADER_ATTEMPT: str(task.attempt),
         HEADER_EVENT_TYPE: task.event.type,
     }
@@ -108,11 +118,14 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 class Deliverer:
     """Sends delivery tasks over one pooled aiohttp session; create it inside a running loop
-    (or let the first :meth:`deliver` create its session)."""
+    (or let the first :meth:`deliver` create its session). ``keyring`` opens the sealed
+    signing secrets (without one, only plain ``whsec_`` secrets sign)."""
 
     def __init__(self, policy: TargetPolicy, timeout: float, concurrency: int = 200,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 keyring: SecretsKeyring | None = None) -> None:
         self._timeout_seconds = timeout
+        self.secrets = OpenedSecrets(keyring)
         self.resolver = CheckedResolver(policy)
         self._concurrency = concurrency
         # One TLS context for every connection (building one costs ~46 ms of CPU).
@@ -165,10 +178,12 @@ class Deliverer:
                                   response_body=str(exc)[:MAX_RESPONSE_BODY])
         body = task.event.to_json()
         try:
-            headers = build_headers(task, endpoint, body)
-        except InvalidSecret as exc:
-            # The schema lets through secrets that are not base64 of 24-64 bytes. An
-            # ordinary failure moves the task on, and a fixed secret is used next attempt.
+            headers = build_headers(task, endpoint, body, secrets=self.secrets)
+        except (InvalidSecret, SecretsKeyError) as exc:
+            # The schema lets through secrets that are not base64 of 24-64 bytes, and a
+            # record may be sealed with a key this worker lacks (logged once, by
+            # OpenedSecrets). Never sign with anything else: an ordinary failure moves the
+            # task on, and a fixed secret or key is used next attempt.
             return DeliveryResult(False, 0.0, error="endpoint_misconfigured",
                                   response_body=f"cannot sign the request: {exc}")
         if self._session is None:

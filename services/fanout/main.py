@@ -6,14 +6,17 @@ import mode.loop
 from faust.worker import Worker
 
 from services.fanout.app import create_app
+from webhooks.endpoint_secrets import check_secrets_key
 from webhooks.observability import logging_config
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
 
 def run(settings: Settings) -> None:
-    """Create missing topics, then run the Faust worker in the foreground."""
+    """Create missing topics, check the secrets key, then run the Faust worker in the
+    foreground."""
     ensure_topics(settings)
+    check_secrets_key(settings, "fanout")
     # uvloop: the worker's event loop runs every HTTP attempt and Kafka callback.
     mode.loop.use("uvloop")
     app = create_app(settings)

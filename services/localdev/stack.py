@@ -26,6 +26,7 @@ from services.localdev.kafka_broker import (
     stop_pid,
     wait_until_ready,
 )
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.settings import Settings
 from webhooks.topics import ensure_topics
 
@@ -40,7 +41,8 @@ class StackFolders:
 
     @property
     def data(self) -> Path:
-        """Kafka logs, the embedded ClickHouse, Faust's data and the dev API key."""
+        """Kafka logs, the embedded ClickHouse, Faust's data, the dev API key and the
+        secrets key."""
         return self.root / ".data"
 
     @property
@@ -87,6 +89,17 @@ def _dev_api_key(folders: StackFolders) -> str:
     return path.read_text().strip()
 
 
+def _dev_secrets_key(folders: StackFolders) -> str:
+    """The local WEBHOOKS_SECRETS_KEY: made once, kept in ``.data/secrets-key`` (the local
+    endpoints' secrets are sealed with it; losing it loses them, like the data beside it)."""
+    path = folders.data / "secrets-key"
+    if not path.exists():
+        # Created readable by its owner only, never briefly by others.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(SecretsKeyring.generate("dev1").to_setting())
+    return path.read_text().strip()
+
+
 def up(settings: Settings, folders: StackFolders = StackFolders(),
        timeout: float = 120.0) -> None:
     """Start whatever is not running yet and wait until everything is healthy."""
@@ -106,10 +119,13 @@ def up(settings: Settings, folders: StackFolders = StackFolders(),
 
     env = dict(os.environ)
     env.setdefault("WEBHOOKS_CLICKHOUSE_URL", f"chdb://{data_dir / 'clickhouse'}")
-    # A local try-out works without configuration: a generated key for tenant "dev", and
-    # webhooks may target receivers on this machine. Explicit settings win.
+    # A local try-out works without configuration: a generated key for tenant "dev", a
+    # generated secrets key, and webhooks may target receivers on this machine. Explicit
+    # settings win.
     if not settings.api_keys:
         env["WEBHOOKS_API_KEYS"] = f"{_dev_api_key(folders)}:dev"
+    if settings.secrets_key is None:
+        env["WEBHOOKS_SECRETS_KEY"] = _dev_secrets_key(folders)
     env.setdefault("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
     # Faust's data directory defaults to the working directory; keep it with the rest.
     env.setdefault("FAUST_DATADIR", str(data_dir / "fanout"))

@@ -30,6 +30,7 @@ from tests.deploy.chart import (
     settings_config_maps,
     write_values,
 )
+from webhooks.secret_encryption import SecretsKeyring
 from webhooks.settings import Settings
 
 SERVICE_PORT_SETTING = {"ingest": "WEBHOOKS_INGEST_PORT", "fanout": "WEBHOOKS_FANOUT_PORT",
@@ -312,6 +313,7 @@ ENV_PREFIX = Settings.model_config["env_prefix"]
 SETTING_VARIABLES = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
 # Stand-ins for the keys of secrets.existingSecret, whose content the chart never sees.
 EXISTING_SECRET = {"api-keys": "key-acme:acme,key-admin:*", "cursor-secret": "c" * 32,
+                   "secrets-key": SecretsKeyring.generate("e1").to_setting(),
                    "clickhouse-url": "http://default:@clickhouse:8123/webhooks",
                    "kafka-sasl-username": "webhooks", "kafka-sasl-password": "password"}
 
@@ -408,17 +410,20 @@ def test_api_keys_and_credentials_go_to_the_secret_only(all_enabled: Manifests) 
     assert secret["clickhouse-url"].startswith("https://webhooks:clickhouse-password@")
     assert secret["kafka-sasl-password"] == "kafka-password"
     assert secret["cursor-secret"] == "cursor-secret-0123456789abcdef"
+    assert secret["secrets-key"] == ALL_ENABLED_SECRETS_KEY
     for config in all_enabled.of_kind("ConfigMap"):
         text = repr(config["data"])
         for value in ("key-acme-0123456789", "clickhouse-password", "kafka-password",
-                      "cursor-secret-0123456789abcdef"):
+                      "cursor-secret-0123456789abcdef", ALL_ENABLED_SECRETS_KEY):
             assert value not in text
 
 
-# --- the cursor secret -----------------------------------------------------------------------
+# --- the cursor secret and the secrets key ---------------------------------------------------
 
 # How _helpers.tpl reads the release's Secret back on an upgrade.
-LOOKUP = 'lookup "v1" "Secret" .Release.Namespace (include "webhooks.fullname" .)'
+LOOKUP = 'lookup "v1" "Secret" .root.Release.Namespace (include "webhooks.fullname" .root)'
+# The key ring of ci/all-enabled-values.yaml.
+ALL_ENABLED_SECRETS_KEY = "k2:" + "A" * 42 + "E=,k1:" + "B" * 42 + "E="
 
 
 def test_a_generated_cursor_secret_is_one_value_per_render(default: Manifests) -> None:
@@ -439,6 +444,24 @@ def test_a_generated_cursor_secret_is_one_value_per_render(default: Manifests) -
 def test_an_upgrade_keeps_the_cursor_secret_of_the_release(
         tmp_path: Path, release_secret: dict[str, str], values: dict[str, str],
         expected: str | None) -> None:
+    """See :func:`render_upgrade`."""
+    manifests = render_upgrade(tmp_path, release_secret, values)
+    [value] = {s["stringData"]["cursor-secret"] for s in manifests.of_kind("Secret")}
+    if expected is None:
+        assert len(value) >= 32
+    else:
+        assert value == expected
+
+
+def test_a_generated_secrets_key_is_one_key_ring_per_render(default: Manifests) -> None:
+    values = {s["stringData"]["secrets-key"] for s in default.of_kind("Secret")}
+    assert len(values) == 1
+    keyring = SecretsKeyring.parse(values.pop())
+    assert len(keyring.key_ids) == 1 and keyring.primary.startswith("k")
+
+
+def render_upgrade(tmp_path: Path, release_secret: dict[str, str], values: dict[str, str]
+                   ) -> Manifests:
     """helm template cannot reach a cluster, so `lookup` is swapped for what the API server
     answers on an upgrade: the release's Secret, its data base64-encoded."""
     chart = tmp_path / "webhooks"
@@ -448,12 +471,50 @@ def test_an_upgrade_keeps_the_cursor_secret_of_the_release(
     assert text.count(LOOKUP) == 1
     data = " ".join(f'"{key}" ("{value}" | b64enc)' for key, value in release_secret.items())
     helpers.write_text(text.replace(LOOKUP, f'dict "data" (dict {data})'))
-    manifests = Manifests.render(write_values(tmp_path, {"secrets": values}), chart_dir=chart)
-    [value] = {s["stringData"]["cursor-secret"] for s in manifests.of_kind("Secret")}
+    return Manifests.render(write_values(tmp_path, {"secrets": values}), chart_dir=chart)
+
+
+KEPT_RING = SecretsKeyring.generate("k20260101").to_setting()
+EXPLICIT_RING = SecretsKeyring.generate("k2").to_setting() + "," + KEPT_RING
+
+
+@pytest.mark.parametrize(("release_secret", "values", "expected"), [
+    ({"secrets-key": KEPT_RING}, {}, KEPT_RING),
+    ({"secrets-key": KEPT_RING}, {"secretsKey": EXPLICIT_RING}, EXPLICIT_RING),
+    ({"cursor-secret": "x" * 20}, {}, None),  # a Secret from before encryption: generate one
+], ids=["kept", "explicit-wins", "added"])
+def test_an_upgrade_keeps_the_secrets_key_of_the_release(
+        tmp_path: Path, release_secret: dict[str, str], values: dict[str, str],
+        expected: str | None) -> None:
+    """Losing the key loses every endpoint's secret: an upgrade keeps the release's."""
+    manifests = render_upgrade(tmp_path, release_secret, values)
+    [value] = {s["stringData"]["secrets-key"] for s in manifests.of_kind("Secret")}
     if expected is None:
-        assert len(value) >= 32
+        assert SecretsKeyring.parse(value).key_ids != ("k20260101",)
     else:
         assert value == expected
+    [cursor] = {s["stringData"]["cursor-secret"] for s in manifests.of_kind("Secret")}
+    assert cursor == release_secret.get("cursor-secret", cursor)  # one lookup serves both
+
+
+def test_only_fanout_and_the_eventlog_api_read_the_secrets_key(
+        any_render: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Those open endpoint secrets (and refuse to start without the key); ingest, the
+    sink and the set-up Jobs never see it. Every reader gets the same key ring."""
+    rings = set()
+    for workload in any_render.workloads():
+        container = pod_spec(workload)["containers"][0]
+        entry = env_of(container).get("WEBHOOKS_SECRETS_KEY")
+        settings = pod_settings(any_render, workload, monkeypatch)
+        reads = (container["args"] == ["serve", "fanout"]
+                 or (container["args"] == ["serve", "eventlog"]
+                     and settings.eventlog_role in ("all", "api")))
+        assert (entry is not None) == reads, workload["metadata"]["name"]
+        if reads:
+            assert "optional" not in entry["valueFrom"]["secretKeyRef"]  # required
+            assert settings.secrets_key is not None
+            rings.add(settings.secrets_key.to_setting())
+    assert len(rings) == 1
 
 
 def test_an_existing_secret_may_omit_the_cursor_secret(embedded: Manifests) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from confluent_kafka import ConsumerGroupState, KafkaException
 
 from services.localdev.service_process import ServiceProcess
-from tests.conftest import TEST_API_KEYS
+from tests.conftest import TEST_API_KEYS, TEST_SECRETS_KEY
 from tests.services.fanout.harness import Platform
 from tests.support.backends import with_database
 from tests.support.ledger import Ledger, TopicFollower, committed_offsets, fanout_group
@@ -33,6 +33,7 @@ def fault_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: objec
         "retry_schedule": "1s,2s",
         "retry_jitter": 0.0,
         "api_keys": TEST_API_KEYS,
+        "secrets_key": TEST_SECRETS_KEY,
         "allow_private_targets": ("127.0.0.0/8",),
         "delivery_timeout": 2.0,
         "sink_batch_size": 200,

@@ -6,8 +6,9 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from webhooks.kafka import watermarks
 from webhooks.settings import Settings
 
 
@@ -43,6 +44,34 @@ def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
                 return messages
         if expect is not None or until is not None:
             raise TimeoutError(f"{topic}: got {len(messages)} messages, wanted {expect or 'more'}")
+        return messages
+    finally:
+        consumer.close()
+
+
+def read_to_end(settings: Settings, topic: str, timeout: float = 30.0) -> list[Message]:
+    """Every message stored on ``topic`` now (up to each partition's end offset), read by
+    partition from the beginning: the raw records, as a reader of the broker sees them."""
+    consumer = Consumer({
+        **settings.kafka.client_config(),
+        "group.id": f"test-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+    })
+    try:
+        ends = {p: high for p, (low, high) in watermarks(consumer, topic, timeout).items()
+                if high > low}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout}s")
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            messages.append(message)
+            if message.offset() >= ends.get(message.partition(), 0) - 1:
+                ends.pop(message.partition(), None)
         return messages
     finally:
         consumer.close()

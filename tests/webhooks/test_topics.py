@@ -1,4 +1,7 @@
-from confluent_kafka.admin import ConfigResource
+import uuid
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource, NewTopic
 
 from tests.support.eventlog import eventually
 from webhooks.kafka import create_admin
@@ -44,3 +47,27 @@ def test_a_changed_retention_reaches_existing_topics(
     assert retention_days(topics.dlq) == 30  # dead letters are kept at least 30 days
     assert ensure_topics(shorter) == []  # idempotent
     assert retention_days(topics.events) == 7
+
+
+def test_an_endpoints_topic_of_an_older_version_gets_its_compaction_bound(
+        make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Superseded endpoint records (secrets under a retired key, or plain ones from before
+    encryption) leave within a day: also on a topic created before that bound existed."""
+    older = make_settings(topic_prefix=f"old{uuid.uuid4().hex[:8]}")
+    topics = Topics.from_settings(older)
+    admin = create_admin(older.kafka)
+    admin.create_topics([NewTopic(topics.endpoints, 1, 1, config={
+        "cleanup.policy": "compact"})])[topics.endpoints].result(30)
+
+    def lag() -> str | None:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topics.endpoints)
+        try:
+            config = admin.describe_configs([resource])[resource].result()
+        except KafkaException:  # the new topic is not known to the broker yet
+            return None
+        return config["max.compaction.lag.ms"].value
+
+    assert eventually(lag, timeout=10) != str(DAY_MS)  # the broker's default (no bound)
+    ensure_topics(older)
+    eventually(lambda: lag() == str(DAY_MS), timeout=10)
+    assert ensure_topics(older) == []

@@ -207,9 +207,12 @@ def edit(ctx: ContextDep, session: ChangeDep, form: FormDep, endpoint_id: str) -
         return _not_found(session, endpoint_id)
     typed = EndpointForm.posted(form)
     try:
-        wanted = EndpointUpdate.model_validate(typed.fields(endpoint)).model_dump(
+        # Secret header values are stored sealed: a row left empty keeps the opened value
+        # (the store seals it again), and the comparison is with what is sent.
+        opened = endpoint.with_headers_opened(ctx.endpoints.keyring)
+        wanted = EndpointUpdate.model_validate(typed.fields(opened)).model_dump(
             include=set(LABELS))
-        now = endpoint.model_dump(include=set(LABELS))
+        now = opened.model_dump(include=set(LABELS))
         changed = {name: value for name, value in wanted.items() if value != now[name]}
         if not changed:
             return redirect(f"/endpoints/{endpoint_id}", done="unchanged")

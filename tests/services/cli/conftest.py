@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from services.cli import main
 from services.localdev.kafka_broker import REPO_ROOT
 from services.localdev.service_process import ServiceProcess
-from tests.conftest import TEST_API_KEYS
+from tests.conftest import TEST_API_KEYS, TEST_SECRETS_KEY
 from tests.support.backends import with_database
 from tests.support.eventlog import eventually
 from tests.support.receiver import Receiver
@@ -38,7 +38,8 @@ def stack_settings(kafka_bootstrap: str, clickhouse_base_url: str,
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, clickhouse_url=with_database(clickhouse_base_url, scope),
         topic_prefix=scope, topic_partitions=3, retry_schedule="1s,2s", retry_jitter=0.0,
-        api_keys=TEST_API_KEYS, allow_private_targets=("127.0.0.0/8",), delivery_timeout=5.0,
+        api_keys=TEST_API_KEYS, secrets_key=TEST_SECRETS_KEY,
+        allow_private_targets=("127.0.0.0/8",), delivery_timeout=5.0,
         sink_batch_wait=0.1, cursor_secret="cli-cursor-secret")
     ensure_topics(settings)
     return settings

@@ -480,10 +480,13 @@ def header_rows(*rows: tuple[str, str, bool], stored: dict[int, str] | None = No
 
 
 def stored_headers(api: TestClient, endpoint_id: str) -> list[tuple[str, str, bool]]:
-    """The headers as the record keeps them (secret values in the clear): what the fanout
-    sends."""
-    endpoint = api.app.state.context.endpoints.get("acme", endpoint_id)
-    return [(h.name, h.value, h.secret) for h in endpoint.headers]
+    """The headers as the record keeps them, secret values (stored sealed) opened: what
+    the fanout sends."""
+    store = api.app.state.context.endpoints
+    endpoint = store.get("acme", endpoint_id)
+    assert all(h.value.startswith("whenc_v1.") for h in endpoint.headers if h.secret)
+    return [(h.name, h.value, h.secret)
+            for h in endpoint.with_headers_opened(store.keyring).headers]
 
 
 def test_custom_headers_and_a_payload_filter_through_the_forms(

@@ -22,13 +22,15 @@ def test_a_write_acknowledged_by_kafka_stands_when_clickhouse_cannot_be_read(
     topics = Topics.from_settings(settings)
     store = EndpointStore(client, AckedProducer(settings.kafka), topics,
                           offsets=create_consumer(settings.kafka, "offsets"),
-                          visibility_timeout=2.0)
+                          keyring=settings.secrets_key, visibility_timeout=2.0)
     now = utcnow()
     endpoint = Endpoint(id=new_endpoint_id(), tenant="acme", url="https://example.com/hook",
                         events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
                         created=now, updated=now)
 
-    assert store.save(endpoint) == endpoint
+    saved = store.save(endpoint)
+    assert saved == endpoint.model_copy(update={"secrets": saved.secrets})
+    assert saved.opened_secrets(settings.secrets_key) == endpoint.secrets  # sealed
     records = read_topic(settings, topics.endpoints, expect=1)
     assert [(r.key(), Endpoint.from_json(r.value())) for r in records] == [
-        (endpoint.id.encode(), endpoint)]
+        (endpoint.id.encode(), saved)]

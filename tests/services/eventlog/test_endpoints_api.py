@@ -95,7 +95,10 @@ def test_endpoint_crud_round_trips_through_kafka(api: TestClient, eventlog_setti
     first, second = (Endpoint.from_json(r.value()) for r in records[:2])
     assert (first.tenant, first.url, first.events, first.rate_limit) == (
         tenant.name, URL, ["order.*"], 5)
-    assert first.secrets[0].secret == created["secret"]
+    # Sealed at rest; the secret the API answered is what it opens to.
+    assert first.secrets[0].secret.startswith("whenc_v1.t1.")
+    assert [s.secret for s in first.opened_secrets(eventlog_settings.secrets_key)] == [
+        created["secret"]]
     assert (second.url, second.events, second.created) == (URL + "/v2", ["order.shipped"],
                                                            first.created)
     assert records[2].value() is None
@@ -114,7 +117,7 @@ def fanout_view(eventlog_settings: Settings) -> Iterator[EndpointView]:
 
 
 def test_api_changes_reach_the_fanouts_view_within_seconds(
-        api: TestClient, fanout_view: EndpointView) -> None:
+        api: TestClient, fanout_view: EndpointView, eventlog_settings: Settings) -> None:
     """Create, change the filter, disable, re-enable and delete through the API: the
     fanout's view follows each change, and so does what it would deliver."""
     tenant = Tenant(api)
@@ -132,7 +135,8 @@ def test_api_changes_reach_the_fanouts_view_within_seconds(
     created = tenant.endpoint(["order.*"])
     endpoint_id = created["id"]
     seen = view_shows(endpoint_id, url=URL, events=["order.*"], tenant=tenant.name)
-    assert seen.signing_secrets() == [created["secret"]]
+    keyring = eventlog_settings.secrets_key
+    assert [keyring.open(endpoint_id, s) for s in seen.signing_secrets()] == [created["secret"]]
     assert [e.id for e in fanout_view.matching(shipped)] == [endpoint_id]
 
     path = f"/v1/endpoints/{endpoint_id}"
@@ -163,7 +167,8 @@ def test_updates_from_other_writers_are_read(api: TestClient, eventlog_settings:
     secrets = tenant.call("GET", f"/v1/endpoints/{created['id']}/secret").json()["secrets"]
     record = Endpoint(id=created["id"], tenant=tenant.name, url=URL, events=["*"],
                       secrets=secrets, disabled=True, disabled_reason="410 Gone",
-                      created=created["created"], updated=created["updated"])
+                      created=created["created"], updated=created["updated"]
+                      ).sealed(eventlog_settings.secrets_key)  # as the fanout's copy is
     AckedProducer(eventlog_settings.kafka).send(Topics.from_settings(eventlog_settings).endpoints,
                                                 record.to_json(), key=created["id"].encode())
     path = f"/v1/endpoints/{created['id']}"
@@ -187,7 +192,8 @@ def test_a_change_does_not_undo_a_write_the_table_has_not_caught_up_with(
             **{k: v for k, v in created.items() if k in Endpoint.model_fields},
             "tenant": tenant.name,
             "secrets": tenant.call("GET", f"{path}/secret").json()["secrets"]})
-        disabled = current.model_copy(update={"disabled": True, "disabled_reason": "410 Gone"})
+        disabled = current.model_copy(update={"disabled": True, "disabled_reason": "410 Gone"}
+                                      ).sealed(eventlog_settings.secrets_key)
         producer.send(topic, disabled.to_json(), key=created["id"].encode())
         if change is not None:
             answer = tenant.call("PATCH", path, json=change)
@@ -266,8 +272,12 @@ def test_rotate_secret_keeps_the_old_one_for_the_overlap(api: TestClient,
     assert [s["secret"] for s in secrets] == [third_secret, second_secret, first_secret]
     assert parse_timestamp(secrets[2]["expires"]) == first_expiry  # never extended
     record = Endpoint.from_json(endpoint_records(eventlog_settings, created["id"], 3)[2].value())
-    assert record.signing_secrets() == [third_secret, second_secret, first_secret]
-    assert record.signing_secrets(first_expiry + timedelta(seconds=1)) == [third_secret]
+    keyring = eventlog_settings.secrets_key
+
+    def opened(stored: list[str]) -> list[str]:
+        return [keyring.open(record.id, secret) for secret in stored]
+    assert opened(record.signing_secrets()) == [third_secret, second_secret, first_secret]
+    assert opened(record.signing_secrets(first_expiry + timedelta(seconds=1))) == [third_secret]
 
 
 def test_the_rotation_overlap_follows_the_setting(api: TestClient,

@@ -1,5 +1,5 @@
-"""Test harness for the fanout worker: writes endpoints and events to the real broker
-the way the eventlog and ingest services do."""
+"""Test harness for the fanout worker: writes endpoints (secrets sealed) and events to the
+real broker the way the eventlog and ingest services do."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ class Platform:
         return endpoint
 
     def put_endpoint(self, endpoint: Endpoint) -> None:
+        """Write ``endpoint`` with its secrets sealed, as the eventlog does (the test keeps
+        the plain record to verify signatures with)."""
+        if self.settings.secrets_key is not None:
+            endpoint = endpoint.sealed(self.settings.secrets_key)
         self._producer.send(self.topics.endpoints, endpoint.to_json(), key=endpoint.id.encode())
 
     def delete_endpoint(self, endpoint_id: str) -> None:

@@ -155,6 +155,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
 {{- end -}}
 api-keys: {{ join "," $pairs | quote }}
 cursor-secret: {{ include "webhooks.cursorSecret" . | quote }}
+secrets-key: {{ include "webhooks.secretsKey" . | quote }}
 {{- if not (include "webhooks.embedded" .) }}
 clickhouse-url: {{ .Values.clickhouse.url | quote }}
 {{- end }}
@@ -177,8 +178,7 @@ so the Secret, its hook copy and the checksum annotations all see the same value
 {{- if not (hasKey $memo "_cursorSecret") }}
 {{- $value := .Values.secrets.cursorSecret }}
 {{- if not $value }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "webhooks.fullname" .) }}
-{{- $value = get ($existing.data | default dict) "cursor-secret" | b64dec }}
+{{- $value = include "webhooks.releaseSecretValue" (dict "root" . "key" "cursor-secret") }}
 {{- end }}
 {{- $_ := set $memo "_cursorSecret" (default (randAlphaNum 48) $value) }}
 {{- end }}
@@ -186,11 +186,44 @@ so the Secret, its hook copy and the checksum annotations all see the same value
 {{- end }}
 
 {{/*
+Key ring of the endpoint signing secrets at rest (WEBHOOKS_SECRETS_KEY), like the cursor key:
+secrets.secretsKey; else the one in the release's Secret; else a new key, named after the day
+it was made. Unlike the cursor key, losing it loses data (every endpoint's secret), hence the
+warnings in values.yaml and the README.
+*/}}
+{{- define "webhooks.secretsKey" -}}
+{{- $memo := .Values.secrets }}
+{{- if not (hasKey $memo "_secretsKey") }}
+{{- $value := .Values.secrets.secretsKey }}
+{{- if not $value }}
+{{- $value = include "webhooks.releaseSecretValue" (dict "root" . "key" "secrets-key") }}
+{{- end }}
+{{- $generated := printf "k%s:%s" (now | date "20060102") (randBytes 32) }}
+{{- $_ := set $memo "_secretsKey" (default $generated $value) }}
+{{- end }}
+{{- get $memo "_secretsKey" }}
+{{- end }}
+
+{{/*
+A value of the release's own Secret as it is in the cluster (empty if absent): `lookup` sees
+the cluster on install and upgrade, not under `helm template`. Looked up once per render.
+Call with (dict "root" $ "key" name).
+*/}}
+{{- define "webhooks.releaseSecretValue" -}}
+{{- $memo := .root.Values.secrets }}
+{{- if not (hasKey $memo "_releaseSecret") }}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace (include "webhooks.fullname" .root) }}
+{{- $_ := set $memo "_releaseSecret" ($existing.data | default dict) }}
+{{- end }}
+{{- get (get $memo "_releaseSecret") .key | b64dec }}
+{{- end }}
+
+{{/*
 Environment entries read from the Secret, one per key a component needs (least privilege:
 fanout never sees the ClickHouse URL). Call with (dict "root" $ "secretName" name "keys" list).
 */}}
 {{- define "webhooks.secretEnv" -}}
-{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "cursor-secret" "WEBHOOKS_CURSOR_SECRET" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" }}
+{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "cursor-secret" "WEBHOOKS_CURSOR_SECRET" "secrets-key" "WEBHOOKS_SECRETS_KEY" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" }}
 {{- range .keys }}
 - name: {{ get $envByKey . }}
   valueFrom:
