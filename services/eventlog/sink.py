@@ -63,7 +63,8 @@ EVENT_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "id", "type", "api
 ATTEMPT_COLUMNS = ["tenant", "endpoint_id", "kafka_partition", "kafka_offset", "id", "task_id",
                    "event_id", "event_type", "attempt", "trigger", "url", "status",
                    "response_status", "response_body", "error", "latency_ms", "timestamp",
-                   "next_attempt_at", "outcome"]
+                   "next_attempt_at", "outcome", "request_headers", "response_headers",
+                   "response_headers_truncated"]
 ENDPOINT_COLUMNS = ["id", "kafka_partition", "kafka_offset", "tenant", "deleted", "record"]
 DLQ_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "task_id", "endpoint_id",
                "event_id", "event_type", "attempts", "reason", "last_error",
@@ -128,7 +129,8 @@ def _attempt_row(message: Message) -> list[Any]:
     a = AttemptRecord.from_json(message.value())
     return [a.tenant, a.endpoint_id, message.partition(), message.offset(), a.id, a.task_id,
             a.event_id, a.event_type, a.attempt, a.trigger, a.url, a.status, a.response_status,
-            a.response_body, a.error, a.latency_ms, a.timestamp, a.next_attempt_at, a.outcome]
+            a.response_body, a.error, a.latency_ms, a.timestamp, a.next_attempt_at, a.outcome,
+            a.request_headers or (), a.response_headers or (), a.response_headers_truncated]
 
 
 def _endpoint_row(message: Message) -> list[Any]:
