@@ -342,6 +342,6 @@ def attempt_document(columns: Sequence[str], values: Sequence[Any]) -> dict[str,
         if isinstance(document.get(name), datetime):
             document[name] = format_timestamp(document[name])
     for name in ("request_headers", "response_headers"):
-        if name in document:
-            document[name] = document[name] or None
+        if name in document:  # JSON text in the table, '' for none
+            document[name] = json.loads(document[name]) if document[name] else None
     return document

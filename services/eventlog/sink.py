@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -49,7 +50,7 @@ from prometheus_client import Counter
 
 from services.eventlog.clickhouse import create_clickhouse_client
 from webhooks.background import BackgroundWorker
-from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.delivery import AttemptRecord, DeliveryTask, HeaderPairs
 from webhooks.envelope import Envelope, utcnow
 from webhooks.kafka import create_consumer
 from webhooks.settings import Settings
@@ -130,7 +131,13 @@ def _attempt_row(message: Message) -> list[Any]:
     return [a.tenant, a.endpoint_id, message.partition(), message.offset(), a.id, a.task_id,
             a.event_id, a.event_type, a.attempt, a.trigger, a.url, a.status, a.response_status,
             a.response_body, a.error, a.latency_ms, a.timestamp, a.next_attempt_at, a.outcome,
-            a.request_headers or (), a.response_headers or (), a.response_headers_truncated]
+            _json_text(a.request_headers), _json_text(a.response_headers),
+            a.response_headers_truncated]
+
+
+def _json_text(headers: HeaderPairs | None) -> str:
+    """Header pairs as the ``attempts`` table keeps them: JSON text, '' for none."""
+    return "" if headers is None else orjson.dumps(headers).decode()
 
 
 def _endpoint_row(message: Message) -> list[Any]:

@@ -1,9 +1,12 @@
 -- Each attempt's headers (attempt records since 2026-12-04): the request's as sent, the
 -- signature included and the values of secret custom headers masked, and the response's
--- first 4 KiB, as (name, value) pairs in the order sent. Rows of older records keep empty
--- arrays, which the API shows as null. (Version 4 is the endpoints table's forced merge.)
-ALTER TABLE attempts ADD COLUMN IF NOT EXISTS request_headers Array(Tuple(String, String)) CODEC(ZSTD(3));
-ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_headers Array(Tuple(String, String)) CODEC(ZSTD(3));
+-- first 4 KiB, each as the JSON text of [[name, value], …] in the order sent. JSON text,
+-- not Array(Tuple(String, String)): the sink's driver writes a String ~20x faster than an
+-- array of tuples (~2.5 against ~50 us a row, measured with chDB). '' where none were
+-- recorded (rows of older records, nothing sent, no response), which the API shows as null.
+-- (Version 4 is the endpoints table's forced merge.)
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS request_headers String DEFAULT '' CODEC(ZSTD(3));
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_headers String DEFAULT '' CODEC(ZSTD(3));
 ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_headers_truncated Bool DEFAULT false;
 -- One attempt by id (GET /v1/endpoints/{id}/attempts/{attempt_id}, the dashboard's attempt
 -- page): the sorting key narrows to the endpoint, this index to a few of its granules.
