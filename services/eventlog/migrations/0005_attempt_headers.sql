@@ -4,7 +4,7 @@
 -- not Array(Tuple(String, String)): the sink's driver writes a String ~20x faster than an
 -- array of tuples (~2.5 against ~50 us a row, measured with chDB). '' where none were
 -- recorded (rows of older records, nothing sent, no response), which the API shows as null.
--- (Version 4 is the endpoints table's forced merge.)
+-- (0004 is reserved for the endpoints table's forced merge.)
 ALTER TABLE attempts ADD COLUMN IF NOT EXISTS request_headers String DEFAULT '' CODEC(ZSTD(3));
 ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_headers String DEFAULT '' CODEC(ZSTD(3));
 ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_headers_truncated Bool DEFAULT false;
