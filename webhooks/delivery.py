@@ -26,6 +26,8 @@ AttemptStatus = Literal["succeeded", "failed"]
 # again) and ``tenant_deleted`` are counted in metrics but leave no attempt record.
 Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped",
                   "held", "tenant_deleted"]
+HeaderPairs = list[tuple[str, str]]
+"""HTTP headers as (name, value) pairs in the order they were sent (names repeat)."""
 
 
 class AttemptSummary(JsonRecord):
@@ -88,3 +90,10 @@ class AttemptRecord(JsonRecord):
     timestamp: Timestamp = Field(default_factory=utcnow)
     next_attempt_at: Timestamp | None = None
     outcome: Outcome
+    # Since 2026-12-04; None in older records and where nothing was sent / nothing came back.
+    request_headers: HeaderPairs | None = None
+    """The request's headers as sent, signature included; secret custom values masked."""
+    response_headers: HeaderPairs | None = None
+    """The response's headers, the first 4 KiB of them."""
+    response_headers_truncated: bool = False
+    """The response had more headers than the 4 KiB kept."""

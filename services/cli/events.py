@@ -175,17 +175,54 @@ def show_event(session: CliSession, event_id: str, as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="At most this many attempts.")
 @click.option("--all", "all_", is_flag=True, help="Every attempt (no --limit).")
+@click.option("--show", is_flag=True, help="Each attempt in full: the request's headers as "
+                                           "sent, the response's headers and body.")
 @json_option
 @pass_session
 def attempts(session: CliSession, endpoint_id: str, status: str | None,
              event_id: str | None, error: str | None, created_after: str | None,
-             created_before: str | None, limit: int, all_: bool, as_json: bool) -> None:
+             created_before: str | None, limit: int, all_: bool, show: bool,
+             as_json: bool) -> None:
     """List the delivery attempts of an endpoint, oldest first."""
     filters = {"status": status, "event_id": event_id, "error": error,
                "created_after": created_after, "created_before": created_before}
     rows = list(session.api().paginate(f"/v1/endpoints/{endpoint_id}/attempts", filters,
                                        None if all_ else limit))
-    print_rows(rows, ATTEMPT_COLUMNS, as_json, empty="no attempts")
+    if show and rows and not as_json:
+        click.echo("\n\n".join(describe_attempt(row) for row in rows))
+    else:
+        print_rows(rows, ATTEMPT_COLUMNS, as_json, empty="no attempts")
+
+
+def describe_attempt(attempt: dict[str, Any]) -> str:
+    """One attempt in full, as ``attempts --show`` prints it."""
+    http = f"HTTP {attempt['response_status']}, " if attempt.get("response_status") else ""
+    lines = [
+        f"{attempt['id']}  {attempt['timestamp']}  attempt {attempt['attempt']} "
+        f"({attempt['trigger']})",
+        f"  event:    {attempt['event_id']} ({attempt['event_type']})",
+        f"  url:      {attempt['url']}",
+        f"  result:   {attempt['status']}, {http}{attempt['latency_ms']} ms"
+        + (f", error {attempt['error']}" if attempt.get("error") else "")
+        + (f" -> {attempt['outcome']}" if attempt.get("outcome") else ""),
+    ]
+    if attempt.get("next_attempt_at"):
+        lines.append(f"  next:     {attempt['next_attempt_at']}")
+    for title, key in (("request headers", "request_headers"),
+                       ("response headers", "response_headers")):
+        headers = attempt.get(key)
+        if headers is None:
+            lines.append(f"  {title}: none recorded")
+            continue
+        lines.append(f"  {title}:")
+        lines += [f"    {name}: {value}" for name, value in headers]
+        if key == "response_headers" and attempt.get("response_headers_truncated"):
+            lines.append("    … (cut at 4 KiB)")
+    body = attempt.get("response_body")
+    lines.append("  response body:" + ("" if body else " -"))
+    if body:
+        lines += [f"    {line}" for line in body.splitlines()]
+    return "\n".join(lines)
 
 
 @click.command()

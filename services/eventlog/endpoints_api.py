@@ -1,4 +1,5 @@
-"""``/v1/endpoints``: endpoint management, secret rotation, test sends, attempt logs, recovery."""
+"""``/v1/endpoints``: endpoint management, secret rotation, test sends, attempt logs (a page,
+or one attempt with its headers), recovery."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from services.eventlog.event_store import AttemptFilters, EventFilters
 from services.eventlog.listing import CursorQuery, LimitQuery, checked_range
 from services.eventlog.models import (
     MAX_LISTED_TASKS,
+    AttemptOut,
     AttemptPage,
     EndpointCreate,
     EndpointCreated,
@@ -33,6 +35,7 @@ from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetRefused
 
 ENDPOINT_ID = Path(description="Endpoint id (ep_…).", max_length=80)
+ATTEMPT_ID = Path(description="Attempt id (att_…).", max_length=80)
 TEST_EVENT_TYPE = "webhook.test"
 ERROR_CLASS_PATTERN = r"^[a-z][a-z_]{0,39}$"
 REPLAYED_HEADER = "Idempotent-Replayed"  # as ingest answers a repeated event
@@ -279,6 +282,19 @@ def list_attempts(
         filters = AttemptFilters.from_description(position.filters)
     page = ctx.events.page_attempts(tenant, endpoint_id, filters, position, limit)
     return page_response(page, binding, ctx.cursor_key)
+
+
+@endpoints_router.get("/{endpoint_id}/attempts/{attempt_id}", response_model=AttemptOut,
+                      summary="One delivery attempt of an endpoint")
+def get_attempt(ctx: ContextDep, tenant: ReadTenantDep,
+                endpoint_id: Annotated[str, ENDPOINT_ID],
+                attempt_id: Annotated[str, ATTEMPT_ID]) -> AttemptOut:
+    """The attempt with the request's and the response's headers."""
+    _load(ctx, tenant, endpoint_id)
+    attempt = ctx.events.get_attempt(tenant, endpoint_id, attempt_id)
+    if attempt is None:
+        raise Problem(404, f"no attempt {attempt_id} of endpoint {endpoint_id}")
+    return AttemptOut.model_validate(attempt)
 
 
 @endpoints_router.post("/{endpoint_id}/recover", status_code=202, response_model=Queued,

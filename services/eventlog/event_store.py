@@ -1,4 +1,5 @@
-"""Queries of the event log in ClickHouse: event pages, single events, delivery attempts.
+"""Queries of the event log in ClickHouse: event pages, single events, delivery attempts
+(pages of one endpoint's, and one by id).
 
 Every listing is ordered by Kafka position and resumes from a
 :class:`~services.eventlog.cursor.Cursor` (the last offset served per partition). Three
@@ -146,9 +147,12 @@ def type_condition(types: tuple[str, ...], params: dict[str, Any], column: str =
 
 
 Query = tuple[str, dict[str, Any]]
-ATTEMPT_FIELDS = ("id", "task_id", "event_id", "event_type", "attempt", "trigger", "url",
-                  "status", "response_status", "response_body", "error", "latency_ms",
-                  "timestamp", "next_attempt_at", "outcome")
+ATTEMPT_SUMMARY_FIELDS = ("id", "task_id", "event_id", "event_type", "attempt", "trigger",
+                          "url", "status", "response_status", "response_body", "error",
+                          "latency_ms", "timestamp", "next_attempt_at", "outcome")
+"""An attempt without its headers (listings that show one line per attempt)."""
+ATTEMPT_FIELDS = (*ATTEMPT_SUMMARY_FIELDS, "request_headers", "response_headers",
+                  "response_headers_truncated")
 
 
 def distinct_page(client: Client, build: Callable[[int], Query], limit: int
@@ -264,7 +268,8 @@ class EventStore:
             "argMax(tuple(error), (timestamp, attempt)).1 AS last_error, "
             "argMax(tuple(outcome), (timestamp, attempt)).1 AS last_outcome, "
             "argMax(tuple(next_attempt_at), (timestamp, attempt)).1 AS next_attempt_at, "
-            "max(timestamp) AS last_attempt_at "
+            "max(timestamp) AS last_attempt_at, "
+            "argMax(id, (timestamp, attempt)) AS last_attempt_id "
             "FROM (SELECT * FROM attempts WHERE tenant = {tenant:String} "
             "      AND event_id = {event:String} LIMIT 1 BY id) "
             "GROUP BY endpoint_id ORDER BY endpoint_id",
@@ -308,14 +313,35 @@ class EventStore:
             lambda n: self.attempts_query(tenant, endpoint_id, filters, cursor, n, watermarks),
             limit)
         positions = [(int(row[0]), int(row[1])) for row in served]
-        rows = [json.dumps(_attempt_document(ATTEMPT_FIELDS, row[2:])) for row in served]
+        rows = [json.dumps(attempt_document(ATTEMPT_FIELDS, row[2:])) for row in served]
         return Page(rows=rows, has_more=has_more,
                     cursor=next_cursor(cursor, positions, has_more, watermarks))
 
+    @staticmethod
+    def attempt_query(tenant: str, endpoint_id: str, attempt_id: str) -> Query:
+        """The SQL and parameters of one attempt by id: the sorting key narrows it to the
+        endpoint, the ``id`` bloom filter index to a few granules of it."""
+        return (f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM attempts "
+                "WHERE tenant = {tenant:String} AND endpoint_id = {endpoint:String} "
+                "AND id = {id:String} LIMIT 1",
+                {"tenant": tenant, "endpoint": endpoint_id, "id": attempt_id})
 
-def _attempt_document(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    def get_attempt(self, tenant: str, endpoint_id: str, attempt_id: str
+                    ) -> dict[str, Any] | None:
+        """One attempt of ``tenant``'s endpoint (as a JSON document), or None."""
+        sql, params = self.attempt_query(tenant, endpoint_id, attempt_id)
+        rows = self.client.query(sql, parameters=params).result_rows
+        return attempt_document(ATTEMPT_FIELDS, rows[0]) if rows else None
+
+
+def attempt_document(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    """An attempt row as the API shows it: times as text; no headers recorded (rows
+    of records before 2026-12-04, nothing sent, no response) as null."""
     document = dict(zip(columns, values, strict=True))
     for name in ("timestamp", "next_attempt_at"):
         if isinstance(document.get(name), datetime):
             document[name] = format_timestamp(document[name])
+    for name in ("request_headers", "response_headers"):
+        if name in document:  # JSON text in the table, '' for none
+            document[name] = json.loads(document[name]) if document[name] else None
     return document

@@ -102,6 +102,9 @@ class DeliveryStatus(BaseModel):
     last_outcome: str | None = None
     next_attempt_at: str | None = None
     last_attempt_at: str
+    last_attempt_id: str | None = Field(
+        default=None, description="The latest attempt, with its headers at "
+                                  "/v1/endpoints/{endpoint_id}/attempts/{last_attempt_id}.")
 
 
 class EventDetail(Envelope):
@@ -130,6 +133,17 @@ class AttemptOut(BaseModel):
     timestamp: str
     next_attempt_at: str | None = None
     outcome: str | None = None
+    request_headers: list[tuple[str, str]] | None = Field(
+        default=None, description="[name, value] pairs as sent, webhook-signature included; "
+                                  "values of custom headers marked secret read [masked]. "
+                                  "null if nothing was sent, and for attempts made before "
+                                  "headers were recorded.")
+    response_headers: list[tuple[str, str]] | None = Field(
+        default=None, description="[name, value] pairs as received, the first 4 KiB; null "
+                                  "without a response.")
+    response_headers_truncated: bool = Field(
+        default=False, description="The response's headers went past 4 KiB: the last pair "
+                                   "is cut, later ones left out.")
 
 
 class AttemptPage(BaseModel):

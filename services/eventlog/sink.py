@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -49,7 +50,7 @@ from prometheus_client import Counter
 
 from services.eventlog.clickhouse import create_clickhouse_client
 from webhooks.background import BackgroundWorker
-from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.delivery import AttemptRecord, DeliveryTask, HeaderPairs
 from webhooks.envelope import Envelope, utcnow
 from webhooks.kafka import create_consumer
 from webhooks.settings import Settings
@@ -63,7 +64,8 @@ EVENT_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "id", "type", "api
 ATTEMPT_COLUMNS = ["tenant", "endpoint_id", "kafka_partition", "kafka_offset", "id", "task_id",
                    "event_id", "event_type", "attempt", "trigger", "url", "status",
                    "response_status", "response_body", "error", "latency_ms", "timestamp",
-                   "next_attempt_at", "outcome"]
+                   "next_attempt_at", "outcome", "request_headers", "response_headers",
+                   "response_headers_truncated"]
 ENDPOINT_COLUMNS = ["id", "kafka_partition", "kafka_offset", "tenant", "deleted", "record"]
 DLQ_COLUMNS = ["tenant", "kafka_partition", "kafka_offset", "task_id", "endpoint_id",
                "event_id", "event_type", "attempts", "reason", "last_error",
@@ -128,7 +130,14 @@ def _attempt_row(message: Message) -> list[Any]:
     a = AttemptRecord.from_json(message.value())
     return [a.tenant, a.endpoint_id, message.partition(), message.offset(), a.id, a.task_id,
             a.event_id, a.event_type, a.attempt, a.trigger, a.url, a.status, a.response_status,
-            a.response_body, a.error, a.latency_ms, a.timestamp, a.next_attempt_at, a.outcome]
+            a.response_body, a.error, a.latency_ms, a.timestamp, a.next_attempt_at, a.outcome,
+            _json_text(a.request_headers), _json_text(a.response_headers),
+            a.response_headers_truncated]
+
+
+def _json_text(headers: HeaderPairs | None) -> str:
+    """Header pairs as the ``attempts`` table keeps them: JSON text, '' for none."""
+    return "" if headers is None else orjson.dumps(headers).decode()
 
 
 def _endpoint_row(message: Message) -> list[Any]:

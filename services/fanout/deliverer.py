@@ -2,7 +2,8 @@
 
 The deliverer decides nothing about retries; it reports what happened as a
 :class:`DeliveryResult` (success, response status, first 1 KiB of the body, error
-class, latency, ``Retry-After``). Error classes, as recorded on attempt records::
+class, latency, ``Retry-After``, the request's and the response's headers as
+:mod:`captured_headers` keeps them). Error classes, as recorded on attempt records::
 
     refused_target   the URL or an address it resolves to is not allowed (SSRF guard)
     timeout          the whole attempt (DNS lookup, connect, request, response) took
@@ -34,8 +35,13 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
+from services.fanout.captured_headers import (
+    request_headers,
+    response_headers,
+    secret_header_names,
+)
 from services.fanout.checked_resolver import CheckedResolver
-from webhooks.delivery import DeliveryTask
+from webhooks.delivery import DeliveryTask, HeaderPairs
 from webhooks.endpoints import Endpoint, header_binding
 from webhooks.envelope import utcnow
 from webhooks.secret_encryption import OpenedSecrets, SecretsKeyError, SecretsKeyring
@@ -66,6 +72,11 @@ class DeliveryResult:
     error: str | None = None
     retry_after: float | None = None
     """Seconds the receiver asked us to wait (``Retry-After``), if it said so."""
+    request_headers: HeaderPairs | None = None
+    """As sent (secret custom values masked); None if nothing was sent."""
+    response_headers: HeaderPairs | None = None
+    """The first 4 KiB of them; None without a response."""
+    response_headers_truncated: bool = False
 
     @property
     def gone(self) -> bool:
@@ -158,19 +169,24 @@ class Deliverer:
         reading the (capped) response.
         """
         started = time.perf_counter()
+        exchange = _Exchange()  # what was sent and came back, even if the timeout struck
         try:
             async with asyncio.timeout(self._timeout_seconds):
-                result = await self._attempt(task, endpoint)
+                result = await self._attempt(task, endpoint, exchange)
         except TimeoutError:
             result = DeliveryResult(False, 0.0, error="timeout", response_body=(
                 f"the attempt took longer than the delivery timeout of "
                 f"{self._timeout_seconds:g}s"))
         latency = round((time.perf_counter() - started) * 1000, 3)
         return DeliveryResult(result.succeeded, latency, result.response_status,
-                              result.response_body, result.error, result.retry_after)
+                              result.response_body, result.error, result.retry_after,
+                              exchange.request_headers, exchange.response_headers,
+                              exchange.response_headers_truncated)
 
-    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint) -> DeliveryResult:
-        """One attempt, not bounded as a whole (:meth:`deliver` does that); latency unset."""
+    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint, exchange: _Exchange
+                       ) -> DeliveryResult:
+        """One attempt, not bounded as a whole (:meth:`deliver` does that); latency and
+        headers unset (``exchange`` gets the headers as soon as they are known)."""
         try:
             await self.resolver.check(endpoint.url)
         except TargetRefused as exc:
@@ -186,12 +202,19 @@ class Deliverer:
             # task on, and a fixed secret or key is used next attempt.
             return DeliveryResult(False, 0.0, error="endpoint_misconfigured",
                                   response_body=f"cannot sign the request: {exc}")
+        mask = secret_header_names(endpoint)
+        exchange.request_headers = request_headers(headers.items(), mask)
         if self._session is None:
             self._session = self._open_session()
         try:
             async with self._session.post(endpoint.url, data=body, headers=headers,
                                           allow_redirects=False) as response:
                 status = response.status
+                # As sent: with the Host, Accept* and Content-Length aiohttp added.
+                exchange.request_headers = request_headers(
+                    response.request_info.headers.items(), mask)
+                exchange.response_headers, exchange.response_headers_truncated = (
+                    response_headers(response.raw_headers))
                 excerpt = await _read_capped(response.content)
                 retry_after = response.headers.get("retry-after")
         except aiohttp.ClientConnectorError as exc:
@@ -205,6 +228,17 @@ class Deliverer:
             error="redirect" if 300 <= status < 400 else "http_status",
             retry_after=parse_retry_after(retry_after),
         )
+
+
+class _Exchange:
+    """The headers of one attempt, kept as they become known."""
+
+    __slots__ = ("request_headers", "response_headers", "response_headers_truncated")
+
+    def __init__(self) -> None:
+        self.request_headers: HeaderPairs | None = None
+        self.response_headers: HeaderPairs | None = None
+        self.response_headers_truncated = False
 
 
 async def _read_capped(content: aiohttp.StreamReader) -> str:

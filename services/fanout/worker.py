@@ -332,7 +332,9 @@ class FanoutWorker:
             response_status=result.response_status, response_body=result.response_body,
             error=result.error, latency_ms=result.latency_ms,
             timestamp=started, next_attempt_at=next_attempt,
-            outcome=outcome)
+            outcome=outcome, request_headers=result.request_headers,
+            response_headers=result.response_headers,
+            response_headers_truncated=result.response_headers_truncated)
         await self.publish(self.topics.attempts, task.key, record.to_json())
         self.metrics.deliveries.labels(outcome).inc()
         if result.error is not None:

@@ -1,4 +1,5 @@
-"""The dashboard's pages (GET): sign-in, endpoints with health, attempts, events, DLQ, charts.
+"""The dashboard's pages (GET): sign-in, endpoints with health, attempts (one with its
+headers), events, DLQ, charts.
 
 The endpoint forms (new, edit, delete) are in :mod:`endpoint_forms`, beside their posts.
 """
@@ -27,6 +28,7 @@ from services.eventlog.dashboard.session import Session
 from services.eventlog.dlq_api import list_dead_tasks
 from services.eventlog.endpoints_api import list_endpoints
 from services.eventlog.models import EndpointOut
+from webhooks.endpoints import MASKED
 from webhooks.matching import is_valid_filter
 from webhooks.problems import Problem
 
@@ -145,6 +147,20 @@ def endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str,
                   if shown.filter is not None else None,
                   attempts=attempts, status=status, notice=_notice(done, n, None),
                   active="endpoints")
+
+
+@dashboard_router.get("/endpoints/{endpoint_id}/attempts/{attempt_id}")
+def attempt_page(ctx: ContextDep, session: SessionDep, endpoint_id: str,
+                 attempt_id: str) -> Response:
+    """One attempt in full: the request's headers as sent, the response's headers and body."""
+    endpoint = ctx.endpoints.get(session.tenant, endpoint_id)
+    attempt = (ctx.events.get_attempt(session.tenant, endpoint_id, attempt_id)
+               if endpoint is not None else None)
+    if endpoint is None or attempt is None:
+        return render("failure.html", session, status_code=404,
+                      problem=Problem(404, f"no attempt {attempt_id} of endpoint {endpoint_id}"))
+    return render("attempt.html", session, endpoint=endpoint, attempt=attempt,
+                  masked=MASKED, active="endpoints")
 
 
 @dashboard_router.get("/events")

@@ -21,7 +21,11 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from services.eventlog.event_store import ATTEMPT_FIELDS, clickhouse_time, type_condition
+from services.eventlog.event_store import (
+    ATTEMPT_SUMMARY_FIELDS,
+    clickhouse_time,
+    type_condition,
+)
 from webhooks.envelope import format_timestamp, to_utc, utcnow
 
 
@@ -162,11 +166,12 @@ class DashboardQueries:
             params["status"] = status
             conditions.append("status = {status:String}")
         result = self.client.query(
-            f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM attempts "
+            f"SELECT {', '.join(ATTEMPT_SUMMARY_FIELDS)} FROM attempts "
             f"WHERE {' AND '.join(conditions)} "
             f"ORDER BY timestamp DESC, id DESC LIMIT 1 BY id LIMIT {int(limit) + 1}",
             parameters=params)
-        rows = [dict(zip(ATTEMPT_FIELDS, row, strict=True)) for row in result.result_rows]
+        rows = [dict(zip(ATTEMPT_SUMMARY_FIELDS, row, strict=True))
+                for row in result.result_rows]
         return self._page(rows, limit, "timestamp")
 
     def recent_events(self, tenant: str, types: tuple[str, ...], before: PageToken | None,

@@ -9,6 +9,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from services.cli.events import describe_attempt
 from tests.services.cli.conftest import Cli, create_live_endpoint
 from tests.support.eventlog import eventually
 from tests.support.receiver import Receiver
@@ -67,6 +68,33 @@ def test_send_list_show_and_the_delivery_log(cli: Cli, cli_receiver: Receiver,
     assert recovered["requests"] == 3
     assert recovered["queued"] >= 2  # at least the shipped event and the file's
     eventually(lambda: len(deliveries(cli_receiver, "/orders", sent["id"])) >= 3)
+    cli("endpoints", "delete", endpoint["id"], "--yes")
+
+
+def test_attempts_show_prints_the_headers_sent_and_received(cli: Cli,
+                                                             cli_receiver: Receiver) -> None:
+    cli_receiver.on("/shown", lambda n: (200, {"x-request-id": f"req-cli-{n}"}, 0.0))
+    endpoint = create_live_endpoint(cli, cli_receiver, "/shown", "order.*")
+    sent = cli.json("send", "--type", "order.packed", "--data", "{}")
+    (request,) = eventually(lambda: deliveries(cli_receiver, "/shown", sent["id"]))
+    eventually(lambda: cli.json("attempts", endpoint["id"], "--event", sent["id"])["data"])
+
+    shown = cli("attempts", endpoint["id"], "--event", sent["id"], "--show").stdout
+    request_part, response_part = shown.split("  response headers:")
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
+                 "user-agent"):
+        assert f"    {name}: {request.headers[name]}\n" in request_part, name
+    assert "  request headers:\n" in request_part and sent["id"] in request_part
+    assert "    x-request-id: req-cli-" in response_part
+    assert 'response body:\n    {"received":true}' in response_part
+    # The table without --show stays one line per attempt.
+    assert "webhook-signature" not in cli("attempts", endpoint["id"], "--event",
+                                          sent["id"]).stdout
+    # An attempt recorded before headers were kept (the API answers null).
+    old = describe_attempt({**cli.json("attempts", endpoint["id"], "--event", sent["id"])[
+        "data"][0], "request_headers": None, "response_headers": None})
+    assert "  request headers: none recorded" in old
+    assert "  response headers: none recorded" in old
     cli("endpoints", "delete", endpoint["id"], "--yes")
 
 

@@ -242,3 +242,11 @@ def test_every_query_shape_reads_a_few_granules(client: Client, store: EventStor
     status = Plan.of(client, *store.delivery_status_query("big", event_id))
     assert 0 < status.read <= 3 * 4, status.text
     assert len(store.delivery_status("big", event_id)) == 3
+    # One attempt by id: the sorting key narrows to the endpoint's attempts (a tenth of
+    # `big`'s), the bloom filter index on id to one index granule (4 granules).
+    attempt_id = "att_600004"  # an even number ending in 4: `big`'s ep_4
+    one = Plan.of(client, *store.attempt_query("big", endpoint, attempt_id))
+    assert one.by_primary_key >= 5 and one.read <= 4, one.text
+    found = store.get_attempt("big", endpoint, attempt_id)
+    assert found is not None and found["id"] == attempt_id
+    assert (found["request_headers"], found["response_headers"]) == (None, None)
