@@ -50,7 +50,7 @@ KEY_OWNER = Path(description="Tenant id, or * for admin keys.",
                  pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 KEY_ID = Path(description="Key id (key_…).", pattern=r"^key_[0-9A-Za-z]{1,64}$")
 # How long a write waits for the registry to have read every earlier record first.
-CATCH_UP_TIMEOUT = 5.0
+CATCH_UP_TIMEOUT = 15.0
 WRITE_TIMEOUT = 10.0
 
 Metadata = Annotated[dict[str, Annotated[str, Field(max_length=1000)]],

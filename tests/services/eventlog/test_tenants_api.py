@@ -215,7 +215,7 @@ def test_a_disabled_tenant_is_refused_at_ingest_and_restored_whole(
     assert refused.json()["code"] == "tenant_disabled"
     assert "disabled" in refused.json()["detail"]
     # An admin publishing for it is refused alike; reading its log still works.
-    assert publish(ingest, "key-admin", tenant="paused") == 403
+    wait_for(lambda: publish(ingest, "key-admin", tenant="paused") == 403)
     assert api.get("/v1/events", headers=bearer(key)).json()["data"] == before["data"]
 
     api.patch("/v1/tenants/paused", json={"disabled": False}, headers=ADMIN)
