@@ -1,0 +1,148 @@
+"""Traces across the processes: one event's trace from the ingest request through Kafka
+to every delivery attempt, exported over OTLP/HTTP by the real services.
+
+Ingest and the fanout run as deployed (``webhooks serve``, each its own process) with
+only the standard ``OTEL_*`` variables set; their spans go to a collector on loopback
+(a recording HTTP server, decoded with the OpenTelemetry protobuf types). The client
+sends a ``traceparent`` of its own, so the whole trace must hang under it; the receiver
+fails the first attempt, so the retry read back from the tier topic must join it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from services.localdev.service_process import ServiceProcess
+from tests.services.fanout.harness import Platform
+from tests.support.eventlog import eventually
+from tests.support.receiver import Receiver
+from webhooks.endpoints import Endpoint
+from webhooks.settings import Settings
+from webhooks.topics import ensure_topics
+
+CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_SPAN = "b7ad6b7169203331"
+
+
+@dataclass(frozen=True)
+class ExportedSpan:
+    """A span as a service exported it."""
+
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, object]
+
+
+def exported_spans(collector: Receiver) -> list[ExportedSpan]:
+    """Every span the collector got so far."""
+    spans = []
+    for request in collector.at("/v1/traces"):
+        export = ExportTraceServiceRequest.FromString(request.body)
+        for resource in export.resource_spans:
+            service = next(a.value.string_value for a in resource.resource.attributes
+                           if a.key == "service.name")
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    attributes = {a.key: getattr(a.value, a.value.WhichOneof("value"))
+                                  for a in span.attributes}
+                    spans.append(ExportedSpan(service, span.name, span.trace_id.hex(),
+                                              span.span_id.hex(), span.parent_span_id.hex(),
+                                              attributes))
+    return spans
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Receiver]:
+    """Stands for an OpenTelemetry collector's OTLP/HTTP receiver."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def traced_settings(make_settings: Callable[..., Settings]) -> Settings:
+    settings = make_settings(retry_schedule="1s")
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def traced_endpoint(traced_settings: Settings, receiver: Receiver) -> tuple[Endpoint, str]:
+    """An endpoint whose receiver fails the first request, written before the fanout
+    starts (so its view holds it); and the receiver's path."""
+    url = receiver.on("/traced", lambda n: (500, {}, 0.0) if n == 1 else (200, {}, 0.0))
+    return Platform(traced_settings).endpoint(url, ["order.*"]), "/traced"
+
+
+@pytest.fixture(scope="module")
+def traced_stack(traced_settings: Settings, traced_endpoint: tuple[Endpoint, str],
+                 collector: Receiver, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[dict[str, ServiceProcess]]:
+    """Ingest and the fanout with traces on, exporting to the collector."""
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""),
+            "OTEL_BSP_SCHEDULE_DELAY": "100"}  # export every 100 ms, not every 5 s
+    logs: Path = tmp_path_factory.mktemp("traces-logs")
+    running: dict[str, ServiceProcess] = {}
+    try:
+        for name in ("fanout", "ingest"):
+            running[name] = ServiceProcess(name, traced_settings, logs / f"{name}.log",
+                                           env=otel).start()
+        yield running
+    finally:
+        for process in running.values():
+            process.stop()
+
+
+def test_one_event_is_one_trace_from_the_request_to_every_attempt(
+        traced_stack: dict[str, ServiceProcess], traced_endpoint: tuple[Endpoint, str],
+        receiver: Receiver, collector: Receiver) -> None:
+    endpoint, path = traced_endpoint
+    answer = httpx.post(f"{traced_stack['ingest'].url}/v1/events", timeout=10.0, headers={
+        "Authorization": "Bearer key-acme",
+        "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
+        json={"type": "order.created", "data": {"object": {"id": "o-1"}}})
+    assert answer.status_code == 202, answer.text
+    event_id = answer.json()["id"]
+    attempts = receiver.wait_for(path, 2)
+
+    def trace_complete() -> list[ExportedSpan] | None:
+        spans = [s for s in exported_spans(collector) if s.trace_id == CLIENT_TRACE]
+        return spans if sum(s.name == "fanout.attempt" for s in spans) == 2 else None
+
+    spans = eventually(trace_complete, timeout=20.0)
+    by_name: dict[str, list[ExportedSpan]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    [accept] = by_name["ingest.accept"]
+    [append] = by_name["ingest.append"]
+    [match] = by_name["fanout.match"]
+    first, retry = sorted(by_name["fanout.attempt"], key=lambda s: s.attributes["webhooks.attempt"])
+
+    assert (accept.service, append.service, match.service) == (
+        "webhooks-ingest", "webhooks-ingest", "webhooks-fanout")
+    assert accept.parent_id == CLIENT_SPAN  # the client's own trace, continued
+    assert append.parent_id == accept.span_id
+    assert match.parent_id == append.span_id  # across Kafka, in the event record's headers
+    # The retry was read back from the tier topic: its record carried the trace on.
+    assert first.parent_id == retry.parent_id == match.span_id
+    assert append.attributes["webhooks.event_id"] == match.attributes["webhooks.event_id"] \
+        == event_id
+    assert match.attributes["webhooks.endpoints_matched"] == 1
+    assert (first.attributes["webhooks.endpoint_id"], first.attributes["webhooks.attempt"],
+            first.attributes["http.response.status_code"], first.attributes["error.type"]) \
+        == (endpoint.id, 1, 500, "http_status")
+    assert (retry.attributes["webhooks.attempt"],
+            retry.attributes["http.response.status_code"]) == (2, 200)
+    assert "error.type" not in retry.attributes
+    # Each request names its attempt's span, so a receiver that traces joins the trace.
+    assert [a.headers["traceparent"] for a in attempts] == [
+        f"00-{CLIENT_TRACE}-{first.span_id}-01", f"00-{CLIENT_TRACE}-{retry.span_id}-01"]
