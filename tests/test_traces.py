@@ -10,21 +10,31 @@ fails the first attempt, so the retry read back from the tier topic must join it
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from services.fanout.endpoint_view import EndpointView
+from services.ingest.app import create_app
 from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform
+from tests.services.fanout.test_worker_disable import make_worker
 from tests.support.eventlog import eventually
+from tests.support.kafka import read_topic
 from tests.support.receiver import Receiver
+from webhooks import tracing
 from webhooks.endpoints import Endpoint
+from webhooks.envelope import Envelope
 from webhooks.settings import Settings
-from webhooks.topics import ensure_topics
+from webhooks.topics import Topics, ensure_topics
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -146,3 +156,57 @@ def test_one_event_is_one_trace_from_the_request_to_every_attempt(
     # Each request names its attempt's span, so a receiver that traces joins the trace.
     assert [a.headers["traceparent"] for a in attempts] == [
         f"00-{CLIENT_TRACE}-{first.span_id}-01", f"00-{CLIENT_TRACE}-{retry.span_id}-01"]
+
+
+@pytest.fixture
+def in_memory_spans() -> Iterator[InMemorySpanExporter]:
+    """Traces on in this process, kept by the SDK's in-memory exporter."""
+    exporter = InMemorySpanExporter()
+    tracing.configure("test", exporter=exporter)
+    yield exporter
+    tracing.shutdown()
+
+
+async def test_the_same_trace_in_one_process_with_the_sdks_in_memory_exporter(
+        make_settings: Callable[..., Settings], receiver: Receiver,
+        in_memory_spans: InMemorySpanExporter) -> None:
+    """The ingest app, the event record read back from the real broker, and the fanout
+    worker's matching and attempt, in this process: the spans the SDK finished form the
+    one trace."""
+    settings = make_settings(topic_prefix=f"mem{uuid.uuid4().hex[:8]}")  # topics of its own
+    ensure_topics(settings)
+    topics = Topics.from_settings(settings)
+    Platform(settings).endpoint(receiver.on("/in-process", lambda n: (200, {}, 0.0)),
+                                ["invoice.*"])
+    with TestClient(create_app(settings)) as ingest:
+        answer = ingest.post("/v1/events", headers={"Authorization": "Bearer key-acme"},
+                             json={"type": "invoice.created", "data": {"object": {}}})
+    assert answer.status_code == 202, answer.text
+    [record] = read_topic(settings, topics.events, expect=1)
+    envelope = Envelope.from_json(record.value())
+
+    view = EndpointView(settings.kafka, topics.endpoints)
+    view.start()
+    try:
+        assert await asyncio.to_thread(view.wait_ready, 30)
+        worker = make_worker(settings, view)
+        durable = asyncio.Event()
+        [task] = worker.fan_out(envelope, on_durable=durable.set,
+                                trace=tracing.extract(record.headers()))
+        await asyncio.wait_for(durable.wait(), 30)
+        await worker.deliverer.aclose()
+    finally:
+        view.stop()
+
+    spans = {span.name: span for span in in_memory_spans.get_finished_spans()}
+    accept, append, match, attempt = (spans[name] for name in (
+        "ingest.accept", "ingest.append", "fanout.match", "fanout.attempt"))
+    assert accept.parent is None  # the client sent no traceparent: the trace starts here
+    assert append.parent.span_id == accept.context.span_id
+    assert match.parent.span_id == append.context.span_id
+    assert attempt.parent.span_id == match.context.span_id
+    assert len({span.context.trace_id for span in spans.values()}) == 1
+    assert attempt.attributes["webhooks.endpoint_id"] == task.endpoint_id
+    assert attempt.attributes["http.response.status_code"] == 200
+    [received] = receiver.at("/in-process")
+    assert received.headers["traceparent"].split("-")[2] == format(attempt.context.span_id, "016x")
