@@ -29,7 +29,7 @@ from tests.services.fanout.harness import Platform
 from tests.services.fanout.test_worker_disable import make_worker
 from tests.support.eventlog import eventually
 from tests.support.kafka import read_topic
-from tests.support.receiver import Receiver
+from tests.support.receiver import Received, Receiver
 from webhooks import tracing
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
@@ -68,6 +68,13 @@ def exported_spans(collector: Receiver) -> list[ExportedSpan]:
                                               span.span_id.hex(), span.parent_span_id.hex(),
                                               attributes))
     return spans
+
+
+def sent_span(received: Received) -> tuple[str, str, bool]:
+    """The trace id, parent span id and sampled flag of a request's ``traceparent``."""
+    version, trace_id, span_id, flags = received.headers["traceparent"].split("-")
+    assert version == "00"
+    return trace_id, span_id, bool(int(flags, 16) & 1)  # other bits: e.g. W3C's "random"
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +161,8 @@ def test_one_event_is_one_trace_from_the_request_to_every_attempt(
             retry.attributes["http.response.status_code"]) == (2, 200)
     assert "error.type" not in retry.attributes
     # Each request names its attempt's span, so a receiver that traces joins the trace.
-    assert [a.headers["traceparent"] for a in attempts] == [
-        f"00-{CLIENT_TRACE}-{first.span_id}-01", f"00-{CLIENT_TRACE}-{retry.span_id}-01"]
+    assert [sent_span(a) for a in attempts] == [(CLIENT_TRACE, first.span_id, True),
+                                                (CLIENT_TRACE, retry.span_id, True)]
 
 
 @pytest.fixture
@@ -167,23 +174,20 @@ def in_memory_spans() -> Iterator[InMemorySpanExporter]:
     tracing.shutdown()
 
 
-async def test_the_same_trace_in_one_process_with_the_sdks_in_memory_exporter(
-        make_settings: Callable[..., Settings], receiver: Receiver,
-        in_memory_spans: InMemorySpanExporter) -> None:
-    """The ingest app, the event record read back from the real broker, and the fanout
-    worker's matching and attempt, in this process: the spans the SDK finished form the
-    one trace."""
-    settings = make_settings(topic_prefix=f"mem{uuid.uuid4().hex[:8]}")  # topics of its own
+async def through_the_pipeline(make_settings: Callable[..., Settings], receiver: Receiver,
+                               path: str, headers: dict[str, str]) -> tuple[str, Received]:
+    """One event through the ingest app, the real broker and the fanout worker's matching
+    and attempt, all in this process (topics of its own): its task's endpoint id, and
+    what the receiver got."""
+    settings = make_settings(topic_prefix=f"mem{uuid.uuid4().hex[:8]}")
     ensure_topics(settings)
     topics = Topics.from_settings(settings)
-    Platform(settings).endpoint(receiver.on("/in-process", lambda n: (200, {}, 0.0)),
-                                ["invoice.*"])
+    Platform(settings).endpoint(receiver.on(path, lambda n: (200, {}, 0.0)), ["invoice.*"])
     with TestClient(create_app(settings)) as ingest:
-        answer = ingest.post("/v1/events", headers={"Authorization": "Bearer key-acme"},
-                             json={"type": "invoice.created", "data": {"object": {}}})
+        answer = ingest.post("/v1/events", json={"type": "invoice.created", "data": {}},
+                             headers={"Authorization": "Bearer key-acme", **headers})
     assert answer.status_code == 202, answer.text
     [record] = read_topic(settings, topics.events, expect=1)
-    envelope = Envelope.from_json(record.value())
 
     view = EndpointView(settings.kafka, topics.endpoints)
     view.start()
@@ -191,12 +195,20 @@ async def test_the_same_trace_in_one_process_with_the_sdks_in_memory_exporter(
         assert await asyncio.to_thread(view.wait_ready, 30)
         worker = make_worker(settings, view)
         durable = asyncio.Event()
-        [task] = worker.fan_out(envelope, on_durable=durable.set,
-                                trace=tracing.extract(record.headers()))
+        [task] = worker.fan_out(Envelope.from_json(record.value()), on_durable=durable.set,
+                                trace=tracing.Trace.of(tracing.extract(record.headers())))
         await asyncio.wait_for(durable.wait(), 30)
         await worker.deliverer.aclose()
     finally:
         view.stop()
+    [received] = receiver.at(path)
+    return task.endpoint_id, received
+
+
+async def test_the_same_trace_in_one_process_with_the_sdks_in_memory_exporter(
+        make_settings: Callable[..., Settings], receiver: Receiver,
+        in_memory_spans: InMemorySpanExporter) -> None:
+    endpoint_id, received = await through_the_pipeline(make_settings, receiver, "/sampled", {})
 
     spans = {span.name: span for span in in_memory_spans.get_finished_spans()}
     accept, append, match, attempt = (spans[name] for name in (
@@ -206,7 +218,20 @@ async def test_the_same_trace_in_one_process_with_the_sdks_in_memory_exporter(
     assert match.parent.span_id == append.context.span_id
     assert attempt.parent.span_id == match.context.span_id
     assert len({span.context.trace_id for span in spans.values()}) == 1
-    assert attempt.attributes["webhooks.endpoint_id"] == task.endpoint_id
+    assert attempt.attributes["webhooks.endpoint_id"] == endpoint_id
     assert attempt.attributes["http.response.status_code"] == 200
-    [received] = receiver.at("/in-process")
-    assert received.headers["traceparent"].split("-")[2] == format(attempt.context.span_id, "016x")
+    assert sent_span(received) == (f"{attempt.context.trace_id:032x}",
+                                   f"{attempt.context.span_id:016x}", True)
+
+
+async def test_an_unsampled_trace_records_nothing_and_still_reaches_the_receiver(
+        make_settings: Callable[..., Settings], receiver: Receiver,
+        in_memory_spans: InMemorySpanExporter) -> None:
+    """The caller decided not to sample: no span is recorded anywhere, yet the delivery
+    names the caller's trace (flags 00), so the receiver sees the decision."""
+    _, received = await through_the_pipeline(make_settings, receiver, "/unsampled", {
+        "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"})
+
+    assert in_memory_spans.get_finished_spans() == ()
+    trace_id, _, sampled = sent_span(received)
+    assert (trace_id, sampled) == (CLIENT_TRACE, False)

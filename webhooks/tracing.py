@@ -49,9 +49,9 @@ from webhooks.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Context", "Span", "SpanKind", "Status", "StatusCode", "Tracer", "configure",
-           "context_of", "event_attributes", "extract", "http_headers", "kafka_headers",
-           "shutdown", "tracer"]
+__all__ = ["Context", "Span", "SpanKind", "Status", "StatusCode", "Trace", "Tracer",
+           "configure", "context_of", "event_attributes", "extract", "http_headers",
+           "kafka_headers", "sampled", "shutdown", "tracer"]
 
 tracer: Tracer | None = None
 """The process's tracer once :func:`configure` turned tracing on; None while off."""
@@ -136,6 +136,51 @@ def extract(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str
         return None
     context = _propagator.extract(carrier)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def sampled(context: Context | None) -> bool:
+    """Whether the trace of ``context`` is being recorded (its sampled flag)."""
+    return context is not None and \
+        trace.get_current_span(context).get_span_context().trace_flags.sampled
+
+
+class Trace:
+    """A trace context as work carries it on: the parent's context, whether its trace is
+    sampled, and its header forms, made once however many deliveries carry them.
+
+    An unsampled trace costs the deliveries nothing more than its ``traceparent``: no
+    span is started for them (the SDK would drop it anyway), and the header they carry
+    names the unsampled parent, so a receiver still sees the decision.
+    """
+
+    __slots__ = ("context", "sampled", "_http", "_kafka")
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.sampled = sampled(context)
+        self._http: dict[str, str] | None = None
+        self._kafka: KafkaHeaders | None = None
+
+    @classmethod
+    def of(cls, parent: Span | Context | None) -> Trace | None:
+        """The trace of a span (its children's parent) or of an extracted context."""
+        if parent is None:
+            return None
+        return cls(parent if isinstance(parent, Context) else context_of(parent))
+
+    @property
+    def http(self) -> dict[str, str]:
+        """``traceparent`` (and ``tracestate``) for an HTTP request."""
+        if self._http is None:
+            self._http = http_headers(self.context)
+        return self._http
+
+    @property
+    def kafka(self) -> KafkaHeaders:
+        """The same as Kafka record headers."""
+        if self._kafka is None:
+            self._kafka = [(name, value.encode("latin-1")) for name, value in self.http.items()]
+        return self._kafka
 
 
 def event_attributes(envelope: Envelope) -> dict[str, str]:

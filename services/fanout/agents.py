@@ -118,9 +118,9 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
 
 async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[bytes], T],
                     what: str, skip_header: str | None = None
-                    ) -> AsyncIterator[tuple[AckSlot, T, tracing.Context | None]]:
+                    ) -> AsyncIterator[tuple[AckSlot, T, tracing.Trace | None]]:
     """The stream's records, parsed, each with its acknowledgement slot (in offset order)
-    and, with traces on, the trace context its headers carry; records carrying
+    and, with traces on, the trace its headers carry; records carrying
     ``skip_header`` are acknowledged unread (their work is done elsewhere).
 
     The platform wrote every record; one that cannot be parsed can never be handled, and
@@ -143,4 +143,5 @@ async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[b
             log.exception("skipping unreadable %s at %s", what, event.message.tp)
             acks.done(slot)
             continue
-        yield slot, record, tracing.extract(event.headers) if tracing.tracer else None
+        yield slot, record, tracing.Trace.of(tracing.extract(event.headers)) \
+            if tracing.tracer else None

@@ -48,7 +48,7 @@ class _Queued:
     task: DeliveryTask
     on_durable: Callable[[], None]
     cancelled: Callable[[], bool]
-    trace: tracing.Context | None
+    trace: tracing.Trace | None
 
 
 class OrderedLanes:
@@ -60,7 +60,7 @@ class OrderedLanes:
         self._runners: set[asyncio.Task[None]] = set()
 
     def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
-               cancelled: Callable[[], bool], trace: tracing.Context | None = None) -> None:
+               cancelled: Callable[[], bool], trace: tracing.Trace | None = None) -> None:
         """Queue ``task`` behind its endpoint's earlier ones; ``on_durable`` runs once its
         final outcome (delivered, dead-lettered, dropped) is in Kafka. ``trace``: the
         context its attempts continue (traces on)."""
@@ -117,7 +117,7 @@ class OrderedLanes:
             if self._lanes.get(endpoint_id) is lane:
                 del self._lanes[endpoint_id]
 
-    async def _attempt(self, task: DeliveryTask, trace: tracing.Context | None
+    async def _attempt(self, task: DeliveryTask, trace: tracing.Trace | None
                        ) -> DeliveryTask | None:
         """One attempt of ``task``, its outcome made durable; the task to attempt next
         (a failure with retries left) or None (delivered, dead-lettered, dropped)."""

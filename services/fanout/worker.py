@@ -75,7 +75,7 @@ class FanoutWorker:
 
     def fan_out(self, envelope: Envelope, on_durable: Callable[[], None],
                 cancelled: Callable[[], bool] = lambda: False,
-                trace: tracing.Context | None = None) -> list[DeliveryTask]:
+                trace: tracing.Trace | None = None) -> list[DeliveryTask]:
         """One task per matching endpoint, attempted here at once; returns the tasks.
 
         ``on_durable`` runs once every task's first outcome (attempt record, next tier
@@ -90,16 +90,17 @@ class FanoutWorker:
         event record's), and each task's attempts are its children.
         """
         tracer = tracing.tracer
-        span = tracer.start_span("fanout.match", context=trace, kind=tracing.SpanKind.CONSUMER,
-                                 attributes=tracing.event_attributes(envelope)) \
-            if tracer is not None else None
+        span = tracer.start_span("fanout.match", context=trace.context if trace else None,
+                                 kind=tracing.SpanKind.CONSUMER) if tracer is not None else None
         erased = self.tenant_erased(envelope.tenant)  # in flight when its tenant was erased
         matched = [] if erased else self.view.matching(envelope)
         tasks = [DeliveryTask.create(envelope, endpoint.id) for endpoint in matched]
         if span is not None:
-            span.set_attribute("webhooks.endpoints_matched", len(tasks))
+            if span.is_recording():
+                span.set_attributes({**tracing.event_attributes(envelope),
+                                     "webhooks.endpoints_matched": len(tasks)})
             span.end()
-            trace = tracing.context_of(span)
+            trace = tracing.Trace.of(span)
         if not tasks:
             on_durable()
             return tasks
@@ -120,11 +121,11 @@ class FanoutWorker:
         return tasks
 
     async def _queue_ordered(self, task: DeliveryTask, on_durable: Callable[[], None],
-                             trace: tracing.Context | None) -> None:
+                             trace: tracing.Trace | None) -> None:
         """An ordered endpoint's task goes to the ordered topic, where its lane delivers
         the endpoint's tasks one at a time in the order written (services.fanout.ordered)."""
         await until_durable(lambda: self.publish(self.topics.ordered, task.key, task.to_json(),
-                                                 tracing.kafka_headers(trace)),
+                                                 trace.kafka if trace else None),
                             "writing an ordered task")
         on_durable()
 
@@ -137,7 +138,7 @@ class FanoutWorker:
 
     def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
                cancelled: Callable[[], bool] = lambda: False,
-               trace: tracing.Context | None = None) -> None:
+               trace: tracing.Trace | None = None) -> None:
         """Schedule ``task`` for when it is due; ``on_durable`` runs once its outcome is in Kafka.
 
         Never blocks: a task that is not due yet waits on a timer, not in the consumer.
@@ -170,7 +171,7 @@ class FanoutWorker:
                                   endpoint.rate_limit if endpoint else None,
                                   overflow=defer if self.schedule.tier_names else None)
 
-    async def _defer(self, task: DeliveryTask, trace: tracing.Context | None) -> None:
+    async def _defer(self, task: DeliveryTask, trace: tracing.Trace | None) -> None:
         """Park a due task whose endpoint already has a full queue (a slow or dead one) in
         a retry tier topic, without an attempt: the first tier for a fresh task, its own
         tier for a retry. It comes back when that tier's delay has passed."""
@@ -179,12 +180,12 @@ class FanoutWorker:
         due = utcnow() + timedelta(seconds=self.schedule.jittered(tier.delay))
         parked = task.model_copy(update={"not_before": due})
         await self.publish(self.topics.retry(tier.name), parked.key,
-                           parked.to_json(), tracing.kafka_headers(trace))
+                           parked.to_json(), trace.kafka if trace else None)
         self.metrics.deferred.inc()
 
     async def send(self, task: DeliveryTask,
                    retry_in_place: Callable[[DeliveryTask], None] | None = None,
-                   trace: tracing.Context | None = None
+                   trace: tracing.Trace | None = None
                    ) -> Callable[[], Awaitable[Outcome]]:
         """The HTTP attempt; returns the step that makes its outcome durable.
 
@@ -205,8 +206,9 @@ class FanoutWorker:
         if endpoint.paused and retry_in_place is None:
             return lambda: self._hold(task, trace)
         tracer = tracing.tracer
-        if tracer is None:
-            result = await self.deliverer.deliver(task, endpoint)
+        if tracer is None or trace is None or not trace.sampled:
+            # Not recorded: the request still names the (unsampled) trace it belongs to.
+            result = await self.deliverer.deliver(task, endpoint, trace.http if trace else None)
         else:
             result = await self._traced_attempt(tracer, task, endpoint, trace)
         self.metrics.latency.observe(result.latency_ms / 1000)
@@ -244,7 +246,7 @@ class FanoutWorker:
                       self._save_streak(endpoint.id, verdict)]
             if step.dead_letter or retry_in_place is None:
                 writes.append(self.publish(step.topic, step.task.key, step.task.to_json(),
-                                           tracing.kafka_headers(trace)))
+                                           trace.kafka if trace else None))
             await asyncio.gather(*writes)
             if retry_in_place is not None and not step.dead_letter:
                 retry_in_place(step.task)
@@ -261,10 +263,10 @@ class FanoutWorker:
         return failed
 
     async def _traced_attempt(self, tracer: tracing.Tracer, task: DeliveryTask,
-                              endpoint: Endpoint, trace: tracing.Context | None
-                              ) -> DeliveryResult:
+                              endpoint: Endpoint, trace: tracing.Trace) -> DeliveryResult:
         """The delivery inside its ``fanout.attempt`` span, which the request names."""
-        span = tracer.start_span("fanout.attempt", context=trace, kind=tracing.SpanKind.CLIENT,
+        span = tracer.start_span("fanout.attempt", context=trace.context,
+                                 kind=tracing.SpanKind.CLIENT,
                                  attributes={**tracing.event_attributes(task.event),
                                              "webhooks.endpoint_id": task.endpoint_id,
                                              "webhooks.attempt": task.attempt})
@@ -350,7 +352,7 @@ class FanoutWorker:
         await self._record(task, endpoint, result, started, "dropped")
         return "dropped"
 
-    async def _hold(self, task: DeliveryTask, trace: tracing.Context | None) -> Outcome:
+    async def _hold(self, task: DeliveryTask, trace: tracing.Trace | None) -> Outcome:
         """A task of a paused endpoint: parked in its tier topic without an attempt and
         looked at again when it comes due, so nothing is sent and nothing dropped."""
         await self._defer(task, trace)

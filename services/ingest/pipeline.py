@@ -252,12 +252,13 @@ class IngestPipeline:
         appended = await self._producer.produce_each([
             Write(self._topics.events, to_append[index].envelope.encode(),
                   key=to_append[index].tenant.encode(),
-                  headers=tracing.kafka_headers(spans[index]) if spans else None)
+                  headers=tracing.kafka_headers(spans[index] or requests[index].trace)
+                  if spans is not None else None)
             for index in order])
         self._metrics.produce_latency.observe(loop.time() - started)
         durable = []
         for index, failure in zip(order, appended, strict=True):
-            if spans:
+            if spans is not None:
                 _end_append_span(spans[index], failure)
             if failure is not None:
                 log.warning("events append failed: %s", failure)
@@ -316,14 +317,19 @@ class IngestPipeline:
         return results
 
 
-def _append_span(tracer: tracing.Tracer, request: EventRequest) -> tracing.Span:
-    """The span of one event's append, continuing the request's trace (if any)."""
+def _append_span(tracer: tracing.Tracer, request: EventRequest) -> tracing.Span | None:
+    """The span of one event's append, continuing the request's trace (if any); None when
+    that trace is not sampled (the record then carries the request's context on)."""
+    if request.trace is not None and not tracing.sampled(request.trace):
+        return None
     return tracer.start_span(
         "ingest.append", context=request.trace, kind=tracing.SpanKind.PRODUCER,
         attributes=tracing.event_attributes(request.envelope))
 
 
-def _end_append_span(span: tracing.Span, failure: BaseException | None) -> None:
+def _end_append_span(span: tracing.Span | None, failure: BaseException | None) -> None:
+    if span is None:
+        return
     if failure is not None:
         span.set_status(tracing.Status(tracing.StatusCode.ERROR, str(failure)))
     span.end()

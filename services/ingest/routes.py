@@ -128,16 +128,22 @@ async def _traced(handler: Handler, request: Request, runtime: IngestRuntime,
     tracer = tracing.tracer
     if tracer is None:
         return await handler(request, runtime, caller, None)
-    with tracer.start_as_current_span(
-            "ingest.accept", context=tracing.extract(request.headers),
-            kind=tracing.SpanKind.SERVER, record_exception=False) as span:
-        try:
-            response = await handler(request, runtime, caller, tracing.context_of(span))
-        except Problem as problem:
-            span.set_attribute("http.response.status_code", problem.status)
-            raise
-        span.set_attribute("http.response.status_code", response.status_code)
+    span = tracer.start_span("ingest.accept", context=tracing.extract(request.headers),
+                             kind=tracing.SpanKind.SERVER)
+    status = 500
+    try:
+        response = await handler(request, runtime, caller, tracing.context_of(span))
+        status = response.status_code
         return response
+    except Problem as problem:
+        status = problem.status
+        raise
+    finally:
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+        span.end()
 
 
 async def _create_event(request: Request, runtime: IngestRuntime, caller: Principal,
