@@ -49,6 +49,9 @@ SCRAPE_SERIES = ("up", "scrape_duration_seconds", "scrape_samples_scraped",
 # Operator's ServiceMonitor (the chart's) adds from the Kubernetes objects.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "endpoint",
                            "container"})
+# The eventlog's gauges are platform-wide: every eventlog pod (API and sink) reports the
+# same value, so a query takes their max (or min, avg) by the family's own labels.
+PLATFORM_WIDE_SOURCE = "services/eventlog/metrics.py"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ class Series:
             return None
         extra = {"le"} if self.name.endswith("_bucket") else set()
         return self.family.labels | extra | TARGET_LABELS
+
+    @property
+    def platform_wide(self) -> bool:
+        return self.family.defined_in.startswith(f"{PLATFORM_WIDE_SOURCE}:")
 
     @property
     def counts_up(self) -> bool:
@@ -175,6 +182,8 @@ KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", 
                       "ignoring", "group_left", "group_right", "inf", "nan", "atan2"})
 COUNTER_FUNCTIONS = frozenset({"rate", "irate", "increase", "resets"})
 GAUGE_FUNCTIONS = frozenset({"delta", "idelta", "deriv", "predict_linear"})
+_ONE_OF_ALIKE = (r"(?<![\w:])(?:max|min|avg)\s*(?:by\s*\([^()]*\)\s*)?\(\s*"
+                 r"(?:(?:delta|idelta|deriv|[a-z]+_over_time)\s*\(\s*)?")
 # Grafana's variables, as Grafana replaces them before Prometheus sees the query.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 
@@ -241,6 +250,13 @@ def problems(expr: str, series: dict[str, Series] | None = None) -> list[str]:
             found += [f"{keyword} ({label}): no selected metric has that label"
                       for label in (part.strip() for part in listed.split(","))
                       if label and label not in available]
+    for s in known.values():
+        if s.platform_wide:
+            every = len(re.findall(rf"(?<![\w:]){s.name}(?![\w:])", text))
+            one_of_alike = len(re.findall(rf"{_ONE_OF_ALIKE}{s.name}(?![\w:])", text))
+            if one_of_alike < every:
+                found.append(f"{s.name} is reported alike by every eventlog pod: take its "
+                             "max by (its labels), not a sum or the series of each pod")
     for function, argument in calls(expr):
         inner = [known[name] for name in metric_names(argument) if name in known]
         if function in COUNTER_FUNCTIONS:

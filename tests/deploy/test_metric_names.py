@@ -56,14 +56,21 @@ def test_reads_metric_names_out_of_promql() -> None:
      "not a histogram's _bucket"),
     ('webhooks_deliveries_total{outcomes="delivered"}', "has no label 'outcomes'"),
     ("sum by (tiers) (rate(webhooks_retries_total[5m]))", "by (tiers)"),
+    ("sum by (topic) (max without (instance, pod) (webhooks_sink_lag))", "alike"),
+    ("webhooks_dlq_depth > 10", "alike"),
 ])
 def test_finds_a_wrong_query(expr: str, problem: str) -> None:
     assert any(problem in found for found in problems(expr)), problems(expr)
 
 
-def test_a_right_query_has_no_problem() -> None:
-    assert problems('sum by (outcome, job) (rate(webhooks_deliveries_total'
-                    '{outcome!="dropped", instance=~".+"}[5m])) or vector(0)') == []
+@pytest.mark.parametrize("expr", [
+    'sum by (outcome, job) (rate(webhooks_deliveries_total{outcome!="dropped", '
+    'instance=~".+"}[5m])) or vector(0)',
+    'max by (group, topic) (delta(webhooks_consumer_group_lag{topic!~"x"}[10m])) > 0',
+    "max(webhooks_dlq_depth)",
+])
+def test_a_right_query_has_no_problem(expr: str) -> None:
+    assert problems(expr) == []
 
 
 def test_label_values_split_alternations() -> None:
