@@ -10,7 +10,10 @@ the ones ``prometheus_client`` itself renders for it.
 PromQL is read with a few regular expressions, not a parser: string literals, ranges and
 grouping lists are taken out, and what is left that looks like an identifier not followed
 by ``(`` (a function or an aggregation) nor a keyword is a metric name. ``promtool``
-checks the syntax; this checks the names.
+checks the syntax; :func:`problems` checks the names: each exported, with the labels the
+query matches or groups by, ``rate()`` only over counters, ``delta()`` over gauges,
+``histogram_quantile()`` over a histogram's ``_bucket``, and the eventlog's platform-wide
+gauges taken with ``max``.
 """
 
 from __future__ import annotations
@@ -225,38 +228,54 @@ def calls(expr: str) -> Iterator[tuple[str, str]]:
 
 
 def problems(expr: str, series: dict[str, Series] | None = None) -> list[str]:
-    """What is wrong with the names ``expr`` uses, given the exported ``series``: names no
-    service exports, labels their metrics lack, rate() of a gauge, delta() of a counter,
-    histogram_quantile() of anything but a histogram's buckets. Empty when all is well."""
+    """What is wrong with the names ``expr`` uses, given the exported ``series`` (by
+    default, :func:`exported_series`); empty when all is well."""
     series = exported_series() if series is None else series
-    found: list[str] = []
     names = metric_names(expr)
-    unknown = sorted(name for name in names if name not in series)
-    found += [f"{name} is exported by no service" for name in unknown]
     known = {name: series[name] for name in names if name in series}
     text = _without_strings(expr)
+    return ([f"{name} is exported by no service" for name in sorted(names - known.keys())]
+            + _label_problems(text, known) + _alike_problems(text, known)
+            + _function_problems(expr, known))
+
+
+def _label_problems(text: str, known: dict[str, Series]) -> list[str]:
+    """Labels a selector matches that its metric lacks; ``by``/``on`` labels that no
+    selected metric has."""
+    found = []
     for name, matchers in _SELECTOR.findall(text):
         labels = known[name].labels if name in known else None
-        for label in _MATCHER_LABEL.findall(matchers):
-            if labels is not None and label not in labels | {"__name__"}:
-                found.append(f"{name} has no label {label!r}")
-    available = set(TARGET_LABELS) | {"le"}
-    for name in known.values():
-        available |= name.labels or set()
+        found += [f"{name} has no label {label!r}" for label in _MATCHER_LABEL.findall(matchers)
+                  if labels is not None and label not in labels | {"__name__"}]
     if any(s.labels is None for s in known.values()):
-        available = None
+        return found  # a metric with computed labels: any label may be right
+    available = set(TARGET_LABELS).union(*(s.labels or () for s in known.values()))
     for keyword, listed in _GROUPING.findall(text):
-        if keyword in ("by", "on") and available is not None:
+        if keyword in ("by", "on"):
             found += [f"{keyword} ({label}): no selected metric has that label"
                       for label in (part.strip() for part in listed.split(","))
                       if label and label not in available]
+    return found
+
+
+def _alike_problems(text: str, known: dict[str, Series]) -> list[str]:
+    """Platform-wide gauges summed, or left one series per eventlog pod."""
+    found = []
     for s in known.values():
-        if s.platform_wide:
-            every = len(re.findall(rf"(?<![\w:]){s.name}(?![\w:])", text))
-            one_of_alike = len(re.findall(rf"{_ONE_OF_ALIKE}{s.name}(?![\w:])", text))
-            if one_of_alike < every:
-                found.append(f"{s.name} is reported alike by every eventlog pod: take its "
-                             "max by (its labels), not a sum or the series of each pod")
+        if not s.platform_wide:
+            continue
+        every = len(re.findall(rf"(?<![\w:]){s.name}(?![\w:])", text))
+        one_of_alike = len(re.findall(rf"{_ONE_OF_ALIKE}{s.name}(?![\w:])", text))
+        if one_of_alike < every:
+            found.append(f"{s.name} is reported alike by every eventlog pod: take its "
+                         "max by (its labels), not a sum or the series of each pod")
+    return found
+
+
+def _function_problems(expr: str, known: dict[str, Series]) -> list[str]:
+    """rate() of a gauge, delta() of a counter, histogram_quantile() of anything but a
+    histogram's buckets."""
+    found = []
     for function, argument in calls(expr):
         inner = [known[name] for name in metric_names(argument) if name in known]
         if function in COUNTER_FUNCTIONS:
