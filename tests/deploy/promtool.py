@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def promtool_binary() -> str:
     """Path of promtool, or skip (no Go) / fail (Go present: `make promtool` builds it)."""
-    return go_tool("promtool", REPO_ROOT, "rule checks")
+    return go_tool("promtool", REPO_ROOT, "promtool checks of the rules and board")
 
 
 def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
