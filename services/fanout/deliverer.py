@@ -22,31 +22,72 @@ an address that passed the SSRF check, with the original ``Host`` and TLS server
 aiohttp was measured against httpx on this path (same receiver, 10 endpoints, 100 in
 flight): 67 µs of CPU per request against 1.9 ms (httpx) and 0.2 ms (httpx on an
 aiohttp transport); see the benchmark's client ceiling.
+
+**Endpoints with TLS material** (a client certificate for mutual TLS, a private CA
+bundle) are sent with a context of their own (``ssl=`` per request), built once per
+version of that material (:mod:`services.fanout.tls_contexts`); the others keep the
+shared context. An unusable key fails the attempt as ``endpoint_misconfigured``.
+
+**Egress proxy** (``WEBHOOKS_DELIVERY_PROXY``): every request goes through the proxy
+(``proxy=`` per request; a worker without one takes exactly the path above). The SSRF
+policy still decides first: the target's name is resolved and every address checked by
+the :class:`CheckedResolver` before the proxy is asked anything, so a refused target
+never reaches the proxy. The proxy itself is operator configuration: its host is
+resolved without the policy (it usually has a private address). Then:
+
+- *https targets*: ``CONNECT <checked address>:<port>``, not the name, and TLS inside the
+  tunnel with the name as server name (SNI) and for certificate verification, and the
+  name in ``Host``. The proxy never resolves the name, so a DNS answer that changes
+  between our check and the proxy's lookup (rebinding) cannot send the delivery to a
+  private address the proxy can reach; the certificate still has to match the name. The
+  cost: the proxy sees (and logs) addresses, not names, so a proxy allowlist by domain
+  name does not apply (filter by address there, or rely on the platform's policy); and
+  one address is tried, the first of the checked answer, where a direct connection would
+  fall back to the next.
+- *http targets*: an absolute-form request (``POST http://name:port/path``) with
+  ``Proxy-Authorization`` if the proxy wants credentials (never recorded in the attempt's
+  headers). The proxy must resolve the name itself (a Host header naming it is what the
+  receiver expects, and a proxy replaces ``Host`` with the request target's authority),
+  so here a rebinding answer could still steer a delivery the check let through to an
+  address the proxy can reach. ``WEBHOOKS_ENVIRONMENT=production`` refuses http targets
+  altogether; elsewhere, have the proxy refuse private destinations too.
+
+Proxy errors are ``connect``: the proxy cannot be reached, or it refuses or fails the
+CONNECT (e.g. 407, 502); attempt records describe them without the proxy's address. For
+an http target, the proxy's own answer (a 502 when it cannot reach the receiver) is an
+``http_status`` like the receiver's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from services.fanout.captured_headers import (
     request_headers,
     response_headers,
     secret_header_names,
+    without_proxy_authorization,
 )
 from services.fanout.checked_resolver import CheckedResolver
+from services.fanout.tls_contexts import TlsContexts
 from webhooks.delivery import DeliveryTask, HeaderPairs
+from webhooks.delivery_proxy import DeliveryProxy
+from webhooks.endpoint_tls import TlsMaterialError
 from webhooks.endpoints import Endpoint, header_binding
 from webhooks.envelope import utcnow
 from webhooks.secret_encryption import OpenedSecrets, SecretsKeyError, SecretsKeyring
 from webhooks.signing import InvalidSecret, signature_header
-from webhooks.target_policy import TargetPolicy, TargetRefused
+from webhooks.target_policy import IPAddress, TargetPolicy, TargetRefused
 
 USER_AGENT = "kafka-webhooks/0.1 (+https://www.standardwebhooks.com/)"
 MAX_RESPONSE_BODY = 1024
@@ -59,6 +100,8 @@ HEADER_TIMESTAMP = "webhook-timestamp"
 HEADER_SIGNATURE = "webhook-signature"
 HEADER_ATTEMPT = "webhook-attempt"
 HEADER_EVENT_TYPE = "webhook-event-type"
+NO_OPTIONS: dict[str, Any] = {}
+"""Per-request options of a direct delivery with the shared TLS context: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +173,22 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 class Deliverer:
     """Sends delivery tasks over one pooled aiohttp session; create it inside a running loop
     (or let the first :meth:`deliver` create its session). ``keyring`` opens the sealed
-    signing secrets (without one, only plain ``whsec_`` secrets sign)."""
+    signing secrets and TLS client keys (without one, only plain ones are used); with a
+    ``proxy``, every request goes through it (see the module's docstring)."""
 
     def __init__(self, policy: TargetPolicy, timeout: float, concurrency: int = 200,
                  ssl_context: ssl.SSLContext | None = None,
-                 keyring: SecretsKeyring | None = None) -> None:
+                 keyring: SecretsKeyring | None = None,
+                 proxy: DeliveryProxy | None = None) -> None:
         self._timeout_seconds = timeout
         self.secrets = OpenedSecrets(keyring)
-        self.resolver = CheckedResolver(policy)
+        self.tls = TlsContexts(keyring)
+        self._proxy = proxy
+        self._proxy_url = URL(proxy.url) if proxy is not None else None
+        # The proxy's host as aiohttp asks the resolver for it (IDNA, lower case).
+        trusted = frozenset({self._proxy_url.raw_host}) if self._proxy_url is not None \
+            and self._proxy_url.raw_host else frozenset[str]()
+        self.resolver = CheckedResolver(policy, trusted_hosts=trusted)
         self._concurrency = concurrency
         # One TLS context for every connection (building one costs ~46 ms of CPU).
         self._ssl = ssl_context or ssl.create_default_context()
@@ -188,10 +239,18 @@ class Deliverer:
         """One attempt, not bounded as a whole (:meth:`deliver` does that); latency and
         headers unset (``exchange`` gets the headers as soon as they are known)."""
         try:
-            await self.resolver.check(endpoint.url)
+            addresses = await self.resolver.check(endpoint.url)
         except TargetRefused as exc:
             return DeliveryResult(False, 0.0, error="refused_target",
                                   response_body=str(exc)[:MAX_RESPONSE_BODY])
+        tls_context = None
+        if endpoint.tls is not None:
+            try:
+                tls_context = await self.tls.context(endpoint, endpoint.tls)
+            except TlsMaterialError as exc:  # logged once per version, by TlsContexts
+                return DeliveryResult(False, 0.0, error="endpoint_misconfigured",
+                                      response_body=f"cannot use the endpoint's TLS "
+                                                    f"material: {exc}"[:MAX_RESPONSE_BODY])
         body = task.event.to_json()
         try:
             headers = build_headers(task, endpoint, body, secrets=self.secrets)
@@ -206,17 +265,31 @@ class Deliverer:
         exchange.request_headers = request_headers(headers.items(), mask)
         if self._session is None:
             self._session = self._open_session()
+        url: str | URL = endpoint.url
+        options = NO_OPTIONS if tls_context is None else {"ssl": tls_context}
+        if self._proxy is not None:
+            url, options = self._through_proxy(endpoint.url, addresses, headers, options)
         try:
-            async with self._session.post(endpoint.url, data=body, headers=headers,
-                                          allow_redirects=False) as response:
+            async with self._session.post(url, data=body, headers=headers,
+                                          allow_redirects=False, **options) as response:
                 status = response.status
                 # As sent: with the Host, Accept* and Content-Length aiohttp added.
                 exchange.request_headers = request_headers(
                     response.request_info.headers.items(), mask)
+                if self._proxy is not None:
+                    exchange.request_headers = without_proxy_authorization(
+                        exchange.request_headers)
                 exchange.response_headers, exchange.response_headers_truncated = (
                     response_headers(response.raw_headers))
                 excerpt = await _read_capped(response.content)
                 retry_after = response.headers.get("retry-after")
+        except aiohttp.ClientProxyConnectionError as exc:
+            # Described without the proxy's address: attempt records are the tenant's.
+            return DeliveryResult(False, 0.0, error="connect", response_body=(
+                f"cannot reach the egress proxy ({_os_reason(exc)})"))
+        except aiohttp.ClientHttpProxyError as exc:
+            return DeliveryResult(False, 0.0, error="connect", response_body=(
+                f"the egress proxy answered {exc.status} {exc.message} to CONNECT"))
         except aiohttp.ClientConnectorError as exc:
             return DeliveryResult(False, 0.0, error="connect", response_body=_describe(exc))
         except (aiohttp.ClientError, OSError) as exc:
@@ -228,6 +301,29 @@ class Deliverer:
             error="redirect" if 300 <= status < 400 else "http_status",
             retry_after=parse_retry_after(retry_after),
         )
+
+
+    def _through_proxy(self, url: str, addresses: list[IPAddress], headers: dict[str, str],
+                       options: dict[str, Any]) -> tuple[str | URL, dict[str, Any]]:
+        """The URL and request options that send ``url`` through the proxy, with
+        ``headers`` completed (``Host`` or ``Proxy-Authorization``)."""
+        assert self._proxy is not None and self._proxy_url is not None
+        target = URL(url)
+        options = {**options, "proxy": self._proxy_url}
+        if target.scheme != "https":
+            # Absolute-form: the proxy resolves the name (see the module's docstring).
+            if self._proxy.authorization is not None:
+                headers["Proxy-Authorization"] = self._proxy.authorization
+            return url, options
+        if self._proxy.authorization is not None:
+            options["proxy_headers"] = {"Proxy-Authorization": self._proxy.authorization}
+        host = target.raw_host
+        if host is None or _is_address(host):
+            return target, options  # an IP literal: CONNECT to it as it is (it was checked)
+        # CONNECT to the checked address; TLS and Host keep the name.
+        headers["Host"] = target.host_port_subcomponent or host
+        options["server_hostname"] = host
+        return target.with_host(str(addresses[0])), options
 
 
 class _Exchange:
@@ -255,3 +351,16 @@ async def _read_capped(content: aiohttp.StreamReader) -> str:
 
 def _describe(exc: Exception) -> str:
     return (f"{type(exc).__name__}: {exc}")[:MAX_RESPONSE_BODY]
+
+
+def _os_reason(exc: aiohttp.ClientOSError) -> str:
+    """The operating system's reason of a connection error, without the address."""
+    return exc.strerror or type(exc.os_error).__name__
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
