@@ -62,6 +62,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -283,14 +285,15 @@ class Deliverer:
                     response_headers(response.raw_headers))
                 excerpt = await _read_capped(response.content)
                 retry_after = response.headers.get("retry-after")
-        except aiohttp.ClientProxyConnectionError as exc:
-            # Described without the proxy's address: attempt records are the tenant's.
-            return DeliveryResult(False, 0.0, error="connect", response_body=(
-                f"cannot reach the egress proxy ({_os_reason(exc)})"))
         except aiohttp.ClientHttpProxyError as exc:
             return DeliveryResult(False, 0.0, error="connect", response_body=(
                 f"the egress proxy answered {exc.status} {exc.message} to CONNECT"))
         except aiohttp.ClientConnectorError as exc:
+            if self._is_proxy(exc):
+                # Described without the proxy's name or address: attempt records are the
+                # tenant's, the proxy is the operator's.
+                return DeliveryResult(False, 0.0, error="connect", response_body=(
+                    f"cannot reach the egress proxy ({_os_reason(exc.os_error)})"))
             return DeliveryResult(False, 0.0, error="connect", response_body=_describe(exc))
         except (aiohttp.ClientError, OSError) as exc:
             return DeliveryResult(False, 0.0, error="network", response_body=_describe(exc))
@@ -302,6 +305,12 @@ class Deliverer:
             retry_after=parse_retry_after(retry_after),
         )
 
+
+    def _is_proxy(self, exc: aiohttp.ClientConnectorError) -> bool:
+        """The connection that failed was the one to the proxy."""
+        return self._proxy is not None and self._proxy_url is not None and (
+            isinstance(exc, aiohttp.ClientProxyConnectionError)
+            or (exc.host, exc.port) == (self._proxy_url.raw_host, self._proxy.port))
 
     def _through_proxy(self, url: str, addresses: list[IPAddress], headers: dict[str, str],
                        options: dict[str, Any]) -> tuple[str | URL, dict[str, Any]]:
@@ -353,9 +362,14 @@ def _describe(exc: Exception) -> str:
     return (f"{type(exc).__name__}: {exc}")[:MAX_RESPONSE_BODY]
 
 
-def _os_reason(exc: aiohttp.ClientOSError) -> str:
-    """The operating system's reason of a connection error, without the address."""
-    return exc.strerror or type(exc.os_error).__name__
+def _os_reason(error: OSError) -> str:
+    """The reason of a connection error without the address it names (which asyncio
+    puts in its message), e.g. ``Connection refused``."""
+    if error.errno:
+        return os.strerror(error.errno)
+    if isinstance(error, socket.gaierror) or "cannot resolve" in str(error):
+        return "its name does not resolve"
+    return type(error).__name__
 
 
 def _is_address(host: str) -> bool:
