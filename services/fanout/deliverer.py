@@ -215,17 +215,19 @@ class Deliverer:
             await self._session.close()
         await self.resolver.close()
 
-    async def deliver(self, task: DeliveryTask, endpoint: Endpoint) -> DeliveryResult:
+    async def deliver(self, task: DeliveryTask, endpoint: Endpoint,
+                      trace_headers: dict[str, str] | None = None) -> DeliveryResult:
         """POST the task's envelope to the endpoint and classify the answer.
 
         The delivery timeout bounds the whole attempt: DNS lookup, connect, request and
-        reading the (capped) response.
+        reading the (capped) response. ``trace_headers`` (``traceparent``, traces on) are
+        sent too.
         """
         started = time.perf_counter()
         exchange = _Exchange()  # what was sent and came back, even if the timeout struck
         try:
             async with asyncio.timeout(self._timeout_seconds):
-                result = await self._attempt(task, endpoint, exchange)
+                result = await self._attempt(task, endpoint, exchange, trace_headers)
         except TimeoutError:
             result = DeliveryResult(False, 0.0, error="timeout", response_body=(
                 f"the attempt took longer than the delivery timeout of "
@@ -236,8 +238,8 @@ class Deliverer:
                               exchange.request_headers, exchange.response_headers,
                               exchange.response_headers_truncated)
 
-    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint, exchange: _Exchange
-                       ) -> DeliveryResult:
+    async def _attempt(self, task: DeliveryTask, endpoint: Endpoint, exchange: _Exchange,
+                       trace_headers: dict[str, str] | None) -> DeliveryResult:
         """One attempt, not bounded as a whole (:meth:`deliver` does that); latency and
         headers unset (``exchange`` gets the headers as soon as they are known)."""
         try:
@@ -263,6 +265,8 @@ class Deliverer:
             # task on, and a fixed secret or key is used next attempt.
             return DeliveryResult(False, 0.0, error="endpoint_misconfigured",
                                   response_body=f"cannot sign the request: {exc}")
+        if trace_headers:
+            headers.update(trace_headers)
         mask = secret_header_names(endpoint)
         exchange.request_headers = request_headers(headers.items(), mask)
         if self._session is None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.ingest.metrics import IngestMetrics
 from services.ingest.routes import events_router
 from services.ingest.runtime import LEDGER_STARTUP_WAIT, IngestRuntime
+from webhooks import tracing
 from webhooks.auth import ApiKeys
 from webhooks.kafka import kafka_reachable
 from webhooks.observability import health_router
@@ -30,11 +31,15 @@ def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTU
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Here, not at import: each worker process of a multi-worker server exports its own.
+        traced = tracing.configure("ingest")
         await asyncio.to_thread(runtime.start)
         try:
             yield
         finally:
             await asyncio.to_thread(runtime.stop)
+            if traced:
+                tracing.shutdown()
 
     app = FastAPI(title="webhooks ingest", version="1", lifespan=lifespan)
     app.state.runtime = runtime

@@ -594,3 +594,25 @@ def test_an_existing_service_account_is_used_by_every_pod(tmp_path: Path) -> Non
     for workload in workloads:
         assert pod_spec(workload)["serviceAccountName"] == "platform-runner", \
             workload["metadata"]["name"]
+
+
+def test_traces_reach_ingest_and_fanout_only_when_a_collector_is_set(
+        default: Manifests, all_enabled: Manifests) -> None:
+    def otel(manifests: Manifests) -> dict[str, dict[str, str]]:
+        found = {}
+        for deployment in manifests.of_kind("Deployment"):
+            env = env_of(pod_spec(deployment)["containers"][0])
+            found[deployment["metadata"]["labels"]["app.kubernetes.io/component"]] = {
+                key: entry["value"] for key, entry in env.items() if key.startswith("OTEL_")}
+        return found
+
+    assert not any(otel(default).values())  # off by default
+    traced = otel(all_enabled)
+    for component in ("ingest", "fanout"):
+        assert traced[component] == {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+            "OTEL_SERVICE_NAME": f"webhooks-{component}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.05",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci"}
+    assert not traced["eventlog"] and not traced["eventlog-sink"]  # they start no traces
