@@ -102,8 +102,6 @@ HEADER_TIMESTAMP = "webhook-timestamp"
 HEADER_SIGNATURE = "webhook-signature"
 HEADER_ATTEMPT = "webhook-attempt"
 HEADER_EVENT_TYPE = "webhook-event-type"
-NO_OPTIONS: dict[str, Any] = {}
-"""Per-request options of a direct delivery with the shared TLS context: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,13 +269,20 @@ class Deliverer:
         exchange.request_headers = request_headers(headers.items(), mask)
         if self._session is None:
             self._session = self._open_session()
-        url: str | URL = endpoint.url
-        options = NO_OPTIONS if tls_context is None else {"ssl": tls_context}
-        if self._proxy is not None:
-            url, options = self._through_proxy(endpoint.url, addresses, headers, options)
+        if tls_context is None and self._proxy is None:
+            # The common path, exactly as before proxies and TLS material (a call with
+            # **options costs ~0.3 µs more, measured).
+            request = self._session.post(endpoint.url, data=body, headers=headers,
+                                         allow_redirects=False)
+        else:
+            url: str | URL = endpoint.url
+            options = {} if tls_context is None else {"ssl": tls_context}
+            if self._proxy is not None:
+                url, options = self._through_proxy(endpoint.url, addresses, headers, options)
+            request = self._session.post(url, data=body, headers=headers,
+                                         allow_redirects=False, **options)
         try:
-            async with self._session.post(url, data=body, headers=headers,
-                                          allow_redirects=False, **options) as response:
+            async with request as response:
                 status = response.status
                 # As sent: with the Host, Accept* and Content-Length aiohttp added.
                 exchange.request_headers = request_headers(
