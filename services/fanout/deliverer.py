@@ -8,13 +8,15 @@ class, latency, ``Retry-After``, the request's and the response's headers as
     refused_target   the URL or an address it resolves to is not allowed (SSRF guard)
     timeout          the whole attempt (DNS lookup, connect, request, response) took
                      longer than the delivery timeout
-    connect          the connection could not be opened (refused, DNS failure, TLS)
+    connect          the connection could not be opened (refused, DNS failure, TLS, the
+                     egress proxy unreachable or refusing the CONNECT)
     network          the connection broke during the exchange
     redirect         a 3xx answer; redirects are never followed
     http_status      any other non-2xx answer
     endpoint_misconfigured
-                     a signing secret of the endpoint is unusable (malformed, or sealed
-                     with a key this worker does not hold); nothing was sent
+                     a signing secret or the TLS material of the endpoint is unusable
+                     (malformed, or sealed with a key this worker does not hold); nothing
+                     was sent
 
 One :class:`Deliverer` per worker holds one aiohttp connection pool (keep-alive, one TLS
 context) whose DNS answers come from the :class:`CheckedResolver`: the request goes to
