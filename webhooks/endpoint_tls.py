@@ -51,6 +51,10 @@ def load_certificates(pem: str, field: str) -> list[x509.Certificate]:
     :class:`TlsMaterialError` for ``field``."""
     if not pem.lstrip().startswith(PEM_CERTIFICATE):
         raise TlsMaterialError(field, f"must be PEM, starting with {PEM_CERTIFICATE}")
+    if "PRIVATE KEY-----" in pem:
+        # Certificates are stored as given and shown; a key pasted with them would be too.
+        raise TlsMaterialError(field, "holds a private key: give certificates only (the "
+                                      "key goes in client_key)")
     try:
         return x509.load_pem_x509_certificates(pem.encode())
     except ValueError:

@@ -50,11 +50,14 @@ class TlsContexts:
     async def context(self, endpoint: Endpoint, tls: EndpointTls) -> ssl.SSLContext:
         """The context for ``endpoint``'s material ``tls``; raises :class:`TlsMaterialError`."""
         entry = self._built.get(endpoint.id)
-        if entry is None or not (entry[0] is tls or entry[0] == tls):
+        if entry is None or not (entry[0] is tls or entry[0] == tls) or (
+                isinstance(entry[1], asyncio.Future) and entry[1].cancelled()):
             entry = self._start(endpoint.id, tls)
         built = entry[1]
         if isinstance(built, asyncio.Future):
-            built = await built  # another delivery to this endpoint is building it
+            # Being built (maybe for another delivery): shielded, so that this delivery's
+            # timeout does not cancel the build the others wait for.
+            built = await asyncio.shield(built)
         if isinstance(built, TlsMaterialError):
             raise built
         return built

@@ -4,6 +4,9 @@ that requires a client certificate (mutual TLS), both with certificates from pri
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -181,3 +184,32 @@ async def test_a_key_this_worker_cannot_open_sends_nothing(
     [logged] = [r for r in caplog.records if r.name == tls_contexts.__name__]
     assert sealed.id in logged.getMessage() and "elsewhere" in logged.getMessage()
     assert client.key not in caplog.text and sealed.tls.client_key not in caplog.text  # type: ignore[union-attr]
+
+
+async def test_a_delivery_given_up_while_the_context_builds_does_not_spoil_it(
+        monkeypatch: pytest.MonkeyPatch, receivers_ca: trustme.CA) -> None:
+    """A delivery that times out while waiting for its endpoint's context (cancelled)
+    leaves the build to finish for the deliveries after it: built once, used by them."""
+    release = threading.Event()
+    built: list[str | None] = []
+    real = tls_contexts.client_context
+
+    def slow(cert: str | None, key: str | None, ca: str | None) -> Any:
+        release.wait(10)
+        built.append(ca)
+        return real(cert, key, ca)
+
+    monkeypatch.setattr(tls_contexts, "client_context", slow)
+    contexts = tls_contexts.TlsContexts(keyring=None)
+    endpoint = make_endpoint(url="https://127.0.0.1:9/hook").model_copy(
+        update={"tls": EndpointTls(ca_bundle=ca_pem(receivers_ca))})
+    assert endpoint.tls is not None
+    first = asyncio.create_task(contexts.context(endpoint, endpoint.tls))
+    second = asyncio.create_task(contexts.context(endpoint, endpoint.tls))
+    await asyncio.sleep(0)  # both wait for the one build
+    first.cancel()
+    release.set()
+    context = await second
+    assert isinstance(context, ssl.SSLContext) and first.cancelled()
+    assert await contexts.context(endpoint, endpoint.tls) is context
+    assert built == [ca_pem(receivers_ca)]
