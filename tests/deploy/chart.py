@@ -105,8 +105,11 @@ def container_environment(manifests: Manifests, workload: dict[str, Any],
             environment[entry["name"]] = entry["value"]
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
-            environment[entry["name"]] = (secret_values[ref["key"]] if ref["key"] in secret_values
-                                          else secrets[ref["name"]][ref["key"]])
+            if ref["key"] in secret_values:
+                environment[entry["name"]] = secret_values[ref["key"]]
+            elif ref["key"] in secrets.get(ref["name"], {}) or not ref.get("optional"):
+                environment[entry["name"]] = secrets[ref["name"]][ref["key"]]
+            # else: an optional key the Secret lacks: the kubelet leaves the variable unset
     return environment
 
 
