@@ -102,6 +102,14 @@ def test_an_echoing_receiver_verifies_the_endpoint_which_then_gets_events(
     assert ("verify", "succeeded", "verified") in {
         (a["trigger"], a["status"], a["outcome"]) for a in attempts}
 
+    # What was verified is the URL: a new one is verified again before it gets events.
+    receiver.answers["/moved"] = echo
+    moved = api.patch(f"/v1/endpoints/{created['id']}", headers=ACME,
+                      json={"url": receiver.url("/moved")})
+    assert moved.json()["verification"]["state"] == "pending"
+    assert settled(api, created["id"])["state"] == "verified"
+    assert types_at(receiver, "/moved") == [VERIFICATION]
+
 
 def test_an_unanswered_challenge_leaves_the_endpoint_unverified_until_verified_again(
         api: TestClient, fanout: ServiceProcess, receiver: Receiver,

@@ -311,7 +311,8 @@ def list_attempts(
     error: Annotated[str | None, Query(
         description="Only attempts that failed with this error class: timeout, connect, "
                     "network, redirect, http_status, refused_target, "
-                    "endpoint_misconfigured, endpoint_missing, endpoint_disabled.",
+                    "endpoint_misconfigured, endpoint_missing, endpoint_disabled, "
+                    "endpoint_unverified, challenge_not_echoed.",
         pattern=ERROR_CLASS_PATTERN)] = None,
     created_after: Annotated[datetime | None, Query(
         description="Only attempts made strictly after this instant (UTC if no zone).")
