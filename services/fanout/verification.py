@@ -97,9 +97,9 @@ class ChallengeSender:
         outcome: Outcome = "verification_failed" if error else "verified"
 
         async def finish() -> Outcome:
-            # The endpoint first: if its write fails this step runs again, and a second
-            # attempt record is worse than none (the record of a settled challenge is
-            # not rewritten: the retry finds it settled).
+            # The endpoint record first: when a write fails the whole step runs again,
+            # and a retry finds the challenge settled (no second endpoint write) before
+            # it writes the attempt record, which is then written once.
             await self._write_settled(decided, challenge)
             await self.record(task, endpoint, result, started, outcome)
             log.info("endpoint %s verification %s%s", endpoint.id, outcome,
@@ -112,19 +112,19 @@ class ChallengeSender:
     async def _pending(self, endpoint_id: str, challenge: str | None) -> Endpoint | None:
         """The endpoint if its verification waits for ``challenge``, else None."""
 
-        def waiting(endpoint: Endpoint | None) -> bool:
-            return (endpoint is not None and endpoint.verification is not None
-                    and endpoint.verification.challenge == challenge)
+        def state(endpoint: Endpoint | None) -> str | None:
+            """The state of ``challenge`` on ``endpoint`` (None: it holds another one)."""
+            verification = endpoint.verification if endpoint is not None else None
+            return verification.state if verification and verification.challenge == challenge \
+                else None
 
         endpoint = self.view.get(endpoint_id)
-        if not waiting(endpoint):
+        if state(endpoint) is None:
             # The eventlog wrote the pending record just before the task: the view may
             # not have read it yet.
             await self._catch_up()
             endpoint = self.view.get(endpoint_id)
-        if waiting(endpoint) and endpoint.verification.state == "pending":  # type: ignore[union-attr]
-            return endpoint
-        return None
+        return endpoint if state(endpoint) == "pending" else None
 
     async def _write_settled(self, decided: Endpoint, challenge: str) -> None:
         """Write ``decided``'s verification onto the latest record, unless that record was
