@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import cached_property
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from ulid import ULID
 
@@ -116,6 +116,24 @@ class EndpointIdempotency(JsonRecord):
     fields: dict[str, str]
 
 
+VerificationState = Literal["pending", "verified", "failed"]
+
+
+class EndpointVerification(JsonRecord):
+    """Where the endpoint's URL verification stands (:mod:`webhooks.endpoint_verification`):
+    ``pending`` until the fanout sent ``challenge`` and the receiver echoed it, then
+    ``verified``, or ``failed`` with the error class and the reason. Only a verified
+    endpoint (or one without verification) gets events."""
+
+    state: VerificationState
+    challenge: str
+    """The current challenge; a challenge request carrying another one is stale."""
+    requested_at: Timestamp
+    checked_at: Timestamp | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
 class Endpoint(JsonRecord):
     """One subscriber URL of one tenant, with its filters and secrets (newest first)."""
 
@@ -137,6 +155,7 @@ class Endpoint(JsonRecord):
     disabled: bool = False
     disabled_reason: str | None = None
     idempotency: EndpointIdempotency | None = None
+    verification: EndpointVerification | None = None
     created: Timestamp
     updated: Timestamp
 
@@ -207,10 +226,15 @@ class Endpoint(JsonRecord):
         return [s.model_copy(update={"secret": keyring.open(self.id, s.secret)})
                 for s in self.secrets]
 
+    @property
+    def verified(self) -> bool:
+        """True unless a URL verification is pending or failed (created without one: True)."""
+        return self.verification is None or self.verification.state == "verified"
+
     def wants(self, envelope: Envelope) -> bool:
-        """True when this endpoint should receive ``envelope``: enabled, the tenant's, a
-        subscribed type, and its payload filter (if any) holds."""
-        if self.disabled or self.tenant != envelope.tenant \
+        """True when this endpoint should receive ``envelope``: enabled, verified (if it
+        asked to be), the tenant's, a subscribed type, and its payload filter (if any) holds."""
+        if self.disabled or self.tenant != envelope.tenant or not self.verified \
                 or not matches_any(self.events, envelope.type):
             return False
         predicate = self.payload_filter

@@ -84,6 +84,10 @@ ORDERED_DESCRIPTION = ("Deliver the tenant's events in the order they were appen
                        "or is dead-lettered.")
 PAUSED_DESCRIPTION = ("Send nothing while paused, drop nothing: on resume everything held "
                       "goes out (in order for an ordered endpoint).")
+VERIFY_DESCRIPTION = ("Verify the URL first: a webhook.verification request carrying "
+                      "data.challenge is sent to it, and the endpoint gets events only once "
+                      "the receiver answered 2xx echoing it ({\"challenge\": \"…\"}). "
+                      "Events published before that are not delivered to it.")
 
 
 def _check_secret(secret: str | None) -> str | None:
@@ -230,6 +234,7 @@ class EndpointCreate(BaseModel):
     description: str = Field(default="", max_length=512)
     secret: str | None = Field(default=None, description="whsec_…; generated when omitted.")
     rate_limit: int | None = Field(default=None, ge=1, description="Deliveries per second.")
+    verify: bool = Field(default=False, description=VERIFY_DESCRIPTION)
     headers: list[EndpointHeader] = Field(default_factory=list, max_length=20,
                                           description=HEADERS_DESCRIPTION)
     filter: dict[str, Any] | None = Field(default=None, description=FILTER_DESCRIPTION)
@@ -278,6 +283,21 @@ class EndpointUpdate(BaseModel):
     _payload_filter = field_validator("filter")(_check_payload_filter)
 
 
+class VerificationOut(BaseModel):
+    """Where an endpoint's URL verification stands (the challenge itself is not shown)."""
+
+    state: Literal["pending", "verified", "failed"] = Field(
+        description="pending: the challenge is on its way or unanswered (no events are "
+                    "delivered); verified: the receiver echoed it; failed: it did not, see "
+                    "error and reason (POST …/verify sends a new challenge).")
+    requested_at: str
+    checked_at: str | None = Field(default=None, description="When the answer was judged.")
+    error: str | None = Field(default=None, description="Error class of a failed check: "
+                              "challenge_not_echoed, http_status, timeout, connect, "
+                              "refused_target, …")
+    reason: str | None = None
+
+
 class EndpointOut(BaseModel):
     """An endpoint as the API shows it (secrets only through ``/secret``)."""
 
@@ -294,6 +314,8 @@ class EndpointOut(BaseModel):
     tls: EndpointTlsOut | None = None
     disabled: bool
     disabled_reason: str | None
+    verification: VerificationOut | None = Field(
+        default=None, description="null unless created with verify: true.")
     created: str
     updated: str
     warnings: list[str] = Field(default_factory=list, description="What needs attention, "
