@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.support.backends import docker_available, with_database
 from tests.support.receiver import Receiver
@@ -103,3 +104,15 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def receivers_ca() -> trustme.CA:
+    """A private CA of TLS receivers (certificates minted in the test)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def clients_ca() -> trustme.CA:
+    """The CA whose client certificates a mutual-TLS receiver accepts."""
+    return trustme.CA()

@@ -23,11 +23,6 @@ URL = "https://hooks.example.com/mtls"
 
 
 @pytest.fixture(scope="module")
-def clients_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def client(clients_ca: trustme.CA) -> ClientCertificate:
     return client_certificate(clients_ca)
 

@@ -54,16 +54,6 @@ def api(settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def receivers_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def clients_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def mtls_receiver(receivers_ca: trustme.CA, clients_ca: trustme.CA) -> Iterator[Receiver]:
     server = Receiver(tls=mutual_tls_server(receivers_ca, clients_ca)).start()
     yield server

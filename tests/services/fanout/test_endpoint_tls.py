@@ -48,18 +48,6 @@ class MutualTlsReceiver(LoopbackReceiver):
 
 
 @pytest.fixture(scope="module")
-def receivers_ca() -> trustme.CA:
-    """The receivers' private CA."""
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def clients_ca() -> trustme.CA:
-    """The CA whose client certificates the receiver accepts."""
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def client(clients_ca: trustme.CA) -> ClientCertificate:
     return client_certificate(clients_ca)
 
