@@ -13,15 +13,13 @@ from __future__ import annotations
 import base64
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import GetCoreSchemaHandler
-from pydantic_core import core_schema
+from webhooks.text_setting import TextSetting
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryProxy:
+class DeliveryProxy(TextSetting):
     """A forward proxy: where it listens and the credentials it wants (if any)."""
 
     host: str
@@ -85,18 +83,6 @@ class DeliveryProxy:
         if self.username is None:
             return self.url
         return f"http://{quote(self.username, safe='')}:***@{_host_in_url(self.host)}:{self.port}"
-
-    # -- as a settings field ----------------------------------------------------------------
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
-                                     ) -> core_schema.CoreSchema:
-        """Read from the setting's text (or taken as is); written back as that text, so a
-        child process can be handed the same settings (``settings_env``)."""
-        return core_schema.no_info_plain_validator_function(
-            lambda value: value if isinstance(value, DeliveryProxy) else cls.parse(str(value)),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda proxy: proxy.to_setting()))
 
 
 def _host_in_url(host: str) -> str:
