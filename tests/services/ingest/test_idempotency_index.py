@@ -188,7 +188,7 @@ def test_kill_9_mid_apply_then_restart_gives_the_same_verdicts(
         assert all(entries.get(slot) is not None for m in covered for slot in _slots(m))
     unread = total - len(covered)
 
-    with ServiceProcess("ingest", own, tmp_path / "ingest.log").start(timeout=120) as restarted:
+    with ServiceProcess("ingest", own, tmp_path / "ingest.log") as restarted:
         eventually(lambda: _records_read_of(restarted) >= unread, timeout=60)
         assert _records_read_of(restarted) == unread  # resumed, not rebuilt
         for event_id, original in expected.items():
