@@ -247,10 +247,24 @@ class IdempotencyLedger:
         return ClaimOutcome(True, entry)
 
     def apply_batch(self, batch: AcceptedBatch, timestamp_ms: int) -> None:
-        """Apply an :class:`AcceptedBatch` record: each of its events as accepted."""
+        """Apply an :class:`AcceptedBatch` record: each of its events as accepted.
+
+        :meth:`_accept` inlined: this runs for every fresh event of every replica (and
+        for every entry while an index is built), where the calls cost a third of it.
+        """
+        get, put, local = self.entries.get, self.entries.put, self._local
+        oldest_live = timestamp_ms - self.window_ms
+        prefix = f"{batch.tenant}/"
         for event in batch.events:
-            self._accept(batch.tenant, event.aliases,
-                         Entry(batch.batch_id, event.envelope, True, timestamp_ms))
+            fields = (batch.batch_id, event.envelope, True, timestamp_ms)
+            for alias in event.aliases:
+                slot = prefix + alias
+                if local:
+                    local.pop(slot, None)
+                current = get(slot)
+                # As _accept: unless the alias is already accepted (and live).
+                if current is None or current[_SINCE_MS] < oldest_live or not current[2]:
+                    put(slot, fields)
 
     def accept_locally(self, tenant: str, events: Sequence[AcceptedEvent], at_ms: int) -> None:
         """Remember this replica's fresh acceptances until their record is applied."""
