@@ -261,9 +261,9 @@ class DiskEntries:
         self._clock = max(self._clock, fields[3])
         newest = next(reversed(self._buckets), None)
         if newest is None or self._clock >= newest + self.width_ms:
-            newest = self._clock // self.width_ms * self.width_ms
-            if self._buckets and newest <= next(reversed(self._buckets)):
-                newest = next(reversed(self._buckets)) + 1  # the window shrank: never overlap
+            # Starting at the clock itself (not a rounded time): every entry written so far
+            # is at most that old, also after a change of the window (and so the width).
+            newest = self._clock
             assert self._db is not None
             self._buckets[newest] = self._db.create_column_family(
                 f"{BUCKET_PREFIX}{newest:015d}", _options(self._cache, self._buffers))
