@@ -125,10 +125,9 @@ class IdempotencyView(CompactedTopicFollower):
             if self._entries is None:
                 self._directory = IndexDirectory.claim(self._index_root, self.topic)
                 self._entries = DiskEntries(self._directory.database, self._window_ms)
-                local = {}
+                self._ledger = IdempotencyLedger(self._window_ms, self._entries)
             else:  # a restart after a failure: what was applied but not stored goes
                 self._entries.discard_pending()
-                local = self._ledger._local if self._ledger is not None else {}
             entries = self._entries
             stored = entries.offsets() if entries.matches(identity) else None
             if stored is not None and any(offset >= watermarks[p][1]
@@ -139,7 +138,6 @@ class IdempotencyView(CompactedTopicFollower):
                          "another topic, cluster or partition count)", entries.path, self.topic)
                 entries.start_over(identity)
                 stored = {}
-            self._ledger = IdempotencyLedger(self._window_ms, entries, local)
             self._partitions = len(watermarks)
             self._committed = dict(stored)
         log.info("idempotency view: resuming %s after offsets %s", self.topic, stored or "none")
