@@ -42,6 +42,8 @@ class CompactedTopicFollower(BackgroundWorker):
     thread_name = "compacted-topic-follower"
     # librdkafka's default; a view on a latency path asks for less.
     fetch_wait_ms: ClassVar[int] = 500
+    # More consumer settings of a view (e.g. a smaller prefetch queue).
+    consumer_overrides: ClassVar[dict[str, object]] = {}
     metadata_timeout: ClassVar[float] = 5.0
 
     def __init__(self, connection: KafkaConnection, topic: str) -> None:
@@ -139,6 +141,7 @@ class CompactedTopicFollower(BackgroundWorker):
             "enable.auto.offset.store": False,
             "fetch.wait.max.ms": self.fetch_wait_ms,
             "socket.connection.setup.timeout.ms": 3000,
+            **self.consumer_overrides,
         })
         try:
             starts = self._start_offsets(consumer)

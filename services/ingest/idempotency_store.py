@@ -63,10 +63,12 @@ FORMAT = 1
 META = "meta"
 BUCKET_PREFIX = "bucket-"
 BUCKETS_PER_WINDOW = 2
-BLOCK_CACHE_BYTES = 64 * 2**20
+BLOCK_CACHE_BYTES = 32 * 2**20
 """Uncompressed data blocks in memory: recently read or written entries."""
-MEMTABLE_BYTES = 64 * 2**20
-"""Entries written but not yet flushed to files, across buckets."""
+MEMTABLE_BYTES = 32 * 2**20
+"""Entries written but not yet flushed to files, across buckets (a replay of a known id
+is rare; an unknown id is answered by the Bloom filters, which stay with their files:
+these two budgets are most of the index's memory besides ~2.5 bytes per entry)."""
 MAX_WORKER_DIRS = 64
 
 EntryFields = tuple[str, str, bool, int]
@@ -151,7 +153,7 @@ def _options(cache: Cache, buffers: WriteBufferManager) -> Options:
     # The memtables of every bucket share one budget; an old bucket's leftovers are
     # flushed once the write-ahead log passes its cap.
     options.set_write_buffer_manager(buffers)
-    options.set_write_buffer_size(32 * 2**20)
+    options.set_write_buffer_size(16 * 2**20)
     options.set_max_total_wal_size(128 * 2**20)
     options.set_max_background_jobs(2)
     options.set_keep_log_file_num(2)
