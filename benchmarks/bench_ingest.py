@@ -91,10 +91,11 @@ def run_hey(url: str, body: Path, requests: int, connections: int, *, auth: bool
 class Ingest:
     """The ingest server under test and the CPU meters around a scenario."""
 
-    def __init__(self, context: BenchContext, settings: Settings) -> None:
+    def __init__(self, context: BenchContext, settings: Settings,
+                 env: dict[str, str] | None = None) -> None:
         self.context = context
         self.settings = settings
-        self.server = ServiceProcess("ingest", settings, context.work_dir / "ingest.log")
+        self.server = ServiceProcess("ingest", settings, context.work_dir / "ingest.log", env)
 
     def __enter__(self) -> Ingest:
         self.server.start(timeout=120)

@@ -150,6 +150,8 @@ class AckedProducer:
                                       "on_delivery": functools.partial(batch.delivered, index)}
             if write.partition is not None:
                 kwargs["partition"] = write.partition
+            if write.headers is not None:
+                kwargs["headers"] = write.headers
             try:
                 self._producer.produce(write.topic, write.value, **kwargs)
             except BufferError:
@@ -230,6 +232,7 @@ class Write(NamedTuple):
     value: bytes | None
     key: bytes | None = None
     partition: int | None = None
+    headers: Headers | None = None
 
 
 class _Batch:

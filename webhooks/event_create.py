@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from opentelemetry.context import Context
 
 from webhooks.envelope import (
     EARLIEST_CREATED,
@@ -68,11 +69,15 @@ class EventRequest:
     before the append. An id the intake derived from a message's position is not: one
     consumer reads a partition at a time, so it is only remembered once appended, which
     is what recognises a re-read after a crash.
+
+    ``trace`` is the trace context the append continues (:mod:`webhooks.tracing`), if
+    traces are on.
     """
 
     envelope: Envelope
     aliases: tuple[str, ...]
     claimed: bool = True
+    trace: Context | None = None
 
     @property
     def tenant(self) -> str:

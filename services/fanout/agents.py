@@ -30,7 +30,7 @@ from services.fanout.dispatch import AckSlot, OrderedAcks
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.ordered import OrderedLanes
 from services.fanout.worker import DIRECT_HEADER, FanoutWorker
-from webhooks import garbage_collection
+from webhooks import garbage_collection, tracing
 from webhooks.delivery import DeliveryTask
 from webhooks.envelope import Envelope
 from webhooks.topics import Topics
@@ -70,16 +70,16 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
     @app.agent(app.topic(topics.events, **RAW))
     async def match(stream: faust.StreamT) -> None:
         await view_ready()
-        async for slot, envelope in _readable(stream, acks, Envelope.from_json, "event"):
+        async for slot, envelope, trace in _readable(stream, acks, Envelope.from_json, "event"):
             worker.fan_out(envelope, on_durable=lambda slot=slot: acks.done(slot),
-                           cancelled=lambda slot=slot: slot.cancelled)
+                           cancelled=lambda slot=slot: slot.cancelled, trace=trace)
 
     async def deliver(stream: faust.StreamT, topic: str, max_waiting: int | None) -> None:
         await view_ready()
-        async for slot, task in _readable(stream, acks, DeliveryTask.from_json,
-                                          "delivery task", skip_header=DIRECT_HEADER):
+        async for slot, task, trace in _readable(stream, acks, DeliveryTask.from_json,
+                                                 "delivery task", skip_header=DIRECT_HEADER):
             worker.accept(task, on_durable=lambda slot=slot: acks.done(slot),
-                          cancelled=lambda slot=slot: slot.cancelled)
+                          cancelled=lambda slot=slot: slot.cancelled, trace=trace)
             # Memory bound for a tier: past the limit this agent stops reading (Faust then
             # pauses fetching the tier's partitions) until held tasks come due. Other
             # tiers and fresh deliveries have their own agents and keep flowing.
@@ -96,9 +96,10 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
     @app.agent(app.topic(topics.ordered, **RAW), name=f"deliver-{topics.ordered}")
     async def deliver_ordered(stream: faust.StreamT) -> None:
         await view_ready()
-        async for slot, task in _readable(stream, acks, DeliveryTask.from_json, "ordered task"):
+        async for slot, task, trace in _readable(stream, acks, DeliveryTask.from_json,
+                                                 "ordered task"):
             lanes.accept(task, on_durable=lambda slot=slot: acks.done(slot),
-                         cancelled=lambda slot=slot: slot.cancelled)
+                         cancelled=lambda slot=slot: slot.cancelled, trace=trace)
             while acks.pending_where(lambda tp: tp.topic == topics.ordered) >= tier_max_waiting:
                 await asyncio.sleep(0.2)  # a paused or failing endpoint's backlog waits in Kafka
 
@@ -117,9 +118,10 @@ def add_agents(app: faust.App, topics: Topics, worker: FanoutWorker, view: Endpo
 
 async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[bytes], T],
                     what: str, skip_header: str | None = None
-                    ) -> AsyncIterator[tuple[AckSlot, T]]:
-    """The stream's records, parsed, each with its acknowledgement slot (in offset order);
-    records carrying ``skip_header`` are acknowledged unread (their work is done elsewhere).
+                    ) -> AsyncIterator[tuple[AckSlot, T, tracing.Trace | None]]:
+    """The stream's records, parsed, each with its acknowledgement slot (in offset order)
+    and, with traces on, the trace its headers carry; records carrying
+    ``skip_header`` are acknowledged unread (their work is done elsewhere).
 
     The platform wrote every record; one that cannot be parsed can never be handled, and
     stopping on it would stall its partition forever, so it is logged and acknowledged.
@@ -141,4 +143,5 @@ async def _readable(stream: faust.StreamT, acks: OrderedAcks, parse: Callable[[b
             log.exception("skipping unreadable %s at %s", what, event.message.tp)
             acks.done(slot)
             continue
-        yield slot, record
+        yield slot, record, tracing.Trace.of(tracing.extract(event.headers)) \
+            if tracing.tracer else None

@@ -6,6 +6,7 @@ import mode.loop
 from faust.worker import Worker
 
 from services.fanout.app import create_app
+from webhooks import tracing
 from webhooks.endpoint_secrets import check_secrets_key
 from webhooks.observability import logging_config
 from webhooks.settings import Settings
@@ -19,6 +20,7 @@ def run(settings: Settings) -> None:
     check_secrets_key(settings, "fanout")
     # uvloop: the worker's event loop runs every HTTP attempt and Kafka callback.
     mode.loop.use("uvloop")
+    tracing.configure("fanout")  # on only where the OTEL_* variables ask for it
     app = create_app(settings)
     worker = Worker(app, loglevel=settings.log_level.lower(),
                     logging_config=logging_config(settings.log_level, settings.log_format))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from services.fanout.dispatch import until_durable
 from services.fanout.worker import FanoutWorker
+from webhooks import tracing
 from webhooks.delivery import DeliveryTask
 from webhooks.envelope import utcnow
 
@@ -47,6 +48,7 @@ class _Queued:
     task: DeliveryTask
     on_durable: Callable[[], None]
     cancelled: Callable[[], bool]
+    trace: tracing.Trace | None
 
 
 class OrderedLanes:
@@ -58,16 +60,17 @@ class OrderedLanes:
         self._runners: set[asyncio.Task[None]] = set()
 
     def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
-               cancelled: Callable[[], bool]) -> None:
+               cancelled: Callable[[], bool], trace: tracing.Trace | None = None) -> None:
         """Queue ``task`` behind its endpoint's earlier ones; ``on_durable`` runs once its
-        final outcome (delivered, dead-lettered, dropped) is in Kafka."""
+        final outcome (delivered, dead-lettered, dropped) is in Kafka. ``trace``: the
+        context its attempts continue (traces on)."""
         lane = self._lanes.get(task.endpoint_id)
         if lane is None:
             lane = self._lanes[task.endpoint_id] = deque()
             runner = asyncio.get_running_loop().create_task(self._run(task.endpoint_id, lane))
             self._runners.add(runner)
             runner.add_done_callback(self._runners.discard)
-        lane.append(_Queued(task, on_durable, cancelled))
+        lane.append(_Queued(task, on_durable, cancelled, trace))
 
     @property
     def queued(self) -> int:
@@ -103,7 +106,7 @@ class OrderedLanes:
                     await asyncio.sleep(max(0.0, last_sent + 1 / endpoint.rate_limit
                                             - time.monotonic()))
                 last_sent = time.monotonic()
-                again = await self._attempt(head.task)
+                again = await self._attempt(head.task, head.trace)
                 if again is not None and not head.cancelled():
                     head.task = again  # retried in place, after its delay
                     continue
@@ -114,7 +117,8 @@ class OrderedLanes:
             if self._lanes.get(endpoint_id) is lane:
                 del self._lanes[endpoint_id]
 
-    async def _attempt(self, task: DeliveryTask) -> DeliveryTask | None:
+    async def _attempt(self, task: DeliveryTask, trace: tracing.Trace | None
+                       ) -> DeliveryTask | None:
         """One attempt of ``task``, its outcome made durable; the task to attempt next
         (a failure with retries left) or None (delivered, dead-lettered, dropped)."""
         retry: list[DeliveryTask] = []
@@ -122,7 +126,8 @@ class OrderedLanes:
         def again(next_task: DeliveryTask) -> None:
             retry[:] = [next_task]
 
-        finish = await until_durable(lambda: self._worker.send(task, retry_in_place=again),
-                                     "ordered delivery")
+        finish = await until_durable(
+            lambda: self._worker.send(task, retry_in_place=again, trace=trace),
+            "ordered delivery")
         await until_durable(finish, "recording an ordered attempt")
         return retry[0] if retry else None

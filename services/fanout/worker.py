@@ -20,6 +20,8 @@ from services.fanout.endpoint_health import FailureTracker, StreakView, Verdict
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
 from services.fanout.retry_plan import plan_after_failure
+from services.fanout.verification import ChallengeSender
+from webhooks import tracing
 from webhooks.delivery import AttemptRecord, DeliveryTask, Outcome
 from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope, utcnow
@@ -69,11 +71,13 @@ class FanoutWorker:
         self.metrics = metrics
         self.health = FailureTracker(settings.disable_after, settings.disable_after_failures,
                                      saved=streaks)
+        self.challenges = ChallengeSender(view, deliverer, self._write_endpoint, self._record)
 
     # -- matching --------------------------------------------------------------------
 
     def fan_out(self, envelope: Envelope, on_durable: Callable[[], None],
-                cancelled: Callable[[], bool] = lambda: False) -> list[DeliveryTask]:
+                cancelled: Callable[[], bool] = lambda: False,
+                trace: tracing.Trace | None = None) -> list[DeliveryTask]:
         """One task per matching endpoint, attempted here at once; returns the tasks.
 
         ``on_durable`` runs once every task's first outcome (attempt record, next tier
@@ -83,10 +87,22 @@ class FanoutWorker:
         tier it goes to: a task record written first would only be read back to be
         skipped, a write and a read per webhook that recover nothing the event's
         uncommitted offset does not.
+
+        With traces on, the matching is a ``fanout.match`` span continuing ``trace`` (the
+        event record's), and each task's attempts are its children.
         """
+        tracer = tracing.tracer
+        span = tracer.start_span("fanout.match", context=trace.context if trace else None,
+                                 kind=tracing.SpanKind.CONSUMER) if tracer is not None else None
         erased = self.tenant_erased(envelope.tenant)  # in flight when its tenant was erased
         matched = [] if erased else self.view.matching(envelope)
         tasks = [DeliveryTask.create(envelope, endpoint.id) for endpoint in matched]
+        if span is not None:
+            if span.is_recording():
+                span.set_attributes({**tracing.event_attributes(envelope),
+                                     "webhooks.endpoints_matched": len(tasks)})
+            span.end()
+            trace = tracing.Trace.of(span)
         if not tasks:
             on_durable()
             return tasks
@@ -100,16 +116,18 @@ class FanoutWorker:
 
         for endpoint, task in zip(matched, tasks, strict=True):
             if endpoint.ordered:
-                self._start(self._queue_ordered(task, one_durable))
+                self._start(self._queue_ordered(task, one_durable, trace))
             else:
-                self.accept(task, on_durable=one_durable, cancelled=cancelled)
+                self.accept(task, on_durable=one_durable, cancelled=cancelled, trace=trace)
         self.metrics.tasks_created.inc(len(tasks))
         return tasks
 
-    async def _queue_ordered(self, task: DeliveryTask, on_durable: Callable[[], None]) -> None:
+    async def _queue_ordered(self, task: DeliveryTask, on_durable: Callable[[], None],
+                             trace: tracing.Trace | None) -> None:
         """An ordered endpoint's task goes to the ordered topic, where its lane delivers
         the endpoint's tasks one at a time in the order written (services.fanout.ordered)."""
-        await until_durable(lambda: self.publish(self.topics.ordered, task.key, task.to_json()),
+        await until_durable(lambda: self.publish(self.topics.ordered, task.key, task.to_json(),
+                                                 trace.kafka if trace else None),
                             "writing an ordered task")
         on_durable()
 
@@ -121,11 +139,13 @@ class FanoutWorker:
     # -- delivery --------------------------------------------------------------------
 
     def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
-               cancelled: Callable[[], bool] = lambda: False) -> None:
+               cancelled: Callable[[], bool] = lambda: False,
+               trace: tracing.Trace | None = None) -> None:
         """Schedule ``task`` for when it is due; ``on_durable`` runs once its outcome is in Kafka.
 
         Never blocks: a task that is not due yet waits on a timer, not in the consumer.
         A task whose message was revoked by then (``cancelled()``) is skipped unacknowledged.
+        ``trace``: the context its attempt continues (traces on).
         """
         delay = 0.0
         if task.not_before:
@@ -135,7 +155,7 @@ class FanoutWorker:
         async def job() -> Callable[[], Awaitable[None]] | None:
             if cancelled():
                 return None
-            finish = await self.send(task)
+            finish = await self.send(task, trace=trace)
 
             async def durable() -> None:
                 await finish()
@@ -146,14 +166,14 @@ class FanoutWorker:
         async def defer() -> None:
             if cancelled():
                 return
-            await self._defer(task)
+            await self._defer(task, trace)
             on_durable()
 
         self.dispatcher.submit_at(delay, task.endpoint_id, job,
                                   endpoint.rate_limit if endpoint else None,
                                   overflow=defer if self.schedule.tier_names else None)
 
-    async def _defer(self, task: DeliveryTask) -> None:
+    async def _defer(self, task: DeliveryTask, trace: tracing.Trace | None) -> None:
         """Park a due task whose endpoint already has a full queue (a slow or dead one) in
         a retry tier topic, without an attempt: the first tier for a fresh task, its own
         tier for a retry. It comes back when that tier's delay has passed."""
@@ -162,11 +182,12 @@ class FanoutWorker:
         due = utcnow() + timedelta(seconds=self.schedule.jittered(tier.delay))
         parked = task.model_copy(update={"not_before": due})
         await self.publish(self.topics.retry(tier.name), parked.key,
-                           parked.to_json())
+                           parked.to_json(), trace.kafka if trace else None)
         self.metrics.deferred.inc()
 
     async def send(self, task: DeliveryTask,
-                   retry_in_place: Callable[[DeliveryTask], None] | None = None
+                   retry_in_place: Callable[[DeliveryTask], None] | None = None,
+                   trace: tracing.Trace | None = None
                    ) -> Callable[[], Awaitable[Outcome]]:
         """The HTTP attempt; returns the step that makes its outcome durable.
 
@@ -174,17 +195,26 @@ class FanoutWorker:
         to the local view here; the finish step publishes them. A task of a paused
         endpoint is held (parked again in its tier) without an attempt. With
         ``retry_in_place`` (an ordered endpoint's lane) a failed task that has retries
-        left is handed to it instead of to a retry tier topic.
+        left is handed to it instead of to a retry tier topic. With traces on, the attempt
+        is a ``fanout.attempt`` span continuing ``trace``, named by the request's
+        ``traceparent``; a retry tier's record carries ``trace`` on.
         """
         endpoint = self.view.get(task.endpoint_id)
         started = utcnow()
         if self.tenant_erased(task.tenant):
             return self._forget
-        if endpoint is None or endpoint.disabled:
+        if task.trigger == "verify":  # a URL verification challenge, sent even while paused
+            return await self.challenges.send(task)
+        if endpoint is None or endpoint.disabled or not endpoint.verified:
             return lambda: self._drop(task, endpoint, started)
         if endpoint.paused and retry_in_place is None:
-            return lambda: self._hold(task)
-        result = await self.deliverer.deliver(task, endpoint)
+            return lambda: self._hold(task, trace)
+        tracer = tracing.tracer
+        if tracer is None or trace is None or not trace.sampled:
+            # Not recorded: the request still names the (unsampled) trace it belongs to.
+            result = await self.deliverer.deliver(task, endpoint, trace.http if trace else None)
+        else:
+            result = await self._traced_attempt(tracer, task, endpoint, trace)
         self.metrics.latency.observe(result.latency_ms / 1000)
         if result.succeeded:
             verdict = self.health.record(endpoint.id, True, time.time())
@@ -219,7 +249,8 @@ class FanoutWorker:
             writes = [self._record(task, endpoint, result, started, outcome, step.due),
                       self._save_streak(endpoint.id, verdict)]
             if step.dead_letter or retry_in_place is None:
-                writes.append(self.publish(step.topic, step.task.key, step.task.to_json()))
+                writes.append(self.publish(step.topic, step.task.key, step.task.to_json(),
+                                           trace.kafka if trace else None))
             await asyncio.gather(*writes)
             if retry_in_place is not None and not step.dead_letter:
                 retry_in_place(step.task)
@@ -234,6 +265,23 @@ class FanoutWorker:
             return outcome
 
         return failed
+
+    async def _traced_attempt(self, tracer: tracing.Tracer, task: DeliveryTask,
+                              endpoint: Endpoint, trace: tracing.Trace) -> DeliveryResult:
+        """The delivery inside its ``fanout.attempt`` span, which the request names."""
+        span = tracer.start_span("fanout.attempt", context=trace.context,
+                                 kind=tracing.SpanKind.CLIENT,
+                                 attributes={**tracing.event_attributes(task.event),
+                                             "webhooks.endpoint_id": task.endpoint_id,
+                                             "webhooks.attempt": task.attempt})
+        result = await self.deliverer.deliver(task, endpoint, tracing.http_headers(span))
+        if result.response_status is not None:
+            span.set_attribute("http.response.status_code", result.response_status)
+        if result.error is not None:
+            span.set_attribute("error.type", result.error)
+            span.set_status(tracing.Status(tracing.StatusCode.ERROR, result.error))
+        span.end()
+        return result
 
     async def disable(self, endpoint: Endpoint, reason: str) -> None:
         """Write the endpoint back disabled and announce ``endpoint.disabled`` to its tenant."""
@@ -300,18 +348,24 @@ class FanoutWorker:
             value = verdict.saved.to_json() if verdict.saved is not None else None
             await self.publish(self.topics.endpoint_health, endpoint_id.encode(), value)
 
+    async def _write_endpoint(self, endpoint: Endpoint) -> None:
+        await self.publish(self.topics.endpoints, endpoint.id.encode(), endpoint.to_json())
+
     async def _drop(self, task: DeliveryTask, endpoint: Endpoint | None,
                     started: datetime) -> Outcome:
-        """No delivery for a deleted or disabled endpoint; the attempt record says why."""
-        error = "endpoint_missing" if endpoint is None else "endpoint_disabled"
+        """No delivery for a deleted, disabled or unverified endpoint (events published
+        while its verification is pending or failed are not delivered later); the attempt
+        record says why."""
+        error = ("endpoint_missing" if endpoint is None else "endpoint_disabled"
+                 if endpoint.disabled else "endpoint_unverified")
         result = DeliveryResult(False, 0.0, error=error)
         await self._record(task, endpoint, result, started, "dropped")
         return "dropped"
 
-    async def _hold(self, task: DeliveryTask) -> Outcome:
+    async def _hold(self, task: DeliveryTask, trace: tracing.Trace | None) -> Outcome:
         """A task of a paused endpoint: parked in its tier topic without an attempt and
         looked at again when it comes due, so nothing is sent and nothing dropped."""
-        await self._defer(task)
+        await self._defer(task, trace)
         self.metrics.deliveries.labels("held").inc()
         return "held"
 

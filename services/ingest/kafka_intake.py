@@ -22,12 +22,14 @@ import asyncio
 import hashlib
 import logging
 from collections import defaultdict
+from dataclasses import replace
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from ulid import ULID
 
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPipeline
+from webhooks import tracing
 from webhooks.acked_producer import AckedProducer
 from webhooks.background import BackgroundWorker
 from webhooks.event_create import (
@@ -125,9 +127,13 @@ class KafkaIntake(BackgroundWorker):
         """Handle one batch; True when every output was acknowledged."""
         accepted: list[tuple[Message, EventRequest]] = []
         refused: list[tuple[Message, IntakeError]] = []
+        traced = tracing.tracer is not None
         for message in messages:
             try:
-                accepted.append((message, self._validate(message)))
+                request = self._validate(message)
+                if traced:  # the producer's trace, if its record carries one
+                    request = replace(request, trace=tracing.extract(message.headers()))
+                accepted.append((message, request))
             except IntakeError as error:
                 refused.append((message, error))
 

@@ -38,6 +38,7 @@ from services.ingest.idempotency_ledger import (
 )
 from services.ingest.idempotency_view import IdempotencyView, now_ms
 from services.ingest.metrics import IngestMetrics
+from webhooks import tracing
 from webhooks.acked_producer import AckedProducer, Acknowledged, Write
 from webhooks.event_create import EventRequest, IntakeError
 from webhooks.topics import Topics
@@ -186,7 +187,7 @@ class IngestPipeline:
 
         if claims:
             await self._settle_claims(claims, to_append, results)
-        await self._append(to_append, results, record_fresh_later)
+        await self._append(to_append, results, record_fresh_later, requests)
         waiting = [index for index, result in enumerate(results) if result is None]
         settled_results = await asyncio.gather(*(self._await_acceptance(requests[index])
                                                  for index in waiting))
@@ -232,7 +233,8 @@ class IngestPipeline:
             await asyncio.sleep(ACCEPTANCE_POLL)
 
     async def _append(self, to_append: dict[int, LedgerRecord],
-                      results: list[AcceptResult | None], record_fresh_later: bool) -> None:
+                      results: list[AcceptResult | None], record_fresh_later: bool,
+                      requests: list[EventRequest]) -> None:
         """Append winners in request order; once each is acknowledged, mark it accepted.
 
         Strictly in that order: an ``accepted`` record for an event that never reached
@@ -241,14 +243,23 @@ class IngestPipeline:
         if not to_append:
             return
         order = sorted(to_append)
+        # With traces on, each append is a span whose context the event record carries.
+        tracer = tracing.tracer
+        spans = ({index: _append_span(tracer, requests[index]) for index in order}
+                 if tracer is not None else None)
         loop = asyncio.get_running_loop()
         started = loop.time()
         appended = await self._producer.produce_each([
             Write(self._topics.events, to_append[index].envelope.encode(),
-                  key=to_append[index].tenant.encode()) for index in order])
+                  key=to_append[index].tenant.encode(),
+                  headers=tracing.kafka_headers(spans[index] or requests[index].trace)
+                  if spans is not None else None)
+            for index in order])
         self._metrics.produce_latency.observe(loop.time() - started)
         durable = []
         for index, failure in zip(order, appended, strict=True):
+            if spans is not None:
+                _end_append_span(spans[index], failure)
             if failure is not None:
                 log.warning("events append failed: %s", failure)
                 results[index] = AcceptResult(error=unavailable(
@@ -304,6 +315,24 @@ class IngestPipeline:
             else:
                 self._metrics.rejected.labels(source, outcome).inc(count)
         return results
+
+
+def _append_span(tracer: tracing.Tracer, request: EventRequest) -> tracing.Span | None:
+    """The span of one event's append, continuing the request's trace (if any); None when
+    that trace is not sampled (the record then carries the request's context on)."""
+    if request.trace is not None and not tracing.sampled(request.trace):
+        return None
+    return tracer.start_span(
+        "ingest.append", context=request.trace, kind=tracing.SpanKind.PRODUCER,
+        attributes=tracing.event_attributes(request.envelope))
+
+
+def _end_append_span(span: tracing.Span | None, failure: BaseException | None) -> None:
+    if span is None:
+        return
+    if failure is not None:
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR, str(failure)))
+    span.end()
 
 
 def _accepted_record_lost(failure: BaseException | None) -> None:

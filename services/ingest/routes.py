@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any
 
@@ -12,6 +14,7 @@ from fastapi.responses import Response
 from services.ingest.deps import PrincipalDep, RuntimeDep
 from services.ingest.pipeline import AcceptResult, IngestPipeline
 from services.ingest.runtime import IngestRuntime
+from webhooks import tracing
 from webhooks.auth import Principal
 from webhooks.event_create import (
     EventRequest,
@@ -26,6 +29,9 @@ from webhooks.json_schema import SchemaError, check, load_schema
 from webhooks.problems import Problem, problem_responses
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+Handler = Callable[[Request, IngestRuntime, Principal, "tracing.Context | None"],
+                   Awaitable[Response]]
 
 ERROR_RESPONSES = problem_responses(
     (400, "Malformed JSON or not UTF-8"),
@@ -112,6 +118,36 @@ events_router = APIRouter(prefix="/v1/events", tags=["events"])
 async def create_event(request: Request, runtime: RuntimeDep, caller: PrincipalDep) -> Response:
     """Validate one event, append it to the events topic, answer with its envelope (the
     bytes appended, as they are)."""
+    return await _traced(_create_event, request, runtime, caller)
+
+
+async def _traced(handler: Handler, request: Request, runtime: IngestRuntime,
+                  caller: Principal) -> Response:
+    """``handler``'s answer; with traces on, inside an ``ingest.accept`` span (continuing
+    the caller's ``traceparent``, if any) that the handler's appends continue."""
+    tracer = tracing.tracer
+    if tracer is None:
+        return await handler(request, runtime, caller, None)
+    span = tracer.start_span("ingest.accept", context=tracing.extract(request.headers),
+                             kind=tracing.SpanKind.SERVER)
+    status = 500
+    try:
+        response = await handler(request, runtime, caller, tracing.context_of(span))
+        status = response.status_code
+        return response
+    except Problem as problem:
+        status = problem.status
+        raise
+    finally:
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+        span.end()
+
+
+async def _create_event(request: Request, runtime: IngestRuntime, caller: Principal,
+                        trace: tracing.Context | None) -> Response:
     settings = runtime.settings
     try:
         raw = await read_body(request, settings.max_body_bytes)
@@ -119,6 +155,8 @@ async def create_event(request: Request, runtime: RuntimeDep, caller: PrincipalD
         event = _validated(runtime, parse_event_json(raw), caller, key)
     except IntakeError as error:
         raise _refuse(runtime, error) from error
+    if trace is not None:
+        event = replace(event, trace=trace)
     [result] = await _pipeline(runtime).accept_many([event], source="http",
                                                          record_fresh_later=True)
     if result.error is not None:
@@ -138,6 +176,11 @@ async def create_events(request: Request, runtime: RuntimeDep, caller: Principal
     Each result has ``index`` and ``status`` (202 appended, 200 repeat, 4xx/5xx) and
     either ``envelope`` or ``problem``. Repeats are recognised by each event's ``id``.
     """
+    return await _traced(_create_events, request, runtime, caller)
+
+
+async def _create_events(request: Request, runtime: IngestRuntime, caller: Principal,
+                         trace: tracing.Context | None) -> Response:
     settings = runtime.settings
     try:
         raw = await read_body(request, settings.ingest_max_batch_bytes)
@@ -158,7 +201,8 @@ async def create_events(request: Request, runtime: RuntimeDep, caller: Principal
         try:
             if item_too_large(item, settings.max_body_bytes):
                 raise too_large(settings.max_body_bytes)
-            valid.append(_validated(runtime, item, caller, None))
+            event = _validated(runtime, item, caller, None)
+            valid.append(replace(event, trace=trace) if trace is not None else event)
             items.append(None)
         except IntakeError as error:
             runtime.metrics.rejected.labels("http", error.reason).inc()

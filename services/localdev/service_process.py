@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class ServiceProcess:
     """``webhooks serve <name>`` on a free loopback port, with its output in ``log_path``."""
 
-    def __init__(self, name: str, settings: Settings, log_path: Path) -> None:
+    def __init__(self, name: str, settings: Settings, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
+        """``env``: further variables for the child (e.g. ``OTEL_*``)."""
         if name not in SERVICE_NAMES:
             raise ValueError(f"unknown service {name!r}; expected one of {SERVICE_NAMES}")
         self.name = name
@@ -51,6 +54,7 @@ class ServiceProcess:
         self.settings = settings.model_copy(update={"host": "127.0.0.1",
                                                     f"{name}_port": self.port})
         self.log_path = log_path
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +63,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 90.0, wait: bool = True) -> ServiceProcess:
         """Start the process and (unless not ``wait``) wait until its ``/healthz`` answers 200."""
-        env = settings_env(self.settings)
+        env = {**settings_env(self.settings), **self.env}
         # Faust's data directory defaults to the working directory; keep it out of the repo.
         faust_dir = Path(tempfile.gettempdir()) / "webhooks-faust"
         faust_dir.mkdir(exist_ok=True)

@@ -54,7 +54,8 @@ def make_worker(settings: Settings, view: EndpointView) -> FanoutWorker:
     async def publish(topic: str, key: bytes, value: bytes | None) -> None:
         await asyncio.to_thread(producer.send, topic, value, key=key)
 
-    deliverer = Deliverer(TargetPolicy.create(("127.0.0.0/8",), production=False), timeout=5.0)
+    deliverer = Deliverer(TargetPolicy.create(("127.0.0.0/8",), production=False), timeout=5.0,
+                          keyring=settings.secrets_key)
     return FanoutWorker(
         settings, view, deliverer, publish, EndpointDispatcher(10, 10),
         FanoutMetrics(in_flight=lambda: 0, waiting=lambda: 0, lag=lambda: [],

@@ -96,6 +96,20 @@ spec:
               value: {{ include "webhooks.dataDir" $root }}/fanout
             {{- end }}
             {{- with (include "webhooks.secretEnv" (dict "secretName" (include "webhooks.secretName" $root) "keys" .secretKeys) | trim) }}{{ . | nindent 12 }}{{ end }}
+            {{- if and $root.Values.tracing.otlpEndpoint (has .component (list "ingest" "fanout")) }}
+            # Traces: the OpenTelemetry SDK reads these standard variables.
+            - name: OTEL_EXPORTER_OTLP_ENDPOINT
+              value: {{ $root.Values.tracing.otlpEndpoint | quote }}
+            - name: OTEL_SERVICE_NAME
+              value: {{ printf "webhooks-%s" .component }}
+            - name: OTEL_TRACES_SAMPLER
+              value: {{ $root.Values.tracing.sampler | quote }}
+            - name: OTEL_TRACES_SAMPLER_ARG
+              value: {{ $root.Values.tracing.samplerArg | quote }}
+            {{- with $root.Values.tracing.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
