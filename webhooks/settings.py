@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, PlainSerializer, field_validator, model_validator
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     # Ingest.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     idempotency_window: Annotated[float, NoDecode] = 24 * 3600.0
+    # Ingest's on-disk idempotency index: each worker process takes its own subdirectory,
+    # kept across restarts (a restart reads only the ledger records written since).
+    idempotency_dir: Path = Path(".data/idempotency")
     api_version: str = "2026-11-01"
     ingest_max_batch_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     ingest_produce_timeout: Annotated[float, NoDecode] = 5.0

@@ -83,6 +83,13 @@ spec:
             - name: WEBHOOKS_CLICKHOUSE_URL
               value: {{ include "webhooks.embeddedClickhouseUrl" $root }}
             {{- end }}
+            {{- if eq .component "ingest" }}
+            # The idempotency index (RocksDB) on the pod's emptyDir data volume: kept across
+            # container restarts (which then read only new ledger records); a pod placed
+            # anew rebuilds it from the ledger topic.
+            - name: WEBHOOKS_IDEMPOTENCY_DIR
+              value: {{ include "webhooks.dataDir" $root }}/idempotency
+            {{- end }}
             {{- if eq .component "fanout" }}
             # Faust keeps its local state under the data volume.
             - name: FAUST_DATADIR
