@@ -65,11 +65,12 @@ build() {
 # The slim image first: the full one adds one layer (the engine) to the layers they share.
 build "${build_args[@]}" --target slim -t "$SLIM_TAG"
 build "${build_args[@]}" --target runtime -t "$TAG"
-# The stage that installs the embedded extra, tagged, is the layer cache of the next build
-# (its parents hold the builder's; all cached here, so this takes seconds); everything
-# untagged is what older builds left behind (about 2 GB after each change of uv.lock), so it
-# goes.
+# The two stages the images copy from, tagged, are the layer cache of the next build (their
+# parents hold the builder's; all cached here, so this takes seconds): the embedded extra's
+# install and the precompiled code. Everything untagged is what older builds left behind
+# (about 2 GB after each change of uv.lock), so it goes.
 build "${build_args[@]}" --target embedded-engine -t "${TAG%%:*}:builder-cache" >/dev/null
+build "${build_args[@]}" --target code -t "${TAG%%:*}:code-cache" >/dev/null
 $engine image prune -f >/dev/null
 for image in "$TAG" "$SLIM_TAG"; do
     size=$($engine image inspect --format '{{.Size}}' "$image")
