@@ -65,6 +65,12 @@ def problem_response(status: int, detail: str, *, title: str | None = None,
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def render_problem(problem: Problem) -> JSONResponse:
+    """The response answering a raised :class:`Problem`."""
+    return problem_response(problem.status, problem.detail, title=problem.title,
+                            headers=problem.headers, **problem.extra)
+
+
 PARAMETER_LOCATIONS = ("query", "path", "header", "cookie")
 
 
@@ -117,8 +123,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, title=exc.title, headers=exc.headers,
-                                **exc.extra)
+        return render_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

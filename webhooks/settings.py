@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, PlainSerializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from webhooks.delivery_proxy import DeliveryProxy
 from webhooks.durations import parse_duration
 from webhooks.kafka import KafkaConnection
 from webhooks.retry_schedule import RetrySchedule
@@ -96,6 +97,9 @@ class Settings(BaseSettings):
     disable_after: Annotated[float, NoDecode] = 5 * 24 * 3600.0
     disable_after_failures: int = Field(default=0, ge=0)
     allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
+    # The HTTP proxy every delivery goes through: http://[user:password@]host:port, e.g. to
+    # send from fixed egress addresses. The target is still checked (SSRF policy) first.
+    delivery_proxy: Annotated[DeliveryProxy | None, NoDecode] = None
     # Retry tasks a fanout worker holds in memory per tier before it stops reading that tier.
     fanout_max_waiting: int = Field(default=20000, ge=1)
 
@@ -112,7 +116,7 @@ class Settings(BaseSettings):
             keys[key] = tenant
         return keys
 
-    @field_validator("secrets_key", mode="before")
+    @field_validator("secrets_key", "delivery_proxy", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

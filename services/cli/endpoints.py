@@ -33,8 +33,55 @@ def _header_lines(endpoint: dict[str, Any]) -> list[str]:
 
 def _print_endpoint(endpoint: dict[str, Any], as_json: bool,
                     fields: tuple[str, ...] = ENDPOINT_FIELDS) -> None:
-    fields = (*fields, *(("secret",) if "secret" in endpoint else ()))
-    print_record(endpoint, as_json, fields, lines={"headers": _header_lines(endpoint)})
+    fields = (*fields, *(("tls",) if endpoint.get("tls") else ()),
+              *(("secret",) if "secret" in endpoint else ()))
+    print_record(endpoint, as_json, fields, lines={"headers": _header_lines(endpoint),
+                                                   "tls": _tls_lines(endpoint)})
+
+
+# --client-cert, --client-key, --ca-bundle and --clear-tls collect the ``tls`` change in
+# the context (the commands' parameters stay as they are): a dict of PEM texts, or None.
+TLS = "endpoints.tls"
+
+
+def tls_options(command: Any) -> Any:
+    """TLS material for an https receiver; the API checks it (and never shows the key)."""
+    for option in reversed([
+        click.option("--client-cert", type=click.File("r"), expose_value=False,
+                     callback=_tls_file, metavar="FILE",
+                     help="PEM client certificate (chain) for a receiver that requires "
+                          "mutual TLS; with --client-key. On update, TLS files replace the "
+                          "TLS material: give each one to keep."),
+        click.option("--client-key", type=click.File("r"), expose_value=False,
+                     callback=_tls_file, metavar="FILE",
+                     help="Its PEM private key, unencrypted (stored encrypted, never shown)."),
+        click.option("--ca-bundle", type=click.File("r"), expose_value=False,
+                     callback=_tls_file, metavar="FILE",
+                     help="PEM CA certificates that the receiver's certificate must chain "
+                          "to, instead of the system's (a private CA)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _tls_file(ctx: click.Context, param: click.Parameter, file: Any) -> None:
+    if file is not None:
+        if TLS in ctx.meta and ctx.meta[TLS] is None:
+            raise click.UsageError("give TLS files or --clear-tls, not both")
+        ctx.meta.setdefault(TLS, {})[param.name] = file.read()
+
+
+def _clear_tls(ctx: click.Context, param: click.Parameter, clear: bool) -> None:
+    if clear:
+        if ctx.meta.get(TLS):
+            raise click.UsageError("give TLS files or --clear-tls, not both")
+        ctx.meta[TLS] = None
+
+
+def _tls_lines(endpoint: dict[str, Any]) -> list[str]:
+    tls = endpoint.get("tls") or {}
+    return [*(["client certificate (key masked)"] if tls.get("client_cert") else []),
+            *(["private CA bundle"] if tls.get("ca_bundle") else [])]
 
 
 def _headers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -107,6 +154,7 @@ def delivery_options(command: Any) -> Any:
 @click.option("--rate-limit", type=click.IntRange(min=1),
               help="At most this many deliveries per second.")
 @delivery_options
+@tls_options
 @click.option("--idempotency-key", help="Sent as Idempotency-Key: a retry returns the "
                                         "endpoint the first request created.")
 @json_option
@@ -125,6 +173,8 @@ def create(session: CliSession, url: str, events_: tuple[str, ...], description:
         body["headers"] = _custom_headers(header, secret_header)
     if filter_ is not None:
         body["filter"] = filter_
+    if click.get_current_context().meta.get(TLS):
+        body["tls"] = click.get_current_context().meta[TLS]
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     _print_endpoint(session.api().post("/v1/endpoints", body, headers=headers), as_json)
 
@@ -174,6 +224,9 @@ def show(session: CliSession, endpoint_id: str, secrets: bool, as_json: bool) ->
 @delivery_options
 @click.option("--clear-headers", is_flag=True, help="Remove every custom header.")
 @click.option("--clear-filter", is_flag=True, help="Remove the payload filter.")
+@tls_options
+@click.option("--clear-tls", is_flag=True, expose_value=False, callback=_clear_tls,
+              help="Remove the TLS material (client certificate, key, CA bundle).")
 @json_option
 @pass_session
 def update(session: CliSession, endpoint_id: str, url: str | None, events_: tuple[str, ...],
@@ -195,6 +248,8 @@ def update(session: CliSession, endpoint_id: str, url: str | None, events_: tupl
     changes = {name: value for name, value in changes.items() if value is not None}
     if clear_filter:
         changes["filter"] = None  # null removes it
+    if TLS in click.get_current_context().meta:  # the files given (all again), or None
+        changes["tls"] = click.get_current_context().meta[TLS]
     if not changes:
         raise click.UsageError("nothing to change: give --url, --events, --description, "
                                "--rate-limit, --header, --secret-header, --clear-headers, "

@@ -63,6 +63,13 @@ def _check_url(ctx: EventlogContext, url: str) -> None:
         raise Problem(422, f"url: {exc}") from exc
 
 
+def _check_tls_target(url: str, has_tls: bool) -> None:
+    """422 for TLS material on an endpoint whose URL is not https (it would go unused)."""
+    if has_tls and not url.lower().startswith("https://"):
+        raise Problem(422, "tls: TLS material needs an https url (remove it with tls: null, "
+                           "or change the url to https)")
+
+
 def _load(ctx: EventlogContext, tenant: str, endpoint_id: str, to_change: bool = False
           ) -> Endpoint:
     """The endpoint, or 404; ``to_change``: the latest record, to derive a write from."""
@@ -117,6 +124,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
 def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) -> Endpoint:
     """The endpoint ``request`` asks for (not saved yet); 422 for a refused URL."""
     _check_url(ctx, request.url)
+    _check_tls_target(request.url, request.tls is not None)
     now = utcnow()
     return Endpoint(
         id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
@@ -125,6 +133,7 @@ def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) ->
         description=request.description, rate_limit=request.rate_limit,
         headers=request.headers, filter=request.filter, ordered=request.ordered,
         paused=request.paused, paused_since=now if request.paused else None,
+        tls=request.tls.record() if request.tls is not None else None,  # the store seals it
         created=now, updated=now)
 
 
@@ -183,7 +192,8 @@ def get_secrets(ctx: ContextDep, tenant: ManageTenantDep,
 def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
                     endpoint_id: Annotated[str, ENDPOINT_ID],
                     request: EndpointUpdate) -> EndpointOut:
-    """Change the fields given; ``disabled: false`` re-enables a disabled endpoint."""
+    """Change the fields given; ``disabled: false`` re-enables a disabled endpoint; ``tls``
+    replaces the TLS material as a whole (null removes it)."""
     endpoint = _load(ctx, tenant, endpoint_id, to_change=True)
     changes = request.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
@@ -197,6 +207,10 @@ def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
         changes["disabled_reason"] = "disabled through the API" if changes["disabled"] else None
     if "headers" in changes:
         changes["headers"] = request.headers  # the models, not their dumps
+    if "tls" in changes:  # null removes it; the store seals a new key
+        changes["tls"] = request.tls.record() if request.tls is not None else None
+    _check_tls_target(changes.get("url") or endpoint.url,
+                      changes.get("tls", endpoint.tls) is not None)
     now = utcnow()
     if changes.get("paused") is not None and changes["paused"] != endpoint.paused:
         changes["paused_since"] = now if changes["paused"] else None

@@ -7,15 +7,15 @@ present a missing helm is a failure, because ``make test`` builds it first.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.deploy.go_tools import go_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "deploy" / "helm" / "webhooks"
@@ -30,16 +30,7 @@ NAMESPACE = "webhooks"
 
 def helm_binary() -> str:
     """Path of helm, or skip (no Go) / fail (Go present, so `make helm` would build it)."""
-    cached = REPO_ROOT / ".cache" / "bin" / "helm"
-    if cached.is_file():
-        return str(cached)
-    on_path = shutil.which("helm")
-    if on_path:
-        return on_path
-    if shutil.which("go") is None:
-        pytest.skip("helm not found (.cache/bin/helm or PATH) and Go is absent to build it: "
-                    "chart checks skipped; install Go and run `make helm`")
-    pytest.fail("helm not found at .cache/bin/helm: run `make helm` (make test does it first)")
+    return go_tool("helm", REPO_ROOT, "chart checks")
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -114,8 +105,11 @@ def container_environment(manifests: Manifests, workload: dict[str, Any],
             environment[entry["name"]] = entry["value"]
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
-            environment[entry["name"]] = (secret_values[ref["key"]] if ref["key"] in secret_values
-                                          else secrets[ref["name"]][ref["key"]])
+            if ref["key"] in secret_values:
+                environment[entry["name"]] = secret_values[ref["key"]]
+            elif ref["key"] in secrets.get(ref["name"], {}) or not ref.get("optional"):
+                environment[entry["name"]] = secrets[ref["name"]][ref["key"]]
+            # else: an optional key the Secret lacks: the kubelet leaves the variable unset
     return environment
 
 

@@ -578,6 +578,37 @@ def test_only_fanout_and_the_eventlog_api_read_the_secrets_key(
     assert len(rings) == 1
 
 
+def test_only_fanout_reads_the_delivery_proxy_from_the_secret(
+        any_render: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its URL may hold credentials: the Secret has it, no ConfigMap; fanout alone reads it
+    (optional, so an existing Secret may leave it out: deliveries then go out directly)."""
+    for workload in any_render.workloads():
+        container = pod_spec(workload)["containers"][0]
+        entry = env_of(container).get("WEBHOOKS_DELIVERY_PROXY")
+        fanout = container["args"] == ["serve", "fanout"]
+        assert (entry is not None) == fanout, workload["metadata"]["name"]
+        if fanout:
+            assert entry["valueFrom"]["secretKeyRef"]["optional"] is True
+    for config in any_render.of_kind("ConfigMap"):
+        assert "WEBHOOKS_DELIVERY_PROXY" not in config.get("data", {})
+        assert "proxy-p%40ssword" not in repr(config.get("data", {}))
+
+
+def test_the_delivery_proxy_reaches_the_fanout_pods(
+        all_enabled: Manifests, default: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    pods = {d["metadata"]["name"]: pod_settings(all_enabled, d, monkeypatch)
+            for d in all_enabled.of_kind("Deployment")}
+    proxy = pods["webhooks-fanout"].delivery_proxy
+    assert proxy is not None and proxy.url == "http://egress-proxy.platform:3128"
+    assert (proxy.username, proxy.password) == ("webhooks", "proxy-p@ssword")
+    assert all(settings.delivery_proxy is None for name, settings in pods.items()
+               if name != "webhooks-fanout")
+    # Without a value, the chart's Secret holds it empty: no proxy.
+    [fanout] = [d for d in default.of_kind("Deployment") if d["metadata"]["name"].endswith(
+        "-fanout")]
+    assert pod_settings(default, fanout, monkeypatch).delivery_proxy is None
+
+
 def test_an_existing_secret_may_omit_the_cursor_secret(embedded: Manifests) -> None:
     """Without the key the eventlog derives it from api-keys, which every replica shares."""
     for deployment in embedded.of_kind("Deployment"):
