@@ -24,6 +24,7 @@ from tests.deploy.chart import (
     Manifests,
     container_environment,
     env_of,
+    image_of,
     name,
     pod_spec,
     run_helm,
@@ -276,11 +277,6 @@ def test_hook_configuration_equals_the_release_configuration(any_render: Manifes
 
 
 # --- images --------------------------------------------------------------------------------
-
-def image_of(workload: dict[str, Any]) -> str:
-    [container] = pod_spec(workload)["containers"]
-    return container["image"]
-
 
 def runs_embedded_clickhouse(workload: dict[str, Any]) -> bool:
     [container] = pod_spec(workload)["containers"]

@@ -32,6 +32,7 @@ from tests.deploy.chart import (
     REPO_ROOT,
     Manifests,
     container_environment,
+    image_of,
     name,
     pod_spec,
     write_values,
@@ -106,11 +107,6 @@ def run_id() -> str:
 def eventlog_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The eventlog pod's ClickHouse volume (its PersistentVolumeClaim)."""
     return data_volume(tmp_path_factory.mktemp("eventlog") / "data")
-
-
-def image_of(workload: dict[str, Any]) -> str:
-    """The image the chart picked for the workload's container."""
-    return pod_spec(workload)["containers"][0]["image"]
 
 
 @pytest.fixture(scope="module")
