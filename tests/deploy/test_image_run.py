@@ -11,7 +11,9 @@ from the full image), then the ingest, fanout and eventlog Deployments. An event
 to the ingest container reaches a receiver on the host, signed, and the eventlog container
 lists it; the probes answer as the chart asks; SIGTERM stops each container within its
 grace period. The slim image has none of the engine, stays within its size budget, and
-refuses a chdb:// URL at once, naming the full image.
+refuses a chdb:// URL at once, naming the full image. Last, the chart's default (server
+mode, every pod from the slim image) runs its Jobs and the eventlog API and sink against a
+ClickHouse server: chDB behind ClickHouse's HTTP interface (tests/support/clickhouse_http.py).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from tests.deploy.containers import (
     run_to_completion,
     start,
 )
+from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.eventlog import eventually
 from tests.support.receiver import Receiver
 
@@ -224,28 +227,6 @@ def test_a_chdb_url_on_the_slim_image_stops_the_start_naming_the_full_image(
     assert "full image" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_slim_image_runs_the_server_mode_eventlog_up_to_its_clickhouse_server(
-        engine: str, images: Images, server_mode: Manifests, run_id: str,
-        jobs: dict[str, Any]) -> None:
-    """No ClickHouse server here: the server-mode pods (API and sink, from the slim image)
-    get as far as connecting to it over HTTP, which fails, and not to a missing module.
-    (After the Jobs: the API's key check then finds the endpoints topic.)"""
-    closed = f"http://default:@127.0.0.1:{free_port()}/webhooks"
-    for component in ("eventlog", "eventlog-sink"):
-        deployment = server_mode.get("Deployment", name(component))
-        assert image_of(deployment) == images.slim
-        spec = pod_spec(deployment)
-        result = run_to_completion(
-            engine, image_of(deployment), f"wh-slim-{component}-{run_id}",
-            spec["containers"][0]["args"], PodShape.of(spec),
-            container_environment(server_mode, deployment, {"clickhouse-url": closed}),
-            None, timeout=120)
-        assert result.returncode != 0, component
-        assert "Connection refused" in result.stderr and closed.split("@")[1].split("/")[
-            0] in result.stderr, f"{component}:\n{result.stderr[-2000:]}"
-        assert "ModuleNotFoundError" not in result.stderr and "chdb" not in result.stderr
-
-
 def test_setup_jobs_succeed_in_the_image(jobs: dict[str, subprocess.CompletedProcess[str]]
                                          ) -> None:
     for job_name, result in jobs.items():
@@ -340,3 +321,70 @@ def test_sigterm_stops_each_container_within_its_grace_period(
         assert state["exit_code"] == 0, f"{component} exited {state['exit_code']} " \
             f"after {taken:.1f}s:\n{container.logs()}"
         assert taken < grace, component
+
+
+@pytest.fixture(scope="module")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHttp]:
+    """A ClickHouse server for the server-mode release: chDB behind ClickHouse's HTTP
+    interface (tests/support/clickhouse_http.py), in its own process on the host."""
+    server = ClickHouseHttp(tmp_path_factory.mktemp("clickhouse-http")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_slim_image_runs_the_server_mode_release(
+        engine: str, images: Images, values: dict[str, Any], clickhouse_server: ClickHouseHttp,
+        run_id: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The chart's default, server mode, where every pod runs the slim image: its Jobs, then
+    the eventlog API and its sink against the ClickHouse server. An endpoint created through
+    the API goes through Kafka and the sink into ClickHouse and is read back from there."""
+    release = {**values, "config": {**values["config"], "topicPrefix": f"srv{run_id}"},
+               "eventlog": {"port": free_port(), "replicaCount": 1},
+               "clickhouse": {"url": clickhouse_server.url(f"srv{run_id}")}}
+    manifests = Manifests.render(write_values(tmp_path_factory.mktemp("server"), release))
+    for job_name in ("create-topics", "migrate"):
+        job = manifests.get("Job", name(job_name))
+        assert image_of(job) == images.slim
+        spec = pod_spec(job)
+        done = run_to_completion(engine, images.slim, f"wh-srv-{job_name}-{run_id}",
+                                 spec["containers"][0]["args"], PodShape.of(spec),
+                                 container_environment(manifests, job), None,
+                                 timeout=job["spec"]["activeDeadlineSeconds"])
+        assert done.returncode == 0, f"{job_name}:\n{done.stdout}{done.stderr}"
+    assert done.stdout.strip().startswith("applied: 1, 2")
+    # Pods have a network each in Kubernetes; on the host network the sink gets its own port.
+    ports = {"eventlog": release["eventlog"]["port"], "eventlog-sink": free_port()}
+    running: list[Container] = []
+    try:
+        for component, port in ports.items():
+            deployment = manifests.get("Deployment", name(component))
+            assert image_of(deployment) == images.slim
+            spec = pod_spec(deployment)
+            environment = {**container_environment(manifests, deployment),
+                           "WEBHOOKS_EVENTLOG_PORT": str(port)}
+            running.append(start(
+                engine, images.slim, f"wh-srv-{component}-{run_id}",
+                spec["containers"][0]["args"], PodShape.of(spec), environment,
+                data_volume(tmp_path_factory.mktemp(component) / "data")))
+        for container, port in zip(running, ports.values(), strict=True):
+            url = f"http://127.0.0.1:{port}/healthz"
+            try:
+                eventually(lambda url=url: answers(url) == 200, timeout=120, interval=1.0)
+            except AssertionError as error:
+                raise AssertionError(f"{url}: {error}\n{container.logs()}") from None
+        with httpx.Client(base_url=f"http://127.0.0.1:{ports['eventlog']}", headers=ACME,
+                          timeout=30.0) as eventlog:
+            created = eventlog.post("/v1/endpoints", json={"url": receiver.url("/server"),
+                                                           "events": ["order.*"]})
+            assert created.status_code == 201, created.text
+            endpoint_id = created.json()["id"]
+            eventually(lambda: eventlog.get(f"/v1/endpoints/{endpoint_id}").status_code == 200,
+                       timeout=60, interval=0.5)
+        for container in reversed(running):
+            container.stop(60)
+            assert container.state()["exit_code"] == 0, container.logs()
+    finally:
+        for container in running:
+            container.remove()
