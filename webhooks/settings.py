@@ -179,6 +179,11 @@ class Settings(BaseSettings):
             topic_prefix=self.topic_prefix, linger_ms=self.kafka_linger_ms)
 
 
+class StartRefused(RuntimeError):
+    """A service cannot start with these settings here; the message tells the operator
+    what to change (the command line prints it as one line and exits 1)."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""

@@ -85,6 +85,12 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return workload["spec"]["template"]["spec"]
 
 
+def image_of(workload: dict[str, Any]) -> str:
+    """The image the chart picked for the workload's (one) container."""
+    [container] = pod_spec(workload)["containers"]
+    return container["image"]
+
+
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A container's explicit env entries by name."""
     return {entry["name"]: entry for entry in container.get("env") or []}

@@ -151,6 +151,10 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
      "securityContext.capabilities"),
     ({"ingest": {"resources": {"requests": {"cpu": "lots"}}}}, "ingest.resources.requests.cpu"),
     ({"fanout": {"extraEnv": [{"name": "X", "vaule": "1"}]}}, "fanout.extraEnv"),
+    ({"image": {"slimSuffix": ":slim"}}, "image.slimSuffix"),
+    ({"image": {"slimDigest": "latest"}}, "image.slimDigest"),
+    ({"ingest": {"useSlimImage": "yes"}}, "ingest.useSlimImage"),
+    ({"eventlog": {"sink": {"useSlimImage": 1}}}, "eventlog.sink.useSlimImage"),
 ]
 
 

@@ -72,11 +72,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/*
+The image of one pod; call with (dict "root" $ "slim" bool). slim: the role may run the
+image without the embedded ClickHouse engine (its useSlimImage, never for the embedded
+eventlog). It then gets repository@slimDigest, else the full image's digest when only that
+one is pinned, else repository:<tag><slimSuffix>; an empty slimSuffix means no slim image.
+*/}}
 {{- define "webhooks.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $image := .root.Values.image }}
+{{- $tag := default .root.Chart.AppVersion $image.tag }}
+{{- if and .slim $image.slimSuffix $image.slimDigest }}
+{{- printf "%s@%s" $image.repository $image.slimDigest }}
+{{- else if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else if and .slim $image.slimSuffix }}
+{{- printf "%s:%s%s" $image.repository $tag $image.slimSuffix }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $image.repository $tag }}
 {{- end }}
 {{- end }}
 
