@@ -37,12 +37,13 @@ $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
 	$(UV_HOME)/bin/pip install -q uv==$(UV_VERSION)
 
-# Exactly the locked versions (and the project, editable, with its test extra): --locked
+# Exactly the locked versions (and the project, editable, with its test extra and the
+# embedded ClickHouse engine, which `make up` and the tests run on): --locked
 # fails when uv.lock no longer matches pyproject.toml (run `make lock`), and packages
 # not in the lock are removed, so the tests run with what the image ships.
 $(INSTALLED): pyproject.toml uv.lock | $(UV)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(UV) sync --locked --extra test
+	$(UV) sync --locked --extra test --extra embedded
 	touch $@
 
 # Re-resolve uv.lock after a pyproject.toml change, keeping every pin that still fits;
@@ -50,7 +51,8 @@ $(INSTALLED): pyproject.toml uv.lock | $(UV)
 lock: | $(UV)
 	$(UV) lock --python $(PYTHON) $(if $(UPGRADE),--upgrade)
 
-# The container image (Docker where an engine answers, else podman; see deploy/image/).
+# The container images (Docker where an engine answers, else podman; see deploy/image/):
+# $(IMAGE), the full one, and $(IMAGE)-slim, without the embedded ClickHouse engine.
 image:
 	bash deploy/image/build.sh $(IMAGE)
 

@@ -118,19 +118,23 @@ class Fanout:
         self._scenarios = 0
 
     def endpoints(self, count: int, hanging: int = 0,
-                  payload_filter: dict[str, Any] | None = None) -> str:
+                  payload_filter: dict[str, Any] | None = None, latency_ms: int = 0,
+                  ordered: bool = False) -> str:
         """A tenant with ``count`` endpoints matching everything (the first ``hanging`` of
-        them never answer; each with ``payload_filter``, if given); returns the tenant once
-        the worker's view has them."""
+        them never answer; each with ``payload_filter``, if given; answered ``latency_ms``
+        late; ``ordered``); returns the tenant once the worker's view has them."""
         self._scenarios += 1
         tenant = f"{self.tenant_prefix}{self._scenarios}"
         now = utcnow()
         records = []
         for n in range(count):
             path = f"/hang/{tenant}/{n}" if n < hanging else f"/{tenant}/{n}"
+            if latency_ms:
+                path = f"/slow/{latency_ms}{path}"
             endpoint = Endpoint(id=new_endpoint_id(), tenant=tenant, url=self.receiver.url(path),
                                 events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
-                                filter=payload_filter, created=now, updated=now)
+                                filter=payload_filter, ordered=ordered, created=now,
+                                updated=now)
             # Sealed, as the eventlog writes them: the worker opens each secret once.
             records.append((endpoint.id.encode(), endpoint.sealed(BENCH_SECRETS_KEY).to_json()))
         self.producer.produce_all(self.topics.endpoints, records)
@@ -201,6 +205,7 @@ class Fanout:
                 "publish": f"{rate:g} events/s" if rate else "one burst",
                 "expected": expected, "received": received,
                 "missing": expected - stats["distinct"],
+                "out_of_order": stats["out_of_order"],
                 "deliveries_per_s": round(received / elapsed, 1),
                 "cpu_s_per_1000_deliveries": cpu,
                 "latency": percentiles(stats["latencies"])}

@@ -3,7 +3,8 @@
 A minimal HTTP/1.1 server (uvloop, httptools, keep-alive) so that the receiver costs the
 measured processes as little as possible and never shares their CPU accounting. Every
 ``POST`` is answered ``200 ok`` at once, except under ``/hang/``, which is never answered
-(a receiver that hangs until the sender's timeout). For each delivery it records the path,
+(a receiver that hangs until the sender's timeout), and under ``/slow/<ms>/``, answered
+that many milliseconds later (a receiver with that latency). For each delivery it records the path,
 the event number ``data.object.n`` and, when the event carries ``data.object.sent_at``
 (publish time, epoch seconds), the publish-to-receipt latency. Events numbered below 0
 are probes (the benchmark checking that the worker is ready) and are only counted.
@@ -36,6 +37,8 @@ class Recorder:
         self.latencies: list[float] = []
         self.distinct: set[tuple[bytes, int]] = set()
         self.first = self.last = 0.0
+        self.highest: dict[bytes, int] = {}
+        self.out_of_order = 0
 
     def record(self, path: bytes, body: bytes) -> None:
         received = time.time()
@@ -51,6 +54,9 @@ class Recorder:
         self.first = self.first or received
         self.last = received
         self.distinct.add((path, number))
+        # Arrival order per path: whether an ordered endpoint got its events in order.
+        self.out_of_order += number < self.highest.get(path, -1)
+        self.highest[path] = max(number, self.highest.get(path, -1))
         sent = obj.get("sent_at")
         if sent is not None:
             self.latencies.append(received - sent)
@@ -58,6 +64,7 @@ class Recorder:
     def stats(self) -> bytes:
         return orjson.dumps({"count": self.count, "probes": self.probes,
                              "distinct": len(self.distinct), "first": self.first, "last": self.last,
+                             "out_of_order": self.out_of_order,
                              "latencies": self.latencies})
 
 
@@ -100,8 +107,17 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(OK)
         elif self.url.startswith(b"/hang/"):
             return  # never answered: the sender times out
+        elif self.url.startswith(b"/slow/"):
+            delay_ms = int(self.url.split(b"/")[2])
+            asyncio.get_running_loop().call_later(delay_ms / 1000, self._answer, self.url, body)
         else:
             self.recorder.record(self.url, body)
+            self.transport.write(OK)
+
+
+    def _answer(self, url: bytes, body: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.recorder.record(url, body)
             self.transport.write(OK)
 
 

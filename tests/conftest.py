@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.support.backends import docker_available, with_database
 from tests.support.receiver import Receiver
@@ -66,11 +67,13 @@ def clickhouse_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 
 @pytest.fixture(scope="module")
-def make_settings(kafka_bootstrap: str, clickhouse_base_url: str
-                  ) -> Callable[..., Settings]:
-    """Build Settings for this module's private topics and database, with overrides."""
+def make_settings(kafka_bootstrap: str, clickhouse_base_url: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Settings]:
+    """Build Settings for this module's private topics, database and ingest index
+    directory, with overrides."""
     scope = f"t{uuid.uuid4().hex[:10]}"
     defaults = {
+        "idempotency_dir": tmp_path_factory.mktemp("idempotency"),
         "kafka_bootstrap": kafka_bootstrap,
         "clickhouse_url": with_database(clickhouse_base_url, scope),
         "topic_prefix": scope,
@@ -103,3 +106,15 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def receivers_ca() -> trustme.CA:
+    """A private CA of TLS receivers (certificates minted in the test)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def clients_ca() -> trustme.CA:
+    """The CA whose client certificates a mutual-TLS receiver accepts."""
+    return trustme.CA()

@@ -1,6 +1,7 @@
-"""Signing secrets at rest: after endpoints are created, changed, rotated, disabled and
+"""Secrets at rest: after endpoints are created, changed, rotated, disabled and
 failed on (retry tiers, DLQ, endpoint-health streaks), no secret is readable in any topic,
-any ClickHouse table or any log; only sealed texts are stored, and deliveries still verify.
+any ClickHouse table or any log (signing secrets, secret header values, an endpoint's TLS
+client key); only sealed texts are stored, and deliveries still verify.
 
 The eventlog runs in this process (so the test reads its ClickHouse tables directly), the
 fanout as deployed, in its own process; both with the test keyring.
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
@@ -25,9 +27,11 @@ from services.eventlog.clickhouse import create_clickhouse_client
 from services.localdev.service_process import ServiceProcess
 from tests.services.eventlog.conftest import ACME
 from tests.services.fanout.conftest import worker_log
+from tests.services.fanout.test_deliverer import closed_port
 from tests.support.eventlog import eventually, make_event, publish_events
 from tests.support.kafka import read_to_end
 from tests.support.receiver import Receiver
+from tests.support.tls_material import client_certificate
 from webhooks.endpoints import Endpoint
 from webhooks.settings import Settings
 from webhooks.topics import Topics, ensure_topics
@@ -111,6 +115,15 @@ def topic_bytes(settings: Settings, topic: str) -> bytes:
     return b"\x00".join(parts)
 
 
+def key_forms(key_pem: str) -> list[bytes]:
+    """A PEM private key as sent, each line of its base64 body, the DER bytes it encodes
+    and their hex."""
+    body = [line for line in key_pem.splitlines() if line and "-----" not in line]
+    der = base64.b64decode("".join(body))
+    return [key_pem.encode(), *(line.encode() for line in body), "".join(body).encode(), der,
+            binascii.hexlify(der)]
+
+
 def failing(_: int) -> tuple[int, dict[str, str], float]:
     return 500, {}, 0.0
 
@@ -146,6 +159,15 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     own = create("/own", secret=chosen, ordered=True)  # its tasks go to the ordered topic
     broken = create("/failing")
     leaving = create("/gone")
+    # An endpoint with a client certificate: its key is a secret too. Its receiver is not
+    # there (connection refused), so its tasks fail into the tiers after the worker
+    # opened the key to build the TLS context.
+    certificate = client_certificate(trustme.CA())
+    mtls = api.post("/v1/endpoints", headers=ACME, json={
+        "url": f"https://127.0.0.1:{closed_port()}/mtls", "events": ["order.*"],
+        "tls": {"client_cert": certificate.cert, "client_key": certificate.key}})
+    assert mtls.status_code == 201, mtls.text
+    secrets.append(mtls.json()["secret"])
     rotate(ok["id"])
     current_ok = rotate(ok["id"])  # three secrets now, two of them in their overlap
     rotate(broken["id"])
@@ -153,7 +175,7 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
                      json={"description": "changed"}).status_code == 200
     shown = api.get(f"/v1/endpoints/{ok['id']}/secret", headers=ACME).json()["secrets"]
     # Shown opened, newest first: the API answers as before encryption.
-    assert [s["secret"] for s in shown] == [current_ok, secrets[4], ok["secret"]]
+    assert [s["secret"] for s in shown] == [current_ok, secrets[5], ok["secret"]]
 
     # Deliveries: every endpoint gets the events (the fanout's view first has to see them),
     # signed with the plain secrets, verifiable by the published library.
@@ -180,12 +202,18 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
                                    params={"limit": 1000}).json()["data"]) == 3 * len(events),
                timeout=30)
     assert settings.retry_schedule.tier_names == ["1s", "2s"]
+    # The TLS endpoint's attempts got as far as the connection: the worker opened its key.
+    mtls_errors = eventually(lambda: {a["error"] for a in api.get(
+        f"/v1/endpoints/{mtls.json()['id']}/attempts", headers=ACME).json()["data"]})
+    assert mtls_errors == {"connect"}
 
     # The compacted endpoints topic holds the secrets, sealed, in every record of every
     # writer (the API's and the fanout's disable).
     records = [Endpoint.from_json(m.value()) for m in read_to_end(settings, topics.endpoints)
                if m.value() is not None]
-    assert {r.id for r in records} == {ok["id"], own["id"], broken["id"], leaving["id"]}
+    assert {r.id for r in records} == {ok["id"], own["id"], broken["id"], leaving["id"],
+                                       mtls.json()["id"]}
+    assert {r.tls.client_key[:12] for r in records if r.tls} == {"whenc_v1.t1."}  # type: ignore[index]
     assert any(r.disabled for r in records if r.id == leaving["id"])
     assert all(s.secret.startswith("whenc_v1.t1.") for r in records for s in r.secrets)
     assert all(h.value.startswith("whenc_v1.t1.") for r in records for h in r.headers
@@ -213,6 +241,7 @@ def test_no_secret_is_stored_or_logged_in_a_readable_form(
     forms = [form for secret in secrets for form in secret_forms(secret)]
     forms += [token.encode(), token.removeprefix("tok_").encode(),
               base64.b64decode(token.removeprefix("tok_"))]
+    forms += key_forms(certificate.key)
     found = [(where, form) for form in forms for where, data in stored.items() if form in data]
     assert found == []
     # Nor are the sealed texts logged (they are not secret, but have no business there).

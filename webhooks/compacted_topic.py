@@ -5,7 +5,9 @@ the whole topic in every process, so :class:`CompactedTopicFollower` reads every
 partition from the beginning with ``assign()`` (no consumer-group offsets: nothing is
 committed, a restart re-reads the topic) and keeps following it. A subclass says only
 how one record applies (:meth:`~CompactedTopicFollower.apply_record`) and how its state
-starts over (:meth:`~CompactedTopicFollower.reset`).
+starts over (:meth:`~CompactedTopicFollower.reset`); one that keeps its state across
+restarts itself (ingest's idempotency index, on disk) says where it left off instead
+(:meth:`~CompactedTopicFollower.resume`).
 
 Caught up means every partition was read up to an end offset: :attr:`ready` for the end
 offsets seen at start-up, :meth:`~CompactedTopicFollower.catch_up` for those at the time
@@ -40,6 +42,8 @@ class CompactedTopicFollower(BackgroundWorker):
     thread_name = "compacted-topic-follower"
     # librdkafka's default; a view on a latency path asks for less.
     fetch_wait_ms: ClassVar[int] = 500
+    # More consumer settings of a view (e.g. a smaller prefetch queue).
+    consumer_overrides: ClassVar[dict[str, object]] = {}
     metadata_timeout: ClassVar[float] = 5.0
 
     def __init__(self, connection: KafkaConnection, topic: str) -> None:
@@ -64,6 +68,20 @@ class CompactedTopicFollower(BackgroundWorker):
     def reset(self, partitions: int) -> None:
         """Start over from an empty state: called on every (re)start, before the first
         record, with the topic's partition count. Nothing to do by default."""
+
+    def resume(self, consumer: Consumer, watermarks: dict[int, tuple[int, int]]
+               ) -> dict[int, int]:
+        """Called on every (re)start, before the first record, with each partition's
+        (low, high) watermarks: the last offset already applied per partition, from which
+        reading goes on (a partition left out is read from its beginning). By default
+        :meth:`reset`, and nothing applied."""
+        self.reset(len(watermarks))
+        return {}
+
+    @property
+    def read_up_to(self) -> dict[int, int]:
+        """The last offset read (and applied) per partition; -1 before any."""
+        return self._positions
 
     def after_poll(self) -> None:
         """Called in the follower thread after every poll, records or not (upkeep)."""
@@ -123,17 +141,20 @@ class CompactedTopicFollower(BackgroundWorker):
             "enable.auto.offset.store": False,
             "fetch.wait.max.ms": self.fetch_wait_ms,
             "socket.connection.setup.timeout.ms": 3000,
+            **self.consumer_overrides,
         })
         try:
             starts = self._start_offsets(consumer)
             if starts is None:
                 return  # stopped while waiting for the topic
             self._ready.clear()
+            applied = self.resume(consumer, starts)
             # Before the low watermark nothing is left to read (retention deleted it).
-            self._positions = {p: low - 1 for p, (low, _) in starts.items()}
-            self.reset(len(starts))
+            self._positions = {p: max(low - 1, applied.get(p, -1))
+                               for p, (low, _) in starts.items()}
             targets = {p: high for p, (_, high) in starts.items()}
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in starts])
+            consumer.assign([TopicPartition(self.topic, p, self._positions[p] + 1 if p in applied
+                                            else OFFSET_BEGINNING) for p in starts])
             self._check_ready(targets)
             while not self._stopping.is_set():
                 self._follow(consumer, targets)

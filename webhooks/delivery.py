@@ -20,12 +20,15 @@ from webhooks.record import JsonRecord
 DELIVERY_TASK_SCHEMA = "delivery_task.v1"
 ATTEMPT_SCHEMA = "attempt.v1"
 
-Trigger = Literal["event", "redeliver", "recover", "test", "replay"]
+Trigger = Literal["event", "redeliver", "recover", "test", "replay", "verify"]
+"""What queued a task; ``verify``: an endpoint's URL verification challenge
+(:mod:`webhooks.endpoint_verification`), attempted once, never retried."""
 AttemptStatus = Literal["succeeded", "failed"]
 # What happened to a task after one step. ``held`` (a paused endpoint's task parked
 # again) and ``tenant_deleted`` are counted in metrics but leave no attempt record.
+# ``verified`` / ``verification_failed``: what a verification challenge's one attempt decided.
 Outcome = Literal["delivered", "retrying", "dead_lettered", "endpoint_disabled", "dropped",
-                  "held", "tenant_deleted"]
+                  "held", "tenant_deleted", "verified", "verification_failed"]
 HeaderPairs = list[tuple[str, str]]
 """HTTP headers as (name, value) pairs in the order they were sent (names repeat)."""
 

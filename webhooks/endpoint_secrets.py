@@ -29,7 +29,7 @@ from webhooks.secret_encryption import (
     UnknownKeyId,
     key_id_of,
 )
-from webhooks.settings import Settings
+from webhooks.settings import Settings, StartRefused
 from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ CHECK_TIMEOUT = 20.0
 """How long a starting service waits to read the endpoints topic for the check."""
 
 
-class SecretsKeyRefused(RuntimeError):
+class SecretsKeyRefused(StartRefused):
     """This process must not start with the configured ``WEBHOOKS_SECRETS_KEY``."""
 
 

@@ -1,6 +1,7 @@
 """Endpoint records as kept on the compacted endpoints topic (schema ``endpoint.v1``).
 
-A record's signing secrets and the values of its secret custom headers are stored sealed
+A record's signing secrets, the values of its secret custom headers and the private key
+of its TLS client certificate are stored sealed
 (:mod:`webhooks.secret_encryption`), or plain in records written before they were
 encrypted; whoever needs the plain text (the fanout to send, the eventlog API to show a
 signing secret) opens them with the keyring. Each sealed text is bound to its endpoint
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import cached_property
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from ulid import ULID
 
@@ -41,6 +42,11 @@ RESERVED_HEADERS = frozenset({
 def header_binding(endpoint_id: str, name: str) -> str:
     """What a secret header value is sealed for: this endpoint's header of this name."""
     return f"{endpoint_id}/headers/{name.lower()}"
+
+
+def tls_key_binding(endpoint_id: str) -> str:
+    """What an endpoint's TLS client key is sealed for."""
+    return f"{endpoint_id}/tls/key"
 
 
 def new_endpoint_id() -> str:
@@ -90,12 +96,42 @@ def check_custom_headers(headers: list[EndpointHeader]) -> list[EndpointHeader]:
     return headers
 
 
+class EndpointTls(JsonRecord):
+    """TLS material of an endpoint, PEM texts: a client certificate (chain, leaf first) and
+    its private key for receivers that require mutual TLS, and a CA bundle that replaces
+    the system's trusted CAs for a receiver with a private CA. The key is stored sealed
+    (bound to :func:`tls_key_binding`) and never shown after it is set; the eventlog API
+    checks the material where it enters (:mod:`webhooks.endpoint_tls`)."""
+
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_bundle: str | None = None
+
+
 class EndpointIdempotency(JsonRecord):
     """The ``Idempotency-Key`` an endpoint was created with, and a digest per field of that
     request's body, so that a retry is told which fields it changed."""
 
     key: str
     fields: dict[str, str]
+
+
+VerificationState = Literal["pending", "verified", "failed"]
+
+
+class EndpointVerification(JsonRecord):
+    """Where the endpoint's URL verification stands (:mod:`webhooks.endpoint_verification`):
+    ``pending`` until the fanout sent ``challenge`` and the receiver echoed it, then
+    ``verified``, or ``failed`` with the error class and the reason. Only a verified
+    endpoint (or one without verification) gets events."""
+
+    state: VerificationState
+    challenge: str
+    """The current challenge; a challenge request carrying another one is stale."""
+    requested_at: Timestamp
+    checked_at: Timestamp | None = None
+    error: str | None = None
+    reason: str | None = None
 
 
 class Endpoint(JsonRecord):
@@ -115,9 +151,11 @@ class Endpoint(JsonRecord):
     ordered: bool = False
     paused: bool = False
     paused_since: Timestamp | None = None
+    tls: EndpointTls | None = None
     disabled: bool = False
     disabled_reason: str | None = None
     idempotency: EndpointIdempotency | None = None
+    verification: EndpointVerification | None = None
     created: Timestamp
     updated: Timestamp
 
@@ -147,19 +185,21 @@ class Endpoint(JsonRecord):
 
     def stored_secrets(self) -> list[tuple[str, str]]:
         """(binding, stored text) of every secret it holds: the signing secrets (bound to
-        the endpoint id) and the values of its secret headers."""
+        the endpoint id), the values of its secret headers and its TLS client key."""
+        tls_key = self.tls.client_key if self.tls is not None else None
         return [*((self.id, s.secret) for s in self.secrets),
-                *((header_binding(self.id, h.name), h.value) for h in self.headers if h.secret)]
+                *((header_binding(self.id, h.name), h.value) for h in self.headers if h.secret),
+                *(((tls_key_binding(self.id), tls_key),) if tls_key is not None else ())]
 
     def secret_key_ids(self) -> set[str | None]:
         """The key ids its secrets are sealed with (None: a plain, unsealed one)."""
         return {key_id_of(stored) for _, stored in self.stored_secrets()}
 
     def sealed(self, keyring: SecretsKeyring) -> Self:
-        """This record with every secret (signing secrets, secret header values) sealed by
-        the keyring's primary key: plain ones sealed, those of other keys opened and sealed
-        again; raises :class:`~webhooks.secret_encryption.SecretsKeyError`. Itself when
-        nothing changes."""
+        """This record with every secret (signing secrets, secret header values, the TLS
+        client key) sealed by the keyring's primary key: plain ones sealed, those of other
+        keys opened and sealed again; raises
+        :class:`~webhooks.secret_encryption.SecretsKeyError`. Itself when nothing changes."""
         if self.secret_key_ids() <= {keyring.primary}:
             return self
         secrets = [s.model_copy(update={"secret": keyring.reseal(self.id, s.secret)})
@@ -167,7 +207,11 @@ class Endpoint(JsonRecord):
         headers = [h.model_copy(update={
             "value": keyring.reseal(header_binding(self.id, h.name), h.value)})
             if h.secret else h for h in self.headers]
-        return self.model_copy(update={"secrets": secrets, "headers": headers})
+        tls = self.tls
+        if tls is not None and tls.client_key is not None:
+            tls = tls.model_copy(update={
+                "client_key": keyring.reseal(tls_key_binding(self.id), tls.client_key)})
+        return self.model_copy(update={"secrets": secrets, "headers": headers, "tls": tls})
 
     def with_headers_opened(self, keyring: SecretsKeyring) -> Self:
         """This record with its secret header values opened (to compare a change with, or
@@ -182,10 +226,15 @@ class Endpoint(JsonRecord):
         return [s.model_copy(update={"secret": keyring.open(self.id, s.secret)})
                 for s in self.secrets]
 
+    @property
+    def verified(self) -> bool:
+        """True unless a URL verification is pending or failed (created without one: True)."""
+        return self.verification is None or self.verification.state == "verified"
+
     def wants(self, envelope: Envelope) -> bool:
-        """True when this endpoint should receive ``envelope``: enabled, the tenant's, a
-        subscribed type, and its payload filter (if any) holds."""
-        if self.disabled or self.tenant != envelope.tenant \
+        """True when this endpoint should receive ``envelope``: enabled, verified (if it
+        asked to be), the tenant's, a subscribed type, and its payload filter (if any) holds."""
+        if self.disabled or self.tenant != envelope.tenant or not self.verified \
                 or not matches_any(self.events, envelope.type):
             return False
         predicate = self.payload_filter

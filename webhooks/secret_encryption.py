@@ -31,12 +31,11 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import GetCoreSchemaHandler
-from pydantic_core import core_schema
+
+from webhooks.text_setting import TextSetting
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def key_id_of(stored: str) -> str | None:
     return stored[len(SEALED_PREFIX):].partition(".")[0]
 
 
-class SecretsKeyring:
+class SecretsKeyring(TextSetting):
     """The keys of ``WEBHOOKS_SECRETS_KEY`` (``kid:base64(32 bytes)[,kid:…]``): the first
     one seals, every one opens. Parsed once from settings and passed around as this value.
 
@@ -178,18 +177,6 @@ class SecretsKeyring:
         if key_id_of(stored) == self.primary:
             return stored
         return self.seal(endpoint_id, self.open(endpoint_id, stored))
-
-    # -- as a settings field ----------------------------------------------------------------
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
-                                     ) -> core_schema.CoreSchema:
-        """Read from the setting's text (or taken as is); written back as that text, so a
-        child process can be handed the same settings (``settings_env``)."""
-        return core_schema.no_info_plain_validator_function(
-            lambda value: value if isinstance(value, SecretsKeyring) else cls.parse(str(value)),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda keyring: keyring.to_setting()))
 
 
 def _associated_data(key_id: str, endpoint_id: str) -> bytes:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, PlainSerializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from webhooks.delivery_proxy import DeliveryProxy
 from webhooks.durations import parse_duration
 from webhooks.kafka import KafkaConnection
 from webhooks.retry_schedule import RetrySchedule
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
     # Ingest.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     idempotency_window: Annotated[float, NoDecode] = 24 * 3600.0
+    # Ingest's on-disk idempotency index: each worker process takes its own subdirectory,
+    # kept across restarts (a restart reads only the ledger records written since).
+    idempotency_dir: Path = Path(".data/idempotency")
     api_version: str = "2026-11-01"
     ingest_max_batch_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     ingest_produce_timeout: Annotated[float, NoDecode] = 5.0
@@ -96,6 +101,9 @@ class Settings(BaseSettings):
     disable_after: Annotated[float, NoDecode] = 5 * 24 * 3600.0
     disable_after_failures: int = Field(default=0, ge=0)
     allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
+    # The HTTP proxy every delivery goes through: http://[user:password@]host:port, e.g. to
+    # send from fixed egress addresses. The target is still checked (SSRF policy) first.
+    delivery_proxy: Annotated[DeliveryProxy | None, NoDecode] = None
     # Retry tasks a fanout worker holds in memory per tier before it stops reading that tier.
     fanout_max_waiting: int = Field(default=20000, ge=1)
 
@@ -112,7 +120,7 @@ class Settings(BaseSettings):
             keys[key] = tenant
         return keys
 
-    @field_validator("secrets_key", mode="before")
+    @field_validator("secrets_key", "delivery_proxy", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -169,6 +177,11 @@ class Settings(BaseSettings):
             sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password, ssl_ca_location=self.kafka_ssl_ca_location,
             topic_prefix=self.topic_prefix, linger_ms=self.kafka_linger_ms)
+
+
+class StartRefused(RuntimeError):
+    """A service cannot start with these settings here; the message tells the operator
+    what to change (the command line prints it as one line and exits 1)."""
 
 
 @lru_cache(maxsize=1)

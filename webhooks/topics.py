@@ -16,8 +16,13 @@ from confluent_kafka.admin import (
 from webhooks.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+IDEMPOTENCY_RETENTION_MARGIN_MS = 2 * HOUR_MS
+"""How much longer than ``WEBHOOKS_IDEMPOTENCY_WINDOW`` the idempotency topic keeps its
+records: ingest honours an entry for the window and keeps it an hour longer (clock skew
+between replicas), so its record must still be there for a replica that (re)builds."""
 
-KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms")
+KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms", "segment.ms")
 """Configuration that :func:`ensure_topics` also brings existing topics in line with (the
 rest, e.g. the cleanup policy, is set once, when a topic is created)."""
 
@@ -106,8 +111,9 @@ class Topics:
         """Compacted record of accepted event ids / idempotency keys, for ingest dedupe."""
         return f"{self.prefix}.idempotency"
 
-    def specs(self, retention_days: int = 30) -> list[TopicSpec]:
-        """Every topic with its configuration."""
+    def specs(self, retention_days: int = 30, idempotency_window: float = 24 * 3600.0
+              ) -> list[TopicSpec]:
+        """Every topic with its configuration (``idempotency_window`` in seconds)."""
         retention = {"retention.ms": str(retention_days * DAY_MS)}
         compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
         specs = [
@@ -124,19 +130,35 @@ class Topics:
             TopicSpec(self.ordered, retention),
             TopicSpec(self.dlq, {"retention.ms": str(max(retention_days, 30) * DAY_MS)}),
             TopicSpec(self.attempts, retention),
-            TopicSpec(self.idempotency, {"cleanup.policy": "compact,delete",
-                                         "retention.ms": str(7 * DAY_MS)}),
+            TopicSpec(self.idempotency, idempotency_config(idempotency_window)),
         ]
         specs += [TopicSpec(self.retry(tier), retention) for tier in self.retry_tiers]
         return specs
 
 
+def idempotency_config(window: float) -> dict[str, str]:
+    """The idempotency topic's configuration for a window of ``window`` seconds.
+
+    Its retention follows the window: shorter, and a replica that builds its index would
+    miss entries still honoured (a window over the old fixed 7 days did); much longer, and
+    it reads records long expired (the old 7 days against the default 24 h: 7x the records).
+    Segments roll every quarter window (at least hourly), since retention deletes whole
+    segments and never the one being written: records go at most ~1.25 windows old.
+    """
+    window_ms = int(window * 1000)
+    return {"cleanup.policy": "compact,delete",
+            "retention.ms": str(window_ms + IDEMPOTENCY_RETENTION_MARGIN_MS),
+            "segment.ms": str(max(HOUR_MS, window_ms // 4))}
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic and bring the retention (and compaction lag) of existing
-    ones in line with the settings (idempotent); return the names that were created."""
+    """Create any missing topic and bring the retention (and compaction lag, and segment
+    roll) of existing ones in line with the settings, the idempotency topic's with
+    ``WEBHOOKS_IDEMPOTENCY_WINDOW`` (idempotent); return the names that were created."""
     admin = AdminClient(settings.kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
-    specs = Topics.from_settings(settings).specs(settings.retention_days)
+    specs = Topics.from_settings(settings).specs(settings.retention_days,
+                                                 settings.idempotency_window)
     _keep_in_line(admin, [spec for spec in specs if spec.name in existing], timeout)
     wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:

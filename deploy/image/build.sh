@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# `make image`: builds the project's image from the repository's Dockerfile, with Docker
-# where an engine answers, else with podman (set up by setup-podman.sh on first use).
+# `make image`: builds the project's two images from the repository's Dockerfile, with Docker
+# where an engine answers, else with podman (set up by setup-podman.sh on first use):
+# TAG from the `runtime` target (every role, the embedded ClickHouse engine included) and
+# TAG-slim from the `slim` target (no embedded engine; `kafka-webhooks:dev-slim`).
 # The base image: $PYTHON_IMAGE when given; else python:3.11-slim-bookworm when present or
 # pullable; else a local Debian bookworm + python3 base (build-base.sh, built once).
-# Usage: build.sh [TAG] (default kafka-webhooks:dev). Prints the engine and the image size.
+# Usage: build.sh [TAG] (default kafka-webhooks:dev). Prints the engine and the image sizes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 TAG=${1:-kafka-webhooks:dev}
+# The slim image's tag: the same name, the tag with "-slim" after it (latest-slim without one).
+if [[ ${TAG##*/} == *:* ]]; then
+    SLIM_TAG=$TAG-slim
+else
+    SLIM_TAG=$TAG:latest-slim
+fi
 OFFICIAL_BASE=python:3.11-slim-bookworm
 LOCAL_BASE=localhost/webhooks-base:bookworm-py3.11
 
@@ -46,7 +54,7 @@ host_ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 if [[ -s $host_ca ]]; then
     build_args+=(--secret "id=host-ca,src=$host_ca")
 fi
-echo "image: building $TAG with $engine on $base"
+echo "image: building $TAG and $SLIM_TAG with $engine on $base"
 build() {
     if [[ $engine == docker ]]; then
         DOCKER_BUILDKIT=1 docker build "$@" .
@@ -54,11 +62,17 @@ build() {
         podman build "$@" .
     fi
 }
-build "${build_args[@]}" -t "$TAG"
-# The builder stage, tagged, is the layer cache of the next build (all cached here, so
-# this takes seconds); everything untagged is what older builds left behind (about 2 GB
-# after each change of uv.lock), so it goes.
-build "${build_args[@]}" --target builder -t "${TAG%%:*}:builder-cache" >/dev/null
+# The slim image first: the full one adds one layer (the engine) to the layers they share.
+build "${build_args[@]}" --target slim -t "$SLIM_TAG"
+build "${build_args[@]}" --target runtime -t "$TAG"
+# The two stages the images copy from, tagged, are the layer cache of the next build (their
+# parents hold the builder's; all cached here, so this takes seconds): the embedded extra's
+# install and the precompiled code. Everything untagged is what older builds left behind
+# (about 2 GB after each change of uv.lock), so it goes.
+build "${build_args[@]}" --target embedded-engine -t "${TAG%%:*}:builder-cache" >/dev/null
+build "${build_args[@]}" --target code -t "${TAG%%:*}:code-cache" >/dev/null
 $engine image prune -f >/dev/null
-size=$($engine image inspect --format '{{.Size}}' "$TAG")
-echo "image: $TAG is $((size / 1000000)) MB"
+for image in "$TAG" "$SLIM_TAG"; do
+    size=$($engine image inspect --format '{{.Size}}' "$image")
+    echo "image: $image is $((size / 1000000)) MB"
+done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
@@ -10,13 +11,26 @@ import click
 from services.cli.client import CliSession, pass_session
 from services.cli.output import Column, json_option, print_json, print_record, print_rows
 
+VERIFY_WAIT = 60.0  # seconds `endpoints verify --wait` waits for the receiver's answer
+
+
+def _status(endpoint: dict[str, Any]) -> str:
+    """One word: what holds deliveries back, if anything (disabled first)."""
+    verification = endpoint.get("verification") or {"state": "verified"}
+    if endpoint.get("disabled"):
+        return "disabled"
+    if verification["state"] != "verified":
+        return "unverified" if verification["state"] == "failed" else "verifying"
+    return "paused" if endpoint.get("paused") else "enabled"
+
+
 ENDPOINT_COLUMNS: list[Column] = [
-    ("id", "id"), ("url", "url"), ("events", "events"),
-    ("status", lambda e: "disabled" if e.get("disabled") else "enabled"),
-    ("description", "description"),
+    ("id", "id"), ("url", "url"), ("events", "events"), ("status", _status),
+    ("ordered", "ordered"), ("description", "description"),
 ]
 ENDPOINT_FIELDS = ("id", "url", "events", "description", "rate_limit", "headers", "filter",
-                   "disabled", "disabled_reason", "created", "updated")
+                   "ordered", "paused", "paused_since", "verification", "disabled",
+                   "disabled_reason", "warnings", "created", "updated")
 FILTER_EXAMPLE = '{"data.object.status": "shipped", "data.object.amount": {"$gte": 1000}}'
 
 
@@ -31,10 +45,72 @@ def _header_lines(endpoint: dict[str, Any]) -> list[str]:
             for h in endpoint.get("headers") or []]
 
 
+def _verification_line(endpoint: dict[str, Any]) -> str:
+    """Where the URL verification stands, in words ("-" when none was asked for)."""
+    verification = endpoint.get("verification")
+    if not verification:
+        return "-"
+    state = verification["state"]
+    if state == "pending":
+        return f"pending (challenge sent {verification['requested_at']})"
+    if state == "verified":
+        return f"verified {verification.get('checked_at') or ''}".strip()
+    return f"failed: {verification.get('error')}: {verification.get('reason')}"
+
+
 def _print_endpoint(endpoint: dict[str, Any], as_json: bool,
                     fields: tuple[str, ...] = ENDPOINT_FIELDS) -> None:
-    fields = (*fields, *(("secret",) if "secret" in endpoint else ()))
-    print_record(endpoint, as_json, fields, lines={"headers": _header_lines(endpoint)})
+    fields = (*fields, *(("tls",) if endpoint.get("tls") else ()),
+              *(("secret",) if "secret" in endpoint else ()))
+    print_record(endpoint, as_json, fields, lines={
+        "headers": _header_lines(endpoint), "tls": _tls_lines(endpoint),
+        "verification": [_verification_line(endpoint)],
+        "warnings": list(endpoint.get("warnings") or [])})
+
+
+# --client-cert, --client-key, --ca-bundle and --clear-tls collect the ``tls`` change in
+# the context (the commands' parameters stay as they are): a dict of PEM texts, or None.
+TLS = "endpoints.tls"
+
+
+def tls_options(command: Any) -> Any:
+    """TLS material for an https receiver; the API checks it (and never shows the key)."""
+    for option in reversed([
+        click.option("--client-cert", type=click.File("r"), expose_value=False,
+                     callback=_tls_file, metavar="FILE",
+                     help="PEM client certificate (chain) for a receiver that requires "
+                          "mutual TLS; with --client-key. On update, TLS files replace the "
+                          "TLS material: give each one to keep."),
+        click.option("--client-key", type=click.File("r"), expose_value=False,
+                     callback=_tls_file, metavar="FILE",
+                     help="Its PEM private key, unencrypted (stored encrypted, never shown)."),
+        click.option("--ca-bundle", type=click.File("r"), expose_value=False,
+                     callback=_tls_file, metavar="FILE",
+                     help="PEM CA certificates that the receiver's certificate must chain "
+                          "to, instead of the system's (a private CA)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _tls_file(ctx: click.Context, param: click.Parameter, file: Any) -> None:
+    if file is not None:
+        if TLS in ctx.meta and ctx.meta[TLS] is None:
+            raise click.UsageError("give TLS files or --clear-tls, not both")
+        ctx.meta.setdefault(TLS, {})[param.name] = file.read()
+
+
+def _clear_tls(ctx: click.Context, param: click.Parameter, clear: bool) -> None:
+    if clear:
+        if ctx.meta.get(TLS):
+            raise click.UsageError("give TLS files or --clear-tls, not both")
+        ctx.meta[TLS] = None
+
+
+def _tls_lines(endpoint: dict[str, Any]) -> list[str]:
+    tls = endpoint.get("tls") or {}
+    return [*(["client certificate (key masked)"] if tls.get("client_cert") else []),
+            *(["private CA bundle"] if tls.get("ca_bundle") else [])]
 
 
 def _headers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -97,6 +173,12 @@ def delivery_options(command: Any) -> Any:
     return command
 
 
+ordered_option = click.option(
+    "--ordered/--unordered", default=None,
+    help="Deliver events one at a time in the order they were published (a failing one "
+         "holds the later ones), or concurrently (the default).")
+
+
 @endpoints.command("create")
 @click.option("--url", required=True, help="Where to POST the webhooks.")
 @click.option("--events", "events_", multiple=True, default=("*",), show_default=True,
@@ -107,6 +189,13 @@ def delivery_options(command: Any) -> Any:
 @click.option("--rate-limit", type=click.IntRange(min=1),
               help="At most this many deliveries per second.")
 @delivery_options
+@tls_options
+@ordered_option
+@click.option("--paused", is_flag=True, help="Create it paused: events are held, not sent, "
+                                             "until `endpoints resume`.")
+@click.option("--verify", is_flag=True,
+              help="Verify the URL first: it gets events only once the receiver answered "
+                   'a webhook.verification request with {"challenge": "<data.challenge>"}.')
 @click.option("--idempotency-key", help="Sent as Idempotency-Key: a retry returns the "
                                         "endpoint the first request created.")
 @json_option
@@ -114,9 +203,12 @@ def delivery_options(command: Any) -> Any:
 def create(session: CliSession, url: str, events_: tuple[str, ...], description: str,
            secret: str | None, rate_limit: int | None, header: list[tuple[str, str]],
            secret_header: list[tuple[str, str]], filter_: dict[str, Any] | None,
-           idempotency_key: str | None, as_json: bool) -> None:
+           ordered: bool | None, paused: bool, verify: bool, idempotency_key: str | None,
+           as_json: bool) -> None:
     """Create an endpoint; prints its id and signing secret."""
     body: dict[str, Any] = {"url": url, "events": list(events_), "description": description}
+    body.update({name: True for name, on in (("ordered", ordered), ("paused", paused),
+                                             ("verify", verify)) if on})
     if secret is not None:
         body["secret"] = secret
     if rate_limit is not None:
@@ -125,6 +217,8 @@ def create(session: CliSession, url: str, events_: tuple[str, ...], description:
         body["headers"] = _custom_headers(header, secret_header)
     if filter_ is not None:
         body["filter"] = filter_
+    if click.get_current_context().meta.get(TLS):
+        body["tls"] = click.get_current_context().meta[TLS]
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     _print_endpoint(session.api().post("/v1/endpoints", body, headers=headers), as_json)
 
@@ -172,14 +266,19 @@ def show(session: CliSession, endpoint_id: str, secrets: bool, as_json: bool) ->
 @click.option("--description", help="New description.")
 @click.option("--rate-limit", type=click.IntRange(min=1), help="New deliveries per second.")
 @delivery_options
+@ordered_option
 @click.option("--clear-headers", is_flag=True, help="Remove every custom header.")
 @click.option("--clear-filter", is_flag=True, help="Remove the payload filter.")
+@tls_options
+@click.option("--clear-tls", is_flag=True, expose_value=False, callback=_clear_tls,
+              help="Remove the TLS material (client certificate, key, CA bundle).")
 @json_option
 @pass_session
 def update(session: CliSession, endpoint_id: str, url: str | None, events_: tuple[str, ...],
            description: str | None, rate_limit: int | None, header: list[tuple[str, str]],
            secret_header: list[tuple[str, str]], filter_: dict[str, Any] | None,
-           clear_headers: bool, clear_filter: bool, as_json: bool) -> None:
+           ordered: bool | None, clear_headers: bool, clear_filter: bool,
+           as_json: bool) -> None:
     """Change an endpoint: only the options given change. --header and --secret-header
     replace every custom header: give each one to keep, secret values included."""
     given_headers = bool(header or secret_header)
@@ -191,14 +290,16 @@ def update(session: CliSession, endpoint_id: str, url: str | None, events_: tupl
     changes: dict[str, Any] = {"url": url, "events": list(events_) or None,
                                "description": description, "rate_limit": rate_limit,
                                "headers": [] if clear_headers else headers,
-                               "filter": filter_}
+                               "filter": filter_, "ordered": ordered}
     changes = {name: value for name, value in changes.items() if value is not None}
     if clear_filter:
         changes["filter"] = None  # null removes it
+    if TLS in click.get_current_context().meta:  # the files given (all again), or None
+        changes["tls"] = click.get_current_context().meta[TLS]
     if not changes:
         raise click.UsageError("nothing to change: give --url, --events, --description, "
                                "--rate-limit, --header, --secret-header, --clear-headers, "
-                               "--filter or --clear-filter")
+                               "--filter, --clear-filter or --ordered/--unordered")
     _patch(session, endpoint_id, changes, as_json)
 
 
@@ -224,6 +325,48 @@ def enable(session: CliSession, endpoint_id: str, as_json: bool) -> None:
 def disable(session: CliSession, endpoint_id: str, as_json: bool) -> None:
     """Disable an endpoint: nothing is delivered to it until it is enabled again."""
     _patch(session, endpoint_id, {"disabled": True}, as_json)
+
+
+@endpoints.command("pause")
+@click.argument("endpoint_id")
+@json_option
+@pass_session
+def pause(session: CliSession, endpoint_id: str, as_json: bool) -> None:
+    """Pause an endpoint: events are held, not sent and not dropped, until `resume`."""
+    _patch(session, endpoint_id, {"paused": True}, as_json)
+
+
+@endpoints.command("resume")
+@click.argument("endpoint_id")
+@json_option
+@pass_session
+def resume(session: CliSession, endpoint_id: str, as_json: bool) -> None:
+    """Resume a paused endpoint: everything held goes out (in order, if ordered)."""
+    _patch(session, endpoint_id, {"paused": False}, as_json)
+
+
+@endpoints.command("verify")
+@click.argument("endpoint_id")
+@click.option("--wait", is_flag=True, help=f"Wait (up to {VERIFY_WAIT:g} s) for the answer; "
+                                           "exit 1 unless the endpoint is verified.")
+@json_option
+@pass_session
+def verify(session: CliSession, endpoint_id: str, wait: bool, as_json: bool) -> None:
+    """Send a new verification challenge to an endpoint whose verification is pending or
+    failed; it gets events once its receiver echoes the challenge."""
+    api = session.api()
+    endpoint = api.post(f"/v1/endpoints/{endpoint_id}/verify")
+    deadline = time.monotonic() + VERIFY_WAIT
+    while wait and endpoint["verification"]["state"] == "pending" \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+        endpoint = api.get(f"/v1/endpoints/{endpoint_id}")
+    if as_json:
+        print_json(endpoint)
+    else:
+        click.echo(f"{endpoint_id}: {_verification_line(endpoint)}")
+    if wait and endpoint["verification"]["state"] != "verified":
+        raise click.exceptions.Exit(1)
 
 
 @endpoints.command("delete")

@@ -32,13 +32,13 @@ def _settings() -> Settings:
 def serve(service: str) -> None:
     """Run one service in the foreground."""
     settings = _settings()
-    from webhooks.endpoint_secrets import SecretsKeyRefused
+    from webhooks.settings import StartRefused
 
     # Each service package exposes main.run(settings); the CLI is the only place
     # that knows all three.
     try:
         importlib.import_module(f"services.{service}.main").run(settings)
-    except SecretsKeyRefused as exc:  # one clear line and exit 1, not a traceback
+    except StartRefused as exc:  # one clear line and exit 1, not a traceback
         raise click.ClickException(f"{service} refuses to start: {exc}") from None
 
 
@@ -54,11 +54,18 @@ def create_topics() -> None:
 @click.command()
 def migrate() -> None:
     """Apply ClickHouse migrations (idempotent)."""
-    from services.eventlog.clickhouse import apply_migrations, create_clickhouse_client
+    from services.eventlog.clickhouse import (
+        EmbeddedEngineMissing,
+        apply_migrations,
+        create_clickhouse_client,
+    )
 
     settings = _settings()
-    applied = apply_migrations(create_clickhouse_client(settings.clickhouse_url),
-                               settings.retention_days)
+    try:
+        client = create_clickhouse_client(settings.clickhouse_url)
+    except EmbeddedEngineMissing as exc:
+        raise click.ClickException(f"migrate: {exc}") from None
+    applied = apply_migrations(client, settings.retention_days)
     click.echo("applied: " + (", ".join(map(str, applied)) or "nothing, schema is current"))
 
 

@@ -4,12 +4,16 @@
 
 - ``chdb:///abs/path`` or ``chdb://relative/path`` opens ClickHouse embedded in this
   process (chdb-core). Only one process may open a path, so the eventlog sink and API
-  share one process in this mode. ``?database=name`` selects the database.
+  share one process in this mode. ``?database=name`` selects the database. chdb-core is
+  the ``embedded`` extra: the full image has it, the -slim image does not, and without it
+  such a URL is refused at start (:class:`EmbeddedEngineMissing`). Nothing imports chdb
+  (nor the pandas, numpy and pyarrow it loads) until a chdb URL is opened.
 - ``http(s)://user:password@host:8123/database`` talks to a ClickHouse server.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from dataclasses import dataclass
@@ -20,6 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from webhooks.settings import StartRefused
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -29,6 +35,10 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RETENTION_TABLES = ("events", "attempts", "dlq")
 # How ClickHouse shows that TTL in system.tables.engine_full once it is stored.
 _RETENTION_TTL = re.compile(r"\bTTL toDateTime\(inserted\) \+ toIntervalDay\((\d+)\)")
+
+
+class EmbeddedEngineMissing(StartRefused):
+    """A chdb:// URL where chdb-core is not installed (the -slim image)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ def create_clickhouse_client(url: str, create_database: bool = True) -> Client:
     """A clickhouse-connect client for ``url`` whose current database exists."""
     target = ClickHouseTarget.parse(url)
     if target.embedded:
+        require_engine(url)
         Path(target.path).mkdir(parents=True, exist_ok=True)
 
         def connect(database: str | None) -> Client:
@@ -101,6 +112,19 @@ def create_clickhouse_client(url: str, create_database: bool = True) -> Client:
         if not target.embedded:
             bootstrap.close()
     return connect(target.database)
+
+
+def require_engine(url: str) -> None:
+    """Raise :class:`EmbeddedEngineMissing` when ``url`` is a chdb URL and chdb-core cannot
+    be imported here (checked, not imported: a server URL never loads it)."""
+    if ClickHouseTarget.parse(url).embedded and importlib.util.find_spec("chdb") is None:
+        raise EmbeddedEngineMissing(
+            "WEBHOOKS_CLICKHOUSE_URL is a chdb:// URL, which runs ClickHouse embedded in "
+            "this process, but the embedded engine (chdb-core) is not installed: this is the "
+            "-slim image (or an install without the `embedded` extra). Run the full image "
+            "instead, the same tag without -slim (e.g. kafka-webhooks:dev, not "
+            "kafka-webhooks:dev-slim; the Helm chart picks it for clickhouse.mode=embedded), "
+            "or point WEBHOOKS_CLICKHOUSE_URL at a ClickHouse server (http(s)://…)")
 
 
 def clickhouse_reachable(client: Client) -> bool:

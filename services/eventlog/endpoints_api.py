@@ -28,6 +28,7 @@ from services.eventlog.models import (
     Queued,
     RecoverRequest,
 )
+from webhooks.endpoint_verification import pending, verification_request
 from webhooks.endpoints import Endpoint, EndpointIdempotency, EndpointSecret, new_endpoint_id
 from webhooks.envelope import Envelope, utcnow
 from webhooks.problems import Problem
@@ -63,6 +64,13 @@ def _check_url(ctx: EventlogContext, url: str) -> None:
         raise Problem(422, f"url: {exc}") from exc
 
 
+def _check_tls_target(url: str, has_tls: bool) -> None:
+    """422 for TLS material on an endpoint whose URL is not https (it would go unused)."""
+    if has_tls and not url.lower().startswith("https://"):
+        raise Problem(422, "tls: TLS material needs an https url (remove it with tls: null, "
+                           "or change the url to https)")
+
+
 def _load(ctx: EventlogContext, tenant: str, endpoint_id: str, to_change: bool = False
           ) -> Endpoint:
     """The endpoint, or 404; ``to_change``: the latest record, to derive a write from."""
@@ -92,8 +100,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
     older one).
     """
     if idempotency_key is None:
-        return EndpointCreated.of(ctx.endpoints.save(_new_endpoint(ctx, tenant, request)),
-                                  ctx.endpoints.keyring)
+        return _created(ctx, _new_endpoint(ctx, tenant, request), request.verify)
     digests = request.digests(ctx.cursor_key)
     lock = _CREATE_LOCKS[zlib.crc32(f"{tenant}\0{idempotency_key}".encode()) % len(_CREATE_LOCKS)]
     with lock:
@@ -101,7 +108,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
         if first is None:
             endpoint = _new_endpoint(ctx, tenant, request).model_copy(update={
                 "idempotency": EndpointIdempotency(key=idempotency_key, fields=digests)})
-            return EndpointCreated.of(ctx.endpoints.save(endpoint), ctx.endpoints.keyring)
+            return _created(ctx, endpoint, request.verify)
     assert first.idempotency is not None
     differing = sorted(name for name in {*digests, *first.idempotency.fields}
                        if digests.get(name) != first.idempotency.fields.get(name))
@@ -117,6 +124,7 @@ def create_endpoint(ctx: ContextDep, tenant: ManageTenantDep, request: EndpointC
 def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) -> Endpoint:
     """The endpoint ``request`` asks for (not saved yet); 422 for a refused URL."""
     _check_url(ctx, request.url)
+    _check_tls_target(request.url, request.tls is not None)
     now = utcnow()
     return Endpoint(
         id=new_endpoint_id(), tenant=tenant, url=request.url, events=request.events,
@@ -125,7 +133,36 @@ def _new_endpoint(ctx: EventlogContext, tenant: str, request: EndpointCreate) ->
         description=request.description, rate_limit=request.rate_limit,
         headers=request.headers, filter=request.filter, ordered=request.ordered,
         paused=request.paused, paused_since=now if request.paused else None,
+        tls=request.tls.record() if request.tls is not None else None,  # the store seals it
         created=now, updated=now)
+
+
+def _created(ctx: EventlogContext, endpoint: Endpoint, verify: bool) -> EndpointCreated:
+    """Save a new endpoint (pending its URL verification with ``verify``); the answer."""
+    saved = _start_verification(ctx, endpoint) if verify else ctx.endpoints.save(endpoint)
+    return EndpointCreated.of(saved, ctx.endpoints.keyring)
+
+
+def _start_verification(ctx: EventlogContext, endpoint: Endpoint) -> Endpoint:
+    """Save ``endpoint`` pending a new challenge, then queue the challenge request (the
+    fanout sends it and writes the outcome to the record); returns the record as written.
+
+    The record goes first: a request lost to a crash between the two writes leaves a
+    pending state that ``POST …/verify`` retries, never a challenge the record does not
+    know (the fanout does not send a challenge its record does not wait for).
+    """
+    saved = ctx.endpoints.save(pending(endpoint, utcnow()))
+    request = verification_request(saved, ctx.settings.api_version)
+    ctx.queue.enqueue([(request, saved)], "verify", keep=0)
+    return saved
+
+
+def _check_verified(endpoint: Endpoint) -> None:
+    """409 while ``endpoint``'s URL verification is pending or failed."""
+    if endpoint.verification is not None and not endpoint.verified:
+        raise Problem(409, f"endpoint {endpoint.id} is not verified "
+                           f"({endpoint.verification.state}): it gets events once its "
+                           "receiver echoed the challenge (POST …/verify sends a new one)")
 
 
 def _created_with(ctx: EventlogContext, tenant: str, idempotency_key: str) -> Endpoint | None:
@@ -183,7 +220,8 @@ def get_secrets(ctx: ContextDep, tenant: ManageTenantDep,
 def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
                     endpoint_id: Annotated[str, ENDPOINT_ID],
                     request: EndpointUpdate) -> EndpointOut:
-    """Change the fields given; ``disabled: false`` re-enables a disabled endpoint."""
+    """Change the fields given; ``disabled: false`` re-enables a disabled endpoint; ``tls``
+    replaces the TLS material as a whole (null removes it)."""
     endpoint = _load(ctx, tenant, endpoint_id, to_change=True)
     changes = request.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
@@ -197,10 +235,17 @@ def update_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
         changes["disabled_reason"] = "disabled through the API" if changes["disabled"] else None
     if "headers" in changes:
         changes["headers"] = request.headers  # the models, not their dumps
+    if "tls" in changes:  # null removes it; the store seals a new key
+        changes["tls"] = request.tls.record() if request.tls is not None else None
+    _check_tls_target(changes.get("url") or endpoint.url,
+                      changes.get("tls", endpoint.tls) is not None)
     now = utcnow()
     if changes.get("paused") is not None and changes["paused"] != endpoint.paused:
         changes["paused_since"] = now if changes["paused"] else None
     updated = endpoint.model_copy(update={**changes, "updated": now})
+    if endpoint.verification is not None and updated.url != endpoint.url:
+        # What was verified is the old URL: the new one gets events once it echoes too.
+        return EndpointOut.of(_start_verification(ctx, updated), ctx.settings.retention_days)
     return EndpointOut.of(ctx.endpoints.save(updated), ctx.settings.retention_days)
 
 
@@ -236,12 +281,32 @@ def rotate_secret(ctx: ContextDep, tenant: ManageTenantDep,
     return EndpointCreated.of(ctx.endpoints.save(rotated), ctx.endpoints.keyring)
 
 
+@endpoints_router.post("/{endpoint_id}/verify", status_code=202, response_model=EndpointOut,
+                       summary="Verify the endpoint's URL again")
+def verify_endpoint(ctx: ContextDep, tenant: ManageTenantDep,
+                    endpoint_id: Annotated[str, ENDPOINT_ID]) -> EndpointOut:
+    """Send a new ``webhook.verification`` challenge to an endpoint whose verification is
+    pending or failed (an older challenge no longer counts). The answer shows it pending;
+    ``GET`` shows the outcome once the receiver answered: ``verified`` (events flow from
+    then on), or ``failed`` with the error and the reason."""
+    endpoint = _load(ctx, tenant, endpoint_id, to_change=True)
+    if endpoint.verification is None:
+        raise Problem(409, f"endpoint {endpoint_id} was created without verification "
+                           "(verify: true); it gets events already")
+    if endpoint.verification.state == "verified":
+        raise Problem(409, f"endpoint {endpoint_id} is verified already")
+    if endpoint.disabled:
+        raise Problem(409, f"endpoint {endpoint_id} is disabled; re-enable it first")
+    return EndpointOut.of(_start_verification(ctx, endpoint), ctx.settings.retention_days)
+
+
 @endpoints_router.post("/{endpoint_id}/test", status_code=202, response_model=Queued,
                        summary="Send a test event")
 def send_test(ctx: ContextDep, tenant: ManageTenantDep,
               endpoint_id: Annotated[str, ENDPOINT_ID]) -> Queued:
     """Queue a ``webhook.test`` event for this endpoint through the normal delivery path."""
     endpoint = _load(ctx, tenant, endpoint_id)
+    _check_verified(endpoint)
     event = Envelope.create(type=TEST_EVENT_TYPE, tenant=tenant,
                             api_version=ctx.settings.api_version,
                             data={"object": {"endpoint_id": endpoint.id, "test": True}})
@@ -260,7 +325,8 @@ def list_attempts(
     error: Annotated[str | None, Query(
         description="Only attempts that failed with this error class: timeout, connect, "
                     "network, redirect, http_status, refused_target, "
-                    "endpoint_misconfigured, endpoint_missing, endpoint_disabled.",
+                    "endpoint_misconfigured, endpoint_missing, endpoint_disabled, "
+                    "endpoint_unverified, challenge_not_echoed.",
         pattern=ERROR_CLASS_PATTERN)] = None,
     created_after: Annotated[datetime | None, Query(
         description="Only attempts made strictly after this instant (UTC if no zone).")
@@ -307,6 +373,7 @@ def recover(ctx: ContextDep, tenant: ManageTenantDep,
     endpoint = _load(ctx, tenant, endpoint_id)
     if endpoint.disabled:
         raise Problem(409, f"endpoint {endpoint_id} is disabled; re-enable it first")
+    _check_verified(endpoint)
     if request.until is not None and request.until <= request.since:
         raise Problem(422, "until must be after since")
     filters = EventFilters(types=tuple(endpoint.events),

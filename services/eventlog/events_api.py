@@ -97,8 +97,8 @@ def redeliver(
         if endpoint is None:
             raise Problem(404, f"no endpoint {request.endpoint_id}")
         if not endpoint.wants(event):
-            raise Problem(409, f"endpoint {endpoint.id} is disabled or not subscribed to "
-                               f"{event.type}")
+            raise Problem(409, f"endpoint {endpoint.id} is disabled, not verified or not "
+                               f"subscribed to {event.type}")
         targets = [endpoint]
     else:
         targets = [e for e in ctx.endpoints.list(tenant) if e.wants(event)]

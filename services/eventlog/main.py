@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.eventlog.app import create_app
+from services.eventlog.clickhouse import require_engine
 from webhooks import garbage_collection
 from webhooks.endpoint_secrets import check_secrets_key
 from webhooks.observability import access_log, logging_config
@@ -12,6 +13,7 @@ from webhooks.settings import Settings
 
 
 def run(settings: Settings) -> None:
+    require_engine(settings.clickhouse_url)  # a chdb:// URL on the -slim image: refused now
     if settings.eventlog_role != "sink":  # the sink copies records; only the API opens them
         check_secrets_key(settings, "the eventlog API")
     # Open event streams never end by themselves: on SIGTERM, give them a few seconds,

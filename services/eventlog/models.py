@@ -6,17 +6,32 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from services.eventlog.redelivery import QueuedTasks
 from webhooks.delivery import AttemptSummary
+from webhooks.endpoint_tls import (
+    MAX_CA_PEM,
+    MAX_CERT_PEM,
+    MAX_KEY_PEM,
+    TlsMaterialError,
+    check_tls,
+)
 from webhooks.endpoints import (
     MASKED,
     Endpoint,
     EndpointHeader,
     EndpointSecret,
+    EndpointTls,
     check_custom_headers,
 )
 from webhooks.envelope import Envelope, utcnow
@@ -69,6 +84,10 @@ ORDERED_DESCRIPTION = ("Deliver the tenant's events in the order they were appen
                        "or is dead-lettered.")
 PAUSED_DESCRIPTION = ("Send nothing while paused, drop nothing: on resume everything held "
                       "goes out (in order for an ordered endpoint).")
+VERIFY_DESCRIPTION = ("Verify the URL first: a webhook.verification request carrying "
+                      "data.challenge is sent to it, and the endpoint gets events only once "
+                      "the receiver answered 2xx echoing it ({\"challenge\": \"…\"}). "
+                      "Events published before that are not delivered to it.")
 
 
 def _check_secret(secret: str | None) -> str | None:
@@ -79,6 +98,57 @@ def _check_secret(secret: str | None) -> str | None:
             raise ValueError("secret must be whsec_ followed by the base64 of 24-64 bytes"
                              ) from exc
     return secret
+
+
+TLS_DESCRIPTION = ("TLS material for an https receiver, PEM: a client certificate and its "
+                   "key (mutual TLS), and/or a CA bundle that replaces the system's CAs for "
+                   "a receiver with a private CA. The key is stored encrypted and never "
+                   "shown again.")
+
+
+class EndpointTlsIn(BaseModel):
+    """An endpoint's TLS material as given: checked (the certificate and key parse and
+    belong together, OpenSSL accepts them), never quoted back in an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_cert: str | None = Field(
+        default=None, max_length=MAX_CERT_PEM,
+        description="PEM client certificate, or chain with the leaf first.")
+    client_key: str | None = Field(
+        default=None, max_length=MAX_KEY_PEM,
+        description="PEM private key of client_cert, unencrypted (it is stored encrypted); "
+                    "write-only: answers show [masked].")
+    ca_bundle: str | None = Field(
+        default=None, max_length=MAX_CA_PEM,
+        description="PEM certificates the receiver's certificate must chain to (instead of "
+                    "the system's CAs).")
+
+    @field_validator("client_cert", "client_key", "ca_bundle")
+    @classmethod
+    def _trimmed(cls, pem: str | None) -> str | None:
+        return None if pem is None else pem.strip() + "\n"
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        try:
+            check_tls(self.client_cert, self.client_key, self.ca_bundle)
+        except TlsMaterialError as exc:
+            raise ValueError(str(exc) if exc.field != "tls" else exc.reason) from None
+        return self
+
+    def record(self) -> EndpointTls:
+        """As the endpoint record keeps it (the key still plain: the store seals it)."""
+        return EndpointTls(client_cert=self.client_cert, client_key=self.client_key,
+                           ca_bundle=self.ca_bundle)
+
+
+class EndpointTlsOut(BaseModel):
+    """An endpoint's TLS material as shown: the key masked."""
+
+    client_cert: str | None = None
+    client_key: str | None = Field(default=None, description="[masked] when a key is set.")
+    ca_bundle: str | None = None
 
 
 class EventPage(BaseModel):
@@ -164,11 +234,13 @@ class EndpointCreate(BaseModel):
     description: str = Field(default="", max_length=512)
     secret: str | None = Field(default=None, description="whsec_…; generated when omitted.")
     rate_limit: int | None = Field(default=None, ge=1, description="Deliveries per second.")
+    verify: bool = Field(default=False, description=VERIFY_DESCRIPTION)
     headers: list[EndpointHeader] = Field(default_factory=list, max_length=20,
                                           description=HEADERS_DESCRIPTION)
     filter: dict[str, Any] | None = Field(default=None, description=FILTER_DESCRIPTION)
     ordered: bool = Field(default=False, description=ORDERED_DESCRIPTION)
     paused: bool = Field(default=False, description=PAUSED_DESCRIPTION)
+    tls: EndpointTlsIn | None = Field(default=None, description=TLS_DESCRIPTION)
 
     _filters = field_validator("events")(_check_filters)
     _secret = field_validator("secret")(_check_secret)
@@ -200,11 +272,30 @@ class EndpointUpdate(BaseModel):
     filter: dict[str, Any] | None = Field(default=None, description="null removes the filter.")
     ordered: bool | None = Field(default=None, description=ORDERED_DESCRIPTION)
     paused: bool | None = Field(default=None, description=PAUSED_DESCRIPTION)
+    tls: EndpointTlsIn | None = Field(
+        default=None, description=TLS_DESCRIPTION + " Replaces the TLS material as a whole "
+                                                    "(the key must be given again); null "
+                                                    "removes it.")
     disabled: bool | None = Field(default=None, description="false re-enables an endpoint.")
 
     _filters = field_validator("events")(_check_filters)
     _headers = field_validator("headers")(_check_headers)
     _payload_filter = field_validator("filter")(_check_payload_filter)
+
+
+class VerificationOut(BaseModel):
+    """Where an endpoint's URL verification stands (the challenge itself is not shown)."""
+
+    state: Literal["pending", "verified", "failed"] = Field(
+        description="pending: the challenge is on its way or unanswered (no events are "
+                    "delivered); verified: the receiver echoed it; failed: it did not, see "
+                    "error and reason (POST …/verify sends a new challenge).")
+    requested_at: str
+    checked_at: str | None = Field(default=None, description="When the answer was judged.")
+    error: str | None = Field(default=None, description="Error class of a failed check: "
+                              "challenge_not_echoed, http_status, timeout, connect, "
+                              "refused_target, …")
+    reason: str | None = None
 
 
 class EndpointOut(BaseModel):
@@ -220,8 +311,11 @@ class EndpointOut(BaseModel):
     ordered: bool
     paused: bool
     paused_since: str | None
+    tls: EndpointTlsOut | None = None
     disabled: bool
     disabled_reason: str | None
+    verification: VerificationOut | None = Field(
+        default=None, description="null unless created with verify: true.")
     created: str
     updated: str
     warnings: list[str] = Field(default_factory=list, description="What needs attention, "
@@ -233,6 +327,8 @@ class EndpointOut(BaseModel):
         document = endpoint.model_dump(exclude={"tenant", "secrets"})
         document["headers"] = [{**h, "value": MASKED} if h["secret"] else h
                                for h in document["headers"]]
+        if document["tls"] is not None and document["tls"]["client_key"] is not None:
+            document["tls"] = {**document["tls"], "client_key": MASKED}
         if retention_days is not None:
             document["warnings"] = pause_warnings(endpoint, retention_days, utcnow())
         return cls.model_validate(document)

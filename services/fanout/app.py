@@ -99,7 +99,10 @@ def create_app(settings: Settings) -> faust.App:
         timeout=settings.delivery_timeout,
         concurrency=settings.delivery_concurrency,
         keyring=settings.secrets_key,
+        proxy=settings.delivery_proxy,
     )
+    if settings.delivery_proxy is not None:  # str() masks the password
+        log.info("every delivery goes through the proxy %s", settings.delivery_proxy)
     # Every Kafka write of the worker goes through one confluent-kafka producer: writes
     # are queued at once and acknowledged by delivery callbacks, so concurrent writes
     # travel in shared batches instead of one broker round trip each.

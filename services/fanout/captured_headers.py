@@ -35,6 +35,13 @@ def request_headers(headers: Iterable[tuple[str, str]], mask: frozenset[str] = N
     return [(name, MASKED if name.lower() in mask else value) for name, value in headers]
 
 
+def without_proxy_authorization(headers: HeaderPairs) -> HeaderPairs:
+    """``headers`` without ``Proxy-Authorization``: the egress proxy's credentials, sent
+    to the proxy with an http target's request, are the operator's and the proxy drops
+    them before the receiver."""
+    return [(name, value) for name, value in headers if name.lower() != "proxy-authorization"]
+
+
 def response_headers(raw: Sequence[tuple[bytes, bytes]],
                      limit: int = MAX_RESPONSE_HEADERS) -> tuple[HeaderPairs, bool]:
     """The first ``limit`` bytes of raw response headers as text pairs, and whether any

@@ -12,6 +12,12 @@ busy endpoint costs one lookup per interval instead of one per delivery; a DNS c
 is seen within that interval. IP-literal targets are checked inline without a lookup.
 Lookups run in the resolver's own small thread pool, so a resolver that hangs cannot
 starve the default executor the rest of the worker uses.
+
+Trusted hosts (the egress proxy of ``WEBHOOKS_DELIVERY_PROXY``, operator configuration)
+are resolved without the policy, since a proxy usually sits on a private address: only
+:meth:`CheckedResolver.resolve` (the client's own lookups) answers them so, from a cache
+of their own. :meth:`CheckedResolver.check` applies the policy to every webhook target,
+a target naming the proxy's host included.
 """
 
 from __future__ import annotations
@@ -36,8 +42,13 @@ RESOLVER_THREADS = 8
 class CheckedResolver(AbstractResolver):
     """Resolves and checks webhook hosts against a :class:`TargetPolicy`."""
 
-    def __init__(self, policy: TargetPolicy, cache_seconds: float | None = None) -> None:
+    def __init__(self, policy: TargetPolicy, cache_seconds: float | None = None,
+                 trusted_hosts: frozenset[str] = frozenset()) -> None:
+        """``trusted_hosts`` are looked up without the policy when the client connects to
+        them: the egress proxy (webhook targets are checked by :meth:`check` regardless)."""
         self._policy = policy
+        self._trusted = trusted_hosts
+        self._trusted_answers: dict[str, tuple[float, list[IPAddress]]] = {}
         self._cache_seconds = CACHE_SECONDS if cache_seconds is None else cache_seconds
         self._answers: OrderedDict[str, tuple[float, list[IPAddress]]] = OrderedDict()
         # What check() derives from a URL alone (the policy is fixed): its host, and the
@@ -88,12 +99,7 @@ class CheckedResolver(AbstractResolver):
         return addresses
 
     def _lookup_and_check(self, host: str) -> list[IPAddress]:
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses
-            reason = getattr(exc, "strerror", None) or exc
-            raise TargetRefused(f"cannot resolve {host}: {reason}") from exc
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        addresses = _lookup(host)
         for address in addresses:
             self._policy.check_address(address)
         return addresses
@@ -103,7 +109,10 @@ class CheckedResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         try:
-            addresses = await self._checked_answer(host)
+            if host in self._trusted:
+                addresses = await self._trusted_answer(host)
+            else:
+                addresses = await self._checked_answer(host)
         except TargetRefused as exc:
             raise OSError(str(exc)) from exc
         return [ResolveResult(hostname=host, host=str(address), port=port,
@@ -111,9 +120,29 @@ class CheckedResolver(AbstractResolver):
                               proto=0, flags=socket.AI_NUMERICHOST)
                 for address in addresses]
 
+    async def _trusted_answer(self, host: str) -> list[IPAddress]:
+        """The addresses of a trusted host, unchecked, cached like checked answers."""
+        cached = self._trusted_answers.get(host)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        loop = asyncio.get_running_loop()
+        addresses = await loop.run_in_executor(self._lookups, _lookup, host)
+        self._trusted_answers[host] = (time.monotonic() + self._cache_seconds, addresses)
+        return addresses
+
     async def close(self) -> None:
         """Abandon lookups still hanging in the pool."""
         self._lookups.shutdown(wait=False, cancel_futures=True)
+
+
+def _lookup(host: str) -> list[IPAddress]:
+    """The host's addresses, in the system resolver's order without repeats."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses
+        reason = getattr(exc, "strerror", None) or exc
+        raise TargetRefused(f"cannot resolve {host}: {reason}") from exc
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
 
 
 def _as_address(host: str) -> IPAddress | None:

@@ -20,6 +20,7 @@ from services.fanout.endpoint_health import FailureTracker, StreakView, Verdict
 from services.fanout.endpoint_view import EndpointView
 from services.fanout.metrics import FanoutMetrics
 from services.fanout.retry_plan import plan_after_failure
+from services.fanout.verification import ChallengeSender
 from webhooks import tracing
 from webhooks.delivery import AttemptRecord, DeliveryTask, Outcome
 from webhooks.endpoints import Endpoint
@@ -70,6 +71,7 @@ class FanoutWorker:
         self.metrics = metrics
         self.health = FailureTracker(settings.disable_after, settings.disable_after_failures,
                                      saved=streaks)
+        self.challenges = ChallengeSender(view, deliverer, self._write_endpoint, self._record)
 
     # -- matching --------------------------------------------------------------------
 
@@ -201,7 +203,9 @@ class FanoutWorker:
         started = utcnow()
         if self.tenant_erased(task.tenant):
             return self._forget
-        if endpoint is None or endpoint.disabled:
+        if task.trigger == "verify":  # a URL verification challenge, sent even while paused
+            return await self.challenges.send(task)
+        if endpoint is None or endpoint.disabled or not endpoint.verified:
             return lambda: self._drop(task, endpoint, started)
         if endpoint.paused and retry_in_place is None:
             return lambda: self._hold(task, trace)
@@ -344,10 +348,16 @@ class FanoutWorker:
             value = verdict.saved.to_json() if verdict.saved is not None else None
             await self.publish(self.topics.endpoint_health, endpoint_id.encode(), value)
 
+    async def _write_endpoint(self, endpoint: Endpoint) -> None:
+        await self.publish(self.topics.endpoints, endpoint.id.encode(), endpoint.to_json())
+
     async def _drop(self, task: DeliveryTask, endpoint: Endpoint | None,
                     started: datetime) -> Outcome:
-        """No delivery for a deleted or disabled endpoint; the attempt record says why."""
-        error = "endpoint_missing" if endpoint is None else "endpoint_disabled"
+        """No delivery for a deleted, disabled or unverified endpoint (events published
+        while its verification is pending or failed are not delivered later); the attempt
+        record says why."""
+        error = ("endpoint_missing" if endpoint is None else "endpoint_disabled"
+                 if endpoint.disabled else "endpoint_unverified")
         result = DeliveryResult(False, 0.0, error=error)
         await self._record(task, endpoint, result, started, "dropped")
         return "dropped"

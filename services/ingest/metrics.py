@@ -25,6 +25,11 @@ class IngestMetrics:
                                   "Repeats of an accepted id or Idempotency-Key, answered "
                                   "with the original and not appended.", ["source"],
                                   registry=self.registry)
+        self.ledger_records_read = Counter(
+            "webhooks_ingest_ledger_records_read_total",
+            "Idempotency-topic records this process applied to its index: the whole topic "
+            "when it builds a new index, only the records written since when it restarts "
+            "on the one it kept.", registry=self.registry)
         self.produce_latency = Histogram(
             "webhooks_ingest_produce_latency_seconds",
             "From produce() to the broker's acknowledgement of every events-topic write of "

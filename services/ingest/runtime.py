@@ -42,7 +42,9 @@ class IngestRuntime:
         self.registry.writer = self.producer  # for the keys' last-used times
         self.registry.start()
         self.view = IdempotencyView(self.settings.kafka, self.topics.idempotency,
-                                    self.settings.idempotency_window)
+                                    self.settings.idempotency_window,
+                                    index_root=self.settings.idempotency_dir,
+                                    records_read=self.metrics.ledger_records_read)
         self.view.start()
         if not self.view.wait_ready(self.ledger_startup_wait):
             log.warning("idempotency ledger not loaded after %ss; answering 503 until it is",

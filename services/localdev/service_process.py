@@ -61,8 +61,8 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90.0) -> ServiceProcess:
-        """Start the process and wait until its ``/healthz`` answers 200."""
+    def start(self, timeout: float = 90.0, wait: bool = True) -> ServiceProcess:
+        """Start the process and (unless not ``wait``) wait until its ``/healthz`` answers 200."""
         env = {**settings_env(self.settings), **self.env}
         # Faust's data directory defaults to the working directory; keep it out of the repo.
         faust_dir = Path(tempfile.gettempdir()) / "webhooks-faust"
@@ -72,7 +72,8 @@ class ServiceProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "serve", self.name],
                 cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_healthy(timeout)
+        if wait:
+            self.wait_healthy(timeout)
         return self
 
     def wait_healthy(self, timeout: float) -> None:

@@ -41,8 +41,8 @@ class StackFolders:
 
     @property
     def data(self) -> Path:
-        """Kafka logs, the embedded ClickHouse, Faust's data, the dev API key and the
-        secrets key."""
+        """Kafka logs, the embedded ClickHouse, Faust's data, ingest's idempotency index,
+        the dev API key and the secrets key."""
         return self.root / ".data"
 
     @property
@@ -127,8 +127,10 @@ def up(settings: Settings, folders: StackFolders = StackFolders(),
     if settings.secrets_key is None:
         env["WEBHOOKS_SECRETS_KEY"] = _dev_secrets_key(folders)
     env.setdefault("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
-    # Faust's data directory defaults to the working directory; keep it with the rest.
+    # Faust's data directory defaults to the working directory; keep it with the rest, as
+    # ingest's idempotency index.
     env.setdefault("FAUST_DATADIR", str(data_dir / "fanout"))
+    env.setdefault("WEBHOOKS_IDEMPOTENCY_DIR", str(data_dir / "idempotency"))
     for service in _services(settings):
         if service.healthy() or port_open(service.port):
             continue

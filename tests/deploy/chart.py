@@ -85,6 +85,12 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return workload["spec"]["template"]["spec"]
 
 
+def image_of(workload: dict[str, Any]) -> str:
+    """The image the chart picked for the workload's (one) container."""
+    [container] = pod_spec(workload)["containers"]
+    return container["image"]
+
+
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A container's explicit env entries by name."""
     return {entry["name"]: entry for entry in container.get("env") or []}
@@ -105,8 +111,11 @@ def container_environment(manifests: Manifests, workload: dict[str, Any],
             environment[entry["name"]] = entry["value"]
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
-            environment[entry["name"]] = (secret_values[ref["key"]] if ref["key"] in secret_values
-                                          else secrets[ref["name"]][ref["key"]])
+            if ref["key"] in secret_values:
+                environment[entry["name"]] = secret_values[ref["key"]]
+            elif ref["key"] in secrets.get(ref["name"], {}) or not ref.get("optional"):
+                environment[entry["name"]] = secrets[ref["name"]][ref["key"]]
+            # else: an optional key the Secret lacks: the kubelet leaves the variable unset
     return environment
 
 

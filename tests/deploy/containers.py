@@ -24,8 +24,30 @@ import pytest
 
 from tests.deploy.chart import REPO_ROOT
 
-IMAGE_TAG = "kafka-webhooks:dev"
+# The full image's tag (`make image`'s default); the slim one is this plus SLIM_SUFFIX.
+# WEBHOOKS_TEST_IMAGE gives another, so that two checkouts testing on one machine do not
+# build over (and run) each other's images.
+IMAGE_TAG = os.environ.get("WEBHOOKS_TEST_IMAGE", "kafka-webhooks:dev")
+SLIM_SUFFIX = "-slim"
+# What the `embedded` extra brings (chdb-core and what it loads): only the full image has it.
+EMBEDDED_ENGINE_MODULES = ("chdb", "pandas", "numpy", "pyarrow")
 BUILD_LOG_TAIL = 4000
+
+
+@dataclass(frozen=True)
+class Images:
+    """The two images ``make image`` builds: the full one and the one without chDB."""
+
+    full: str
+
+    @property
+    def slim(self) -> str:
+        return self.full + SLIM_SUFFIX
+
+    def chart_values(self) -> dict[str, str]:
+        """``image`` values with which the chart names exactly these two."""
+        repository, _, tag = self.full.rpartition(":")
+        return {"repository": repository, "tag": tag, "slimSuffix": SLIM_SUFFIX}
 
 
 def docker_engine_answers() -> bool:
@@ -55,14 +77,22 @@ def container_engine() -> str:
     return "podman"
 
 
-def build_image(engine: str, log: Path, tag: str = IMAGE_TAG) -> str:
-    """``make image``'s script: the image from the Dockerfile (cached layers reused)."""
+def build_images(engine: str, log: Path, images: Images = Images(IMAGE_TAG)) -> Images:
+    """``make image``'s script: both images from the Dockerfile (cached layers reused)."""
     with log.open("w") as output:
-        built = subprocess.run(["bash", str(REPO_ROOT / "deploy/image/build.sh"), tag],
+        built = subprocess.run(["bash", str(REPO_ROOT / "deploy/image/build.sh"), images.full],
                                cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
                                env={**os.environ, "CONTAINER_ENGINE": engine}, timeout=1800)
     assert built.returncode == 0, f"image build failed:\n{log.read_text()[-BUILD_LOG_TAIL:]}"
-    return tag
+    return images
+
+
+def image_size(engine: str, image: str) -> int:
+    """Bytes the image takes unpacked (what the engine reports as its size)."""
+    inspected = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", image],
+                               capture_output=True, text=True, timeout=60)
+    assert inspected.returncode == 0, inspected.stderr
+    return int(inspected.stdout.strip())
 
 
 @dataclass(frozen=True)

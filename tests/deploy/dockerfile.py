@@ -1,8 +1,9 @@
 """Reading the Dockerfile and .dockerignore without a Docker engine.
 
-Enough of the Dockerfile language for the image checks: stages, ARG/ENV substitution,
-WORKDIR, USER, ENTRYPOINT/CMD, and COPY replayed into a directory per stage (RUN steps
-cannot run here; they only install dependencies, which the test virtualenv provides).
+Enough of the Dockerfile language for the image checks: stages (one may start FROM an
+earlier one and inherit its files, ENV, WORKDIR, USER and ENTRYPOINT/CMD), ARG/ENV
+substitution, and COPY replayed into a directory per stage (RUN steps cannot run here; they
+only install dependencies, which the test virtualenv provides).
 """
 
 from __future__ import annotations
@@ -68,46 +69,107 @@ class Dockerfile:
         [stage] = [s for s in self.stages if s.name == name]
         return stage
 
+    def parent(self, stage: Stage) -> Stage | None:
+        """The earlier stage ``stage`` starts FROM, or None for an image."""
+        earlier = self.stages[:self.stages.index(stage)]
+        return next((s for s in earlier if s.name == stage.base), None)
+
+    def lineage(self, stage: Stage) -> list[Stage]:
+        """``stage`` and the stages it starts from, the first one first."""
+        chain = [stage]
+        while (parent := self.parent(chain[0])) is not None:
+            chain.insert(0, parent)
+        return chain
+
+    def base_image(self, stage: Stage) -> str:
+        return self.lineage(stage)[0].base
+
+    def instructions(self, stage: Stage, keyword: str) -> list[str]:
+        """Every ``keyword`` instruction ``stage`` runs or inherits, in order."""
+        return [args for s in self.lineage(stage) for args in s.all(keyword)]
+
+    def sources(self, stage: Stage) -> set[str]:
+        """Names of every stage whose files or layers end up in ``stage``: those it starts
+        from and those it copies from (COPY --from), transitively."""
+        found: set[str] = set()
+        pending = [stage]
+        while pending:
+            current = pending.pop()
+            if current.name in found:
+                continue
+            found.add(current.name)
+            if (parent := self.parent(current)) is not None:
+                pending.append(parent)
+            for copy in current.all("COPY"):
+                pending += [self.stage(word.split("=", 1)[1]) for word in shlex.split(copy)
+                            if word.startswith("--from=")]
+        return found
+
+    def _scan(self, stage: Stage) -> list[tuple[str, str, dict[str, str]]]:
+        """Each instruction of ``stage``'s lineage with the variables in effect after it:
+        ENV carries over into a stage started FROM another, ARG stays in its stage."""
+        env: dict[str, str] = {}
+        scanned = []
+        for current in self.lineage(stage):
+            args: dict[str, str] = {}
+            for keyword, text in current.instructions:
+                if keyword == "ARG":
+                    key, _, default = text.partition("=")
+                    args.setdefault(key, substitute(default, {**args, **env}))
+                elif keyword == "ENV":
+                    for pair in shlex.split(text):
+                        key, _, value = pair.partition("=")
+                        env[key] = substitute(value, {**args, **env})
+                scanned.append((keyword, text, {**args, **env}))
+        return scanned
+
     def environment(self, stage: Stage) -> dict[str, str]:
         """ARG defaults and ENV values in effect at the end of ``stage``."""
-        values: dict[str, str] = {}
-        for keyword, args in stage.instructions:
-            _declare(values, keyword, args)
-        return values
+        scanned = self._scan(stage)
+        return dict(scanned[-1][2]) if scanned else {}
 
     def resolved(self, stage: Stage, keyword: str) -> str:
-        """The last ``keyword`` instruction of ``stage`` with its variables substituted."""
-        values: dict[str, str] = {}
+        """The last ``keyword`` instruction of ``stage`` (or inherited) with its variables
+        substituted."""
         result = ""
-        for key, args in stage.instructions:
-            _declare(values, key, args)
+        for key, text, values in self._scan(stage):
             if key == keyword:
-                result = substitute(args, values)
+                result = substitute(text, values)
         return result
 
     def exec_form(self, stage: Stage, keyword: str) -> list[str]:
         """ENTRYPOINT / CMD in JSON (exec) form; shell form would break signal handling."""
-        [args] = stage.all(keyword)[-1:]
+        [args] = self.instructions(stage, keyword)[-1:]
         value = json.loads(args)
         assert isinstance(value, list), f"{keyword} must use the exec (JSON array) form"
         return value
 
     def replay_copies(self, context: Path, ignore: DockerIgnore, root: Path
-                      ) -> tuple[dict[str, Path], list[str]]:
-        """Replay every COPY into ``root/<stage>``.
+                      ) -> tuple[dict[str, Path], dict[str, list[str]]]:
+        """Replay every COPY into ``root/<stage>`` (a stage started FROM another one starts
+        with a copy of its files).
 
-        Returns each stage's filesystem root, and the ``--from`` sources that only RUN steps
-        create (such as the virtualenv), which cannot be replayed here.
+        Returns each stage's filesystem root, and per stage the ``--from`` sources it holds
+        (copied itself or inherited) that only RUN steps create (such as the virtualenv),
+        which cannot be replayed here.
         """
         filesystems: dict[str, Path] = {}
-        made_by_run: list[str] = []
+        workdirs: dict[str, PurePosixPath] = {}
+        made_by_run: dict[str, list[str]] = {}
         for stage in self.stages:
             fs = filesystems[stage.name] = root / stage.name
-            fs.mkdir(parents=True)
-            workdir = PurePosixPath("/")
+            parent = self.parent(stage)
+            if parent is None:
+                fs.mkdir(parents=True)
+                workdir, from_run = PurePosixPath("/"), []
+            else:
+                shutil.copytree(filesystems[parent.name], fs, symlinks=True)
+                workdir, from_run = workdirs[parent.name], list(made_by_run[parent.name])
+            values: dict[str, str] = {}
             for keyword, args in stage.instructions:
+                _declare(values, keyword, args)
                 if keyword == "WORKDIR":
-                    workdir = workdir / substitute(args, self.environment(stage))
+                    workdir = workdir / substitute(args, values)
                     (fs / str(workdir).lstrip("/")).mkdir(parents=True, exist_ok=True)
                 elif keyword == "COPY":
                     words = shlex.split(args)
@@ -122,10 +184,11 @@ class Dockerfile:
                         else:
                             origin, allowed = filesystems[source_stage] / source.lstrip("/"), None
                             if not origin.exists():
-                                made_by_run.append(source)
+                                from_run.append(source)
                                 continue
                         copy_path(origin, target, dest.endswith("/") or len(sources) > 1,
                                   context if source_stage is None else None, allowed)
+            workdirs[stage.name], made_by_run[stage.name] = workdir, from_run
         return filesystems, made_by_run
 
 

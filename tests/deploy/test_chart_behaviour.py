@@ -24,6 +24,7 @@ from tests.deploy.chart import (
     Manifests,
     container_environment,
     env_of,
+    image_of,
     name,
     pod_spec,
     run_helm,
@@ -275,6 +276,62 @@ def test_hook_configuration_equals_the_release_configuration(any_render: Manifes
     assert hooks[0]["data"] == releases[0]["data"]
 
 
+# --- images --------------------------------------------------------------------------------
+
+def runs_embedded_clickhouse(workload: dict[str, Any]) -> bool:
+    [container] = pod_spec(workload)["containers"]
+    url = env_of(container).get("WEBHOOKS_CLICKHOUSE_URL", {}).get("value", "")
+    return url.startswith("chdb://")
+
+
+def images_by_workload(manifests: Manifests) -> dict[str, str]:
+    return {w["metadata"]["name"]: image_of(w) for w in manifests.workloads()}
+
+
+@pytest.mark.parametrize(("variant", "full"), [
+    ("default", "kafka-webhooks:0.1.0"),
+    ("all_enabled", "registry.example.com/platform/kafka-webhooks:0.1.0"),
+    ("embedded", "kafka-webhooks:0.1.0")])
+def test_the_embedded_eventlog_gets_the_full_image_and_every_other_pod_the_slim_one(
+        request: pytest.FixtureRequest, variant: str, full: str) -> None:
+    """Only a pod that opens a chdb:// URL needs the embedded engine (and the 800 MB that
+    come with it); every other Deployment and Job runs the -slim image."""
+    manifests: Manifests = request.getfixturevalue(variant)
+    embedded_pods = {w["metadata"]["name"] for w in manifests.workloads()
+                     if runs_embedded_clickhouse(w)}
+    assert embedded_pods == ({name("eventlog")} if variant == "embedded" else set())
+    expected = {workload: full if workload in embedded_pods else f"{full}-slim"
+                for workload in images_by_workload(manifests)}
+    assert images_by_workload(manifests) == expected
+
+
+def test_an_operator_can_force_the_full_image_everywhere(tmp_path: Path) -> None:
+    """An empty slimSuffix (a registry that holds only the full image) or a role's
+    useSlimImage=false; in embedded mode, useSlimImage cannot give the eventlog the slim one."""
+    no_slim = write_values(tmp_path, {"image": {"slimSuffix": ""}}, "no-slim.yaml")
+    for values in ((no_slim,), (EMBEDDED_VALUES, no_slim)):
+        images = images_by_workload(Manifests.render(*values))
+        assert set(images.values()) == {"kafka-webhooks:0.1.0"}, values
+    one_role = write_values(tmp_path, {"fanout": {"useSlimImage": False},
+                                       "eventlog": {"useSlimImage": True}}, "one-role.yaml")
+    for values, full in (((one_role,), {name("fanout")}),
+                         ((EMBEDDED_VALUES, one_role), {name("fanout"), name("eventlog")})):
+        images = images_by_workload(Manifests.render(*values))
+        assert {w for w, image in images.items() if not image.endswith("-slim")} == full
+
+
+def test_digests_pin_each_image_and_one_digest_pins_every_pod(tmp_path: Path) -> None:
+    full, slim = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    both = write_values(tmp_path, {"image": {"digest": full, "slimDigest": slim}}, "both.yaml")
+    images = images_by_workload(Manifests.render(EMBEDDED_VALUES, both))
+    assert images.pop(name("eventlog")) == f"kafka-webhooks@{full}"
+    assert set(images.values()) == {f"kafka-webhooks@{slim}"}
+    # Only the full image pinned: the pods meant for the slim one run it rather than a tag.
+    only_full = write_values(tmp_path, {"image": {"digest": full}}, "full.yaml")
+    assert set(images_by_workload(Manifests.render(only_full)).values()) == {
+        f"kafka-webhooks@{full}"}
+
+
 # --- security ------------------------------------------------------------------------------
 
 def test_every_pod_is_locked_down(any_render: Manifests) -> None:
@@ -515,6 +572,37 @@ def test_only_fanout_and_the_eventlog_api_read_the_secrets_key(
             assert settings.secrets_key is not None
             rings.add(settings.secrets_key.to_setting())
     assert len(rings) == 1
+
+
+def test_only_fanout_reads_the_delivery_proxy_from_the_secret(
+        any_render: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its URL may hold credentials: the Secret has it, no ConfigMap; fanout alone reads it
+    (optional, so an existing Secret may leave it out: deliveries then go out directly)."""
+    for workload in any_render.workloads():
+        container = pod_spec(workload)["containers"][0]
+        entry = env_of(container).get("WEBHOOKS_DELIVERY_PROXY")
+        fanout = container["args"] == ["serve", "fanout"]
+        assert (entry is not None) == fanout, workload["metadata"]["name"]
+        if fanout:
+            assert entry["valueFrom"]["secretKeyRef"]["optional"] is True
+    for config in any_render.of_kind("ConfigMap"):
+        assert "WEBHOOKS_DELIVERY_PROXY" not in config.get("data", {})
+        assert "proxy-p%40ssword" not in repr(config.get("data", {}))
+
+
+def test_the_delivery_proxy_reaches_the_fanout_pods(
+        all_enabled: Manifests, default: Manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    pods = {d["metadata"]["name"]: pod_settings(all_enabled, d, monkeypatch)
+            for d in all_enabled.of_kind("Deployment")}
+    proxy = pods["webhooks-fanout"].delivery_proxy
+    assert proxy is not None and proxy.url == "http://egress-proxy.platform:3128"
+    assert (proxy.username, proxy.password) == ("webhooks", "proxy-p@ssword")
+    assert all(settings.delivery_proxy is None for name, settings in pods.items()
+               if name != "webhooks-fanout")
+    # Without a value, the chart's Secret holds it empty: no proxy.
+    [fanout] = [d for d in default.of_kind("Deployment") if d["metadata"]["name"].endswith(
+        "-fanout")]
+    assert pod_settings(default, fanout, monkeypatch).delivery_proxy is None
 
 
 def test_an_existing_secret_may_omit_the_cursor_secret(embedded: Manifests) -> None:

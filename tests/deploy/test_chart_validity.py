@@ -125,6 +125,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"config": {"ingestKafkaIntake": "yes"}}, "config.ingestKafkaIntake"),
     ({"config": {"ingestProduceTimeout": "soon"}}, "config.ingestProduceTimeout"),
     ({"secrets": {"cursorSecret": "short"}}, "secrets.cursorSecret"),
+    ({"secrets": {"deliveryProxy": "https://proxy.internal:3128"}}, "secrets.deliveryProxy"),
+    ({"secrets": {"deliveryProxy": "http://proxy.internal:3128/path"}}, "secrets.deliveryProxy"),
+    ({"config": {"extra": {"WEBHOOKS_DELIVERY_PROXY": "http://p:1"}}}, "config.extra"),
     ({"fanout": {"autoscaling": {"enabled": True}}}, "autoscaling"),
     ({"secrets": {"apiKeys": [{"key": "key-without-tenant-0001"}]}}, "tenant"),
     ({"eventlog": {"sink": {"enabled": "yes"}}}, "eventlog.sink.enabled"),
@@ -148,6 +151,10 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
      "securityContext.capabilities"),
     ({"ingest": {"resources": {"requests": {"cpu": "lots"}}}}, "ingest.resources.requests.cpu"),
     ({"fanout": {"extraEnv": [{"name": "X", "vaule": "1"}]}}, "fanout.extraEnv"),
+    ({"image": {"slimSuffix": ":slim"}}, "image.slimSuffix"),
+    ({"image": {"slimDigest": "latest"}}, "image.slimDigest"),
+    ({"ingest": {"useSlimImage": "yes"}}, "ingest.useSlimImage"),
+    ({"eventlog": {"sink": {"useSlimImage": 1}}}, "eventlog.sink.useSlimImage"),
 ]
 
 

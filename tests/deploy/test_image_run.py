@@ -1,13 +1,19 @@
-"""The built image, run the way the chart runs it, against the session's real broker.
+"""The built images, run the way the chart runs them, against the session's real broker.
 
-The image is built by ``make image``'s script (cached layers make a rebuild take seconds).
-The chart is rendered with the embedded ClickHouse engine (the test has no ClickHouse
-server), and every container of the render runs as its pod would (see
+Both images are built by ``make image``'s script (cached layers make a rebuild take
+seconds): the full one and the -slim one without the embedded ClickHouse engine. The chart
+is rendered with the embedded engine (the test has no ClickHouse server) and names the
+images it picks per pod: the full one for the eventlog, which runs chDB, the slim one for
+everything else. Every container of the render runs from that image as its pod would (see
 tests/deploy/containers.py): the ``create-topics`` Job, then the ``migrate`` Job (from the
-server-mode render, pointed at the eventlog's data volume, since chDB is a directory), then
-the ingest, fanout and eventlog Deployments. An event published to the ingest container
-reaches a receiver on the host, signed, and the eventlog container lists it; the probes
-answer as the chart asks; SIGTERM stops each container within its grace period.
+server-mode render, pointed at the eventlog's data volume since chDB is a directory, and so
+from the full image), then the ingest, fanout and eventlog Deployments. An event published
+to the ingest container reaches a receiver on the host, signed, and the eventlog container
+lists it; the probes answer as the chart asks; SIGTERM stops each container within its
+grace period. The slim image has none of the engine, stays within its size budget, and
+refuses a chdb:// URL at once, naming the full image. Last, the chart's default (server
+mode, every pod from the slim image) runs its Jobs and the eventlog API and sink against a
+ClickHouse server: chDB behind ClickHouse's HTTP interface (tests/support/clickhouse_http.py).
 """
 
 from __future__ import annotations
@@ -28,24 +34,31 @@ from tests.deploy.chart import (
     REPO_ROOT,
     Manifests,
     container_environment,
+    image_of,
     name,
     pod_spec,
     write_values,
 )
 from tests.deploy.containers import (
+    EMBEDDED_ENGINE_MODULES,
+    IMAGE_TAG,
     Container,
+    Images,
     PodShape,
-    build_image,
+    build_images,
     container_engine,
     data_volume,
+    image_size,
     run_to_completion,
     start,
 )
+from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.eventlog import eventually
 from tests.support.receiver import Receiver
 
 ACME = {"Authorization": "Bearer key-image-acme"}
 COMPONENTS = ("eventlog", "fanout", "ingest")  # start order: the API first, ingest last
+SLIM_BUDGET_BYTES = 300_000_000  # issue #30: ingest and fanout nodes pull at most this
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +67,8 @@ def engine() -> str:
 
 
 @pytest.fixture(scope="module")
-def image(engine: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_image(engine, tmp_path_factory.mktemp("image") / "build.log")
+def images(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Images:
+    return build_images(engine, tmp_path_factory.mktemp("image") / "build.log")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +76,7 @@ def values(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> di
     """One release: this module's topics, free ports on the host network, one replica."""
     ports = {component: free_port() for component in COMPONENTS}
     return {
+        "image": Images(IMAGE_TAG).chart_values(),
         "kafka": {"bootstrap": kafka_bootstrap},
         "secrets": {"apiKeys": [{"key": "key-image-acme", "tenant": "acme"}],
                     "cursorSecret": "image-test-cursor-secret"},
@@ -99,7 +113,7 @@ def eventlog_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def jobs(engine: str, image: str, embedded: Manifests, server_mode: Manifests,
+def jobs(engine: str, images: Images, embedded: Manifests, server_mode: Manifests,
          eventlog_data: Path, run_id: str) -> dict[str, subprocess.CompletedProcess[str]]:
     """Run the setup Jobs to completion, in hook-weight order, before any Deployment."""
     eventlog = embedded.get("Deployment", name("eventlog"))
@@ -107,11 +121,13 @@ def jobs(engine: str, image: str, embedded: Manifests, server_mode: Manifests,
     finished = {}
     for manifests, job_name, data_dir in (
             (embedded, "create-topics", None),
-            # chDB is a directory: the migrate Job gets the eventlog's volume and its URL.
+            # chDB is a directory: the migrate Job gets the eventlog's volume and its URL,
+            # and so the image that has chDB (the chart runs it against a server, slim).
             (server_mode, "migrate", eventlog_data)):
         job = manifests.get("Job", name(job_name))
         spec = pod_spec(job)
         environment = container_environment(manifests, job, {"clickhouse-url": chdb_url})
+        image = images.full if data_dir is not None else image_of(job)
         finished[job_name] = run_to_completion(
             engine, image, f"wh-{job_name}-{run_id}", spec["containers"][0]["args"],
             PodShape.of(spec), environment, data_dir,
@@ -120,7 +136,7 @@ def jobs(engine: str, image: str, embedded: Manifests, server_mode: Manifests,
 
 
 @pytest.fixture(scope="module")
-def pods(engine: str, image: str, embedded: Manifests, jobs: dict[str, Any],
+def pods(engine: str, images: Images, embedded: Manifests, jobs: dict[str, Any],
          eventlog_data: Path, run_id: str, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[dict[str, Container]]:
     """The three Deployments' containers, started once the Jobs succeeded."""
@@ -134,7 +150,8 @@ def pods(engine: str, image: str, embedded: Manifests, jobs: dict[str, Any],
             data_dir = eventlog_data if component == "eventlog" else data_volume(
                 tmp_path_factory.mktemp(component) / "data")
             running[component] = start(
-                engine, image, f"wh-{component}-{run_id}", spec["containers"][0]["args"],
+                engine, image_of(deployment), f"wh-{component}-{run_id}",
+                spec["containers"][0]["args"],
                 PodShape.of(spec), container_environment(embedded, deployment), data_dir)
         yield running
     finally:
@@ -168,6 +185,46 @@ def wait_until_ready(manifests: Manifests, pods: dict[str, Container]) -> None:
             except AssertionError as error:
                 raise AssertionError(f"{component} {probe} {url}: {error}\n"
                                      f"{container.logs()}") from None
+
+
+def test_the_chart_runs_the_images_make_image_built(images: Images, embedded: Manifests,
+                                                    server_mode: Manifests) -> None:
+    """The embedded eventlog from the full image, every other pod from the slim one."""
+    for manifests in (embedded, server_mode):
+        for workload in manifests.workloads():
+            embedded_eventlog = manifests is embedded and workload["metadata"]["name"] == name(
+                "eventlog")
+            assert image_of(workload) == (images.full if embedded_eventlog else images.slim)
+
+
+def test_the_slim_image_lacks_only_the_embedded_engine_and_fits_its_budget(
+        engine: str, images: Images) -> None:
+    probe = ("import importlib.util, json\n"
+             f"print(json.dumps([m for m in {EMBEDDED_ENGINE_MODULES!r}"
+             " if importlib.util.find_spec(m)]))")
+    for image, expected in ((images.slim, []), (images.full, list(EMBEDDED_ENGINE_MODULES))):
+        found = subprocess.run([engine, "run", "--rm", "--entrypoint", "python3", image, "-c",
+                                probe], capture_output=True, text=True, timeout=120)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout) == expected, image
+    slim, full = image_size(engine, images.slim), image_size(engine, images.full)
+    print(f"\nimage sizes: {images.slim} {slim / 1e6:.0f} MB, {images.full} {full / 1e6:.0f} MB")
+    assert slim <= SLIM_BUDGET_BYTES, f"{images.slim} is {slim / 1e6:.0f} MB"
+
+
+def test_a_chdb_url_on_the_slim_image_stops_the_start_naming_the_full_image(
+        engine: str, images: Images, embedded: Manifests, run_id: str,
+        tmp_path: Path) -> None:
+    """The embedded eventlog's pod run from the wrong image: one line, exit 1, at once."""
+    eventlog = embedded.get("Deployment", name("eventlog"))
+    spec = pod_spec(eventlog)
+    result = run_to_completion(
+        engine, images.slim, f"wh-slim-chdb-{run_id}", spec["containers"][0]["args"],
+        PodShape.of(spec), container_environment(embedded, eventlog),
+        data_volume(tmp_path / "data"), timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Error: eventlog refuses to start: " in result.stderr
+    assert "full image" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_setup_jobs_succeed_in_the_image(jobs: dict[str, subprocess.CompletedProcess[str]]
@@ -264,3 +321,70 @@ def test_sigterm_stops_each_container_within_its_grace_period(
         assert state["exit_code"] == 0, f"{component} exited {state['exit_code']} " \
             f"after {taken:.1f}s:\n{container.logs()}"
         assert taken < grace, component
+
+
+@pytest.fixture(scope="module")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHttp]:
+    """A ClickHouse server for the server-mode release: chDB behind ClickHouse's HTTP
+    interface (tests/support/clickhouse_http.py), in its own process on the host."""
+    server = ClickHouseHttp(tmp_path_factory.mktemp("clickhouse-http")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_slim_image_runs_the_server_mode_release(
+        engine: str, images: Images, values: dict[str, Any], clickhouse_server: ClickHouseHttp,
+        run_id: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The chart's default, server mode, where every pod runs the slim image: its Jobs, then
+    the eventlog API and its sink against the ClickHouse server. An endpoint created through
+    the API goes through Kafka and the sink into ClickHouse and is read back from there."""
+    release = {**values, "config": {**values["config"], "topicPrefix": f"srv{run_id}"},
+               "eventlog": {"port": free_port(), "replicaCount": 1},
+               "clickhouse": {"url": clickhouse_server.url(f"srv{run_id}")}}
+    manifests = Manifests.render(write_values(tmp_path_factory.mktemp("server"), release))
+    for job_name in ("create-topics", "migrate"):
+        job = manifests.get("Job", name(job_name))
+        assert image_of(job) == images.slim
+        spec = pod_spec(job)
+        done = run_to_completion(engine, images.slim, f"wh-srv-{job_name}-{run_id}",
+                                 spec["containers"][0]["args"], PodShape.of(spec),
+                                 container_environment(manifests, job), None,
+                                 timeout=job["spec"]["activeDeadlineSeconds"])
+        assert done.returncode == 0, f"{job_name}:\n{done.stdout}{done.stderr}"
+    assert done.stdout.strip().startswith("applied: 1, 2")
+    # Pods have a network each in Kubernetes; on the host network the sink gets its own port.
+    ports = {"eventlog": release["eventlog"]["port"], "eventlog-sink": free_port()}
+    running: list[Container] = []
+    try:
+        for component, port in ports.items():
+            deployment = manifests.get("Deployment", name(component))
+            assert image_of(deployment) == images.slim
+            spec = pod_spec(deployment)
+            environment = {**container_environment(manifests, deployment),
+                           "WEBHOOKS_EVENTLOG_PORT": str(port)}
+            running.append(start(
+                engine, images.slim, f"wh-srv-{component}-{run_id}",
+                spec["containers"][0]["args"], PodShape.of(spec), environment,
+                data_volume(tmp_path_factory.mktemp(component) / "data")))
+        for container, port in zip(running, ports.values(), strict=True):
+            url = f"http://127.0.0.1:{port}/healthz"
+            try:
+                eventually(lambda url=url: answers(url) == 200, timeout=120, interval=1.0)
+            except AssertionError as error:
+                raise AssertionError(f"{url}: {error}\n{container.logs()}") from None
+        with httpx.Client(base_url=f"http://127.0.0.1:{ports['eventlog']}", headers=ACME,
+                          timeout=30.0) as eventlog:
+            created = eventlog.post("/v1/endpoints", json={"url": receiver.url("/server"),
+                                                           "events": ["order.*"]})
+            assert created.status_code == 201, created.text
+            endpoint_id = created.json()["id"]
+            eventually(lambda: eventlog.get(f"/v1/endpoints/{endpoint_id}").status_code == 200,
+                       timeout=60, interval=0.5)
+        for container in reversed(running):
+            container.stop(60)
+            assert container.state()["exit_code"] == 0, container.logs()
+    finally:
+        for container in running:
+            container.remove()

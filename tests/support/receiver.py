@@ -29,6 +29,9 @@ class Received:
 
 Behaviour = Callable[[int], tuple[int, dict[str, str], float]]
 """``behaviour(n)`` for the n-th request (1-based) on a path -> (status, headers, delay)."""
+Answer = Callable[[Received], bytes]
+"""``answer(request)`` -> the body to answer a request on a path with."""
+DEFAULT_ANSWER = b'{"received":true}'
 
 
 def ok(_: int) -> tuple[int, dict[str, str], float]:
@@ -45,6 +48,7 @@ class Receiver:
     """Server-side TLS context; the receiver speaks https when set."""
     requests: list[Received] = field(default_factory=list)
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,15 +60,16 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
+                                    body, time.monotonic())
                 with receiver._lock:
-                    receiver.requests.append(Received(
-                        self.path, {k.lower(): v for k, v in self.headers.items()},
-                        body, time.monotonic()))
+                    receiver.requests.append(received)
                     n = receiver._counts[self.path] = receiver._counts.get(self.path, 0) + 1
                 status, headers, delay = receiver.behaviours.get(self.path, ok)(n)
                 if delay:
                     time.sleep(delay)
-                reply = b'{"received":true}'
+                answer = receiver.answers.get(self.path)
+                reply = answer(received) if answer else DEFAULT_ANSWER
                 try:
                     self.send_response(status)
                     for name, value in headers.items():

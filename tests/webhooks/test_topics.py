@@ -6,7 +6,7 @@ from confluent_kafka.admin import ConfigResource, NewTopic
 from tests.support.eventlog import eventually
 from webhooks.kafka import create_admin
 from webhooks.settings import Settings
-from webhooks.topics import DAY_MS, Topics, ensure_topics
+from webhooks.topics import DAY_MS, IDEMPOTENCY_RETENTION_MARGIN_MS, Topics, ensure_topics
 
 
 def test_every_topic_exists_with_its_config(settings: Settings) -> None:
@@ -71,3 +71,23 @@ def test_an_endpoints_topic_of_an_older_version_gets_its_compaction_bound(
     ensure_topics(older)
     eventually(lambda: lag() == str(DAY_MS), timeout=10)
     assert ensure_topics(older) == []
+
+
+def test_the_idempotency_topic_keeps_its_records_for_the_window(
+        settings: Settings, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Ingest builds its index from this topic: records of ids still recognised must be
+    there, and records long expired need not be read (the retention follows the window)."""
+    topics = Topics.from_settings(settings)
+    admin = create_admin(settings.kafka)
+
+    def config(name: str) -> int:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topics.idempotency)
+        return int(admin.describe_configs([resource])[resource].result()[name].value)
+
+    assert config("retention.ms") == DAY_MS + IDEMPOTENCY_RETENTION_MARGIN_MS  # 24 h window
+    assert config("segment.ms") == DAY_MS // 4
+    ten_days = make_settings(topic_prefix=settings.topic_prefix, idempotency_window="10d")
+    assert ensure_topics(ten_days) == []  # the existing topic is brought in line
+    eventually(lambda: config("retention.ms") == 10 * DAY_MS + IDEMPOTENCY_RETENTION_MARGIN_MS,
+               timeout=10)
+    assert config("segment.ms") == 10 * DAY_MS // 4

@@ -37,7 +37,12 @@ from services.eventlog.dashboard.session import (
     Session,
 )
 from services.eventlog.dlq_api import replay
-from services.eventlog.endpoints_api import rotate_secret, send_test, update_endpoint
+from services.eventlog.endpoints_api import (
+    rotate_secret,
+    send_test,
+    update_endpoint,
+    verify_endpoint,
+)
 from services.eventlog.events_api import redeliver
 from services.eventlog.models import DlqReplayRequest, EndpointUpdate, RedeliverRequest
 from webhooks.auth import ApiKeys
@@ -125,6 +130,38 @@ def _set_disabled(ctx: EventlogContext, session: Session, endpoint_id: str, disa
     except Problem as exc:
         return failure_page(session, exc)
     return redirect(f"/endpoints/{endpoint_id}", done="disabled" if disabled else "enabled")
+
+
+@dashboard_router.post("/endpoints/{endpoint_id}/pause")
+def pause_endpoint(ctx: ContextDep, session: ChangeDep, endpoint_id: str) -> Response:
+    """``PATCH /v1/endpoints/{id}`` with ``paused: true``."""
+    return _change(ctx, session, endpoint_id, EndpointUpdate(paused=True), "paused")
+
+
+@dashboard_router.post("/endpoints/{endpoint_id}/resume")
+def resume_endpoint(ctx: ContextDep, session: ChangeDep, endpoint_id: str) -> Response:
+    """``PATCH /v1/endpoints/{id}`` with ``paused: false``."""
+    return _change(ctx, session, endpoint_id, EndpointUpdate(paused=False), "resumed")
+
+
+def _change(ctx: EventlogContext, session: Session, endpoint_id: str, change: EndpointUpdate,
+            done: str) -> Response:
+    try:
+        update_endpoint(ctx, session.tenant, endpoint_id, change)
+    except Problem as exc:
+        return failure_page(session, exc)
+    return redirect(f"/endpoints/{endpoint_id}", done=done)
+
+
+@dashboard_router.post("/endpoints/{endpoint_id}/verify")
+def verify_endpoint_again(ctx: ContextDep, session: ChangeDep, endpoint_id: str
+                          ) -> Response:
+    """``POST /v1/endpoints/{id}/verify``: a new challenge to the receiver."""
+    try:
+        verify_endpoint(ctx, session.tenant, endpoint_id)
+    except Problem as exc:
+        return failure_page(session, exc)
+    return redirect(f"/endpoints/{endpoint_id}", done="verifying")
 
 
 @dashboard_router.post("/endpoints/{endpoint_id}/rotate-secret")

@@ -45,7 +45,8 @@ from webhooks.endpoints import MAX_CUSTOM_HEADERS, Endpoint
 from webhooks.problems import Problem
 
 LABELS = {"url": "URL", "events": "Event types", "description": "Description",
-          "rate_limit": "Rate limit", "headers": "Custom headers", "filter": "Payload filter"}
+          "rate_limit": "Rate limit", "headers": "Custom headers", "filter": "Payload filter",
+          "ordered": "Ordered delivery"}
 TEXT_FIELDS = ("url", "events", "description", "rate_limit", "filter")
 EMPTY_HEADER_ROWS = 3  # blank rows offered below the stored headers
 _SEPARATORS = re.compile(r"[\s,]+")
@@ -76,6 +77,8 @@ class EndpointForm:
     rate_limit: str = ""
     filter: str = ""
     headers: tuple[HeaderRow, ...] = ()
+    ordered: bool = False
+    verify: bool = False  # a new endpoint's only
 
     @classmethod
     def posted(cls, form: dict[str, list[str]]) -> EndpointForm:
@@ -87,7 +90,8 @@ class EndpointForm:
                                stored=text(f"header_stored_{i}"))
                      for i in range(MAX_CUSTOM_HEADERS))
         return cls(**{name: text(name) for name in TEXT_FIELDS},
-                   headers=tuple(r for r in rows if r.name or r.value))
+                   headers=tuple(r for r in rows if r.name or r.value),
+                   ordered=bool(text("ordered")), verify=bool(text("verify")))
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointForm:
@@ -97,7 +101,8 @@ class EndpointForm:
                    filter="" if endpoint.filter is None else json.dumps(endpoint.filter,
                                                                          indent=2),
                    headers=tuple(HeaderRow(h.name, "", True, h.name) if h.secret
-                                 else HeaderRow(h.name, h.value) for h in endpoint.headers))
+                                 else HeaderRow(h.name, h.value) for h in endpoint.headers),
+                   ordered=endpoint.ordered)
 
     def header_rows(self) -> list[HeaderRow]:
         """The rows to show: this form's, then empty ones (20 rows at most)."""
@@ -114,7 +119,8 @@ class EndpointForm:
                 "description": self.description,
                 "rate_limit": self.rate_limit or None,
                 "headers": self._headers(stored),
-                "filter": self._filter()}
+                "filter": self._filter(),
+                "ordered": self.ordered}
 
     def _filter(self) -> dict[str, Any] | None:
         if not self.filter:
@@ -174,8 +180,9 @@ def create(ctx: ContextDep, session: ChangeDep, form: FormDep) -> Response:
     """``POST /v1/endpoints``; shows the new endpoint's signing secret this once."""
     typed = EndpointForm.posted(form)
     try:
-        created = create_endpoint(ctx, session.tenant,
-                                  EndpointCreate.model_validate(typed.fields()), Response())
+        created = create_endpoint(
+            ctx, session.tenant,
+            EndpointCreate.model_validate({**typed.fields(), "verify": typed.verify}), Response())
     except FormMistake as exc:
         return _form_page(session, typed, error=str(exc), status_code=422)
     except ValidationError as exc:

@@ -44,6 +44,9 @@ NOTICES = {
     "enabled": "Endpoint enabled.",
     "disabled": "Endpoint disabled: nothing is delivered to it until it is enabled.",
     "tested": "Test event queued; its attempt shows below within a few seconds.",
+    "paused": "Endpoint paused: events are held, not sent, until it is resumed.",
+    "resumed": "Endpoint resumed: everything held goes out now.",
+    "verifying": "A new verification challenge is on its way; reload to see the answer.",
     "redelivered": "Redelivery queued ({n} task(s)).",
     "replayed": "Replay queued: {n} task(s).",
     "replay_skipped": "Replay queued: {n} task(s); {skipped} skipped (endpoint deleted or "
@@ -140,9 +143,11 @@ def endpoint_page(ctx: ContextDep, session: SessionDep, endpoint_id: str,
     attempts = queries.recent_attempts(session.tenant, endpoint_id, status, _token(before),
                                        PAGE_SIZE)
     health = queries.endpoint_health(session.tenant).get(endpoint_id)
-    shown = EndpointOut.of(endpoint)  # secret header values masked, as the API shows them
+    # As the API shows it: secret header values masked, warnings, the verification state.
+    shown = EndpointOut.of(endpoint, ctx.settings.retention_days)
     return render("endpoint.html", session, endpoint=endpoint, health=health,
-                  headers=shown.headers,
+                  headers=shown.headers, warnings=shown.warnings,
+                  verification=shown.verification,
                   payload_filter=json.dumps(shown.filter, indent=2, ensure_ascii=False)
                   if shown.filter is not None else None,
                   attempts=attempts, status=status, notice=_notice(done, n, None),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from services.cli import client
 from tests.services.cli.conftest import Cli, create_live_endpoint
+from tests.support.eventlog import eventually
 from tests.support.receiver import Receiver
 
 
@@ -223,3 +225,41 @@ def test_a_create_retried_with_its_idempotency_key_makes_one_endpoint(cli: Cli) 
                                    f"already used to create {first['id']} with other values "
                                    "of url;")
     cli("endpoints", "delete", first["id"], "--yes")
+
+
+def test_ordered_paused_and_verification_from_the_cli(cli: Cli, cli_receiver: Receiver) -> None:
+    path = "/cli-verify"
+    created = cli.json("endpoints", "create", "--url", cli_receiver.url(path), "--ordered",
+                       "--paused", "--verify")
+    assert (created["ordered"], created["paused"]) == (True, True)
+    assert created["verification"]["state"] == "pending"
+
+    # The receiver answers 200 without echoing: the verification fails, and says why.
+    def settled() -> dict[str, Any] | None:
+        verification = cli.json("endpoints", "show", created["id"])["verification"]
+        return verification if verification["state"] != "pending" else None
+
+    failed = eventually(settled, timeout=60)
+    assert failed["error"] == "challenge_not_echoed"
+    assert created["id"] in [line.split()[0] for line in cli("endpoints", "list").stdout
+                             .splitlines() if "unverified" in line]
+
+    cli_receiver.answers[path] = lambda request: json.dumps(
+        {"challenge": json.loads(request.body)["data"].get("challenge")}).encode()
+    verified = cli("endpoints", "verify", created["id"], "--wait").stdout
+    assert verified.startswith(f"{created['id']}: verified ")
+    shown = cli("endpoints", "show", created["id"]).stdout.splitlines()
+    assert "ordered:         yes" in shown and "paused:          yes" in shown
+    assert any(line.startswith("verification:    verified ") for line in shown)
+    row = next(line for line in cli("endpoints", "list").stdout.splitlines()
+               if line.startswith(created["id"]))
+    assert row.split()[3:5] == ["paused", "yes"]  # status, ordered
+
+    resumed = cli.json("endpoints", "resume", created["id"])
+    assert (resumed["paused"], resumed["paused_since"]) == (False, None)
+    assert cli.json("endpoints", "pause", created["id"])["paused"] is True
+    assert cli.json("endpoints", "update", created["id"], "--unordered")["ordered"] is False
+    again = cli("endpoints", "verify", created["id"], expect=1)
+    assert again.stderr.strip() == (f"Error: 409 Conflict: endpoint {created['id']} is "
+                                    "verified already")
+    cli("endpoints", "delete", created["id"], "--yes")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
@@ -32,10 +33,17 @@ from tests.services.fanout.conftest import worker_log
 from tests.support.eventlog import eventually, make_event, publish_events
 from tests.support.kafka import read_to_end
 from tests.support.receiver import Receiver
+from tests.support.tls_material import client_certificate
 from webhooks.acked_producer import AckedProducer
 from webhooks.delivery import AttemptRecord
 from webhooks.endpoint_secrets import EndpointRecords
-from webhooks.endpoints import Endpoint, EndpointSecret, new_endpoint_id
+from webhooks.endpoints import (
+    Endpoint,
+    EndpointSecret,
+    EndpointTls,
+    new_endpoint_id,
+    tls_key_binding,
+)
 from webhooks.envelope import utcnow
 from webhooks.secret_encryption import SecretsKeyring, key_id_of
 from webhooks.settings import Settings
@@ -258,3 +266,23 @@ def test_a_change_made_between_the_read_and_the_write_is_written_again(
         assert latest is not None and latest.description == "changed meanwhile"
         assert latest.secret_key_ids() == {"r1"}
         assert latest.opened_secrets(BOTH) == endpoint.opened_secrets(BOTH)
+
+
+def test_the_command_seals_an_endpoint_s_tls_key_again(settings: Settings) -> None:
+    """The client key of an endpoint's TLS material is one of its secrets: re-encrypted
+    with the rest, for the same place, the certificate and CA bundle left as they are."""
+    client = client_certificate(trustme.CA())
+    now = utcnow()
+    endpoint = Endpoint(id=new_endpoint_id(), tenant="acme", url="https://example.com/tls",
+                        events=["*"], secrets=[EndpointSecret(secret=generate_secret())],
+                        tls=EndpointTls(client_cert=client.cert, client_key=client.key),
+                        created=now, updated=now).sealed(OLD)
+    AckedProducer(settings.kafka).send(Topics.from_settings(settings).endpoints,
+                                       endpoint.to_json(), key=endpoint.id.encode())
+    report = rotate(settings, BOTH)
+    assert endpoint.id not in report["failed"]
+    latest = latest_records(settings)[endpoint.id]
+    assert latest is not None and latest.tls is not None and latest.tls.client_key is not None
+    assert latest.secret_key_ids() == {"r1"}
+    assert NEW.open(tls_key_binding(endpoint.id), latest.tls.client_key) == client.key
+    assert latest.tls.client_cert == client.cert and latest.tls.ca_bundle is None

@@ -1,4 +1,8 @@
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -6,12 +10,15 @@ from clickhouse_connect.driver.client import Client
 from services.eventlog.clickhouse import (
     RETENTION_TABLES,
     ClickHouseTarget,
+    EmbeddedEngineMissing,
     apply_migrations,
     apply_retention,
     clickhouse_reachable,
     create_clickhouse_client,
+    require_engine,
     retention_days_of,
 )
+from services.localdev.kafka_broker import REPO_ROOT
 from tests.support.backends import with_database
 from tests.support.eventlog import eventually
 from webhooks.settings import Settings
@@ -94,3 +101,34 @@ def test_superseded_endpoint_versions_are_merged_away(clickhouse_base_url: str) 
                                     ).result_rows[0][0] == 1, timeout=60)
     assert client.query("SELECT record FROM endpoints WHERE id = 'ep_5'").result_rows == [
         ("the new version",)]
+
+
+def test_a_chdb_url_without_the_engine_is_refused_naming_the_full_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The -slim image has no chdb-core: a chdb:// URL stops the start with what to run
+    instead; a server URL does not need the engine at all."""
+    monkeypatch.setitem(sys.modules, "chdb", None)  # as if not installed
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    with pytest.raises(EmbeddedEngineMissing) as refused:
+        create_clickhouse_client(url)
+    message = str(refused.value)
+    assert "full image" in message and "kafka-webhooks:dev-slim" in message
+    assert "http(s)://" in message
+    assert not (tmp_path / "clickhouse").exists()
+    require_engine("http://clickhouse:8123/webhooks")  # server mode: nothing to check
+
+
+@pytest.mark.parametrize("command", [["serve", "eventlog"], ["migrate"]])
+def test_the_commands_refuse_a_chdb_url_without_the_engine_in_one_line(
+        tmp_path: Path, command: list[str]) -> None:
+    """`webhooks serve eventlog` and `webhooks migrate` as on the -slim image: exit 1 with the
+    message at once (before reading Kafka), no traceback."""
+    hide_chdb = "import sys; sys.modules['chdb'] = None; from services.cli import main; main()"
+    env = {**os.environ, "WEBHOOKS_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+           "WEBHOOKS_KAFKA_BOOTSTRAP": "127.0.0.1:9", "WEBHOOKS_SECRETS_KEY": "",
+           "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", hide_chdb, *command], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Error: " in done.stderr and "the full image" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -9,9 +9,9 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import unescape
 from typing import Any
 
@@ -24,10 +24,15 @@ from services.eventlog.dashboard.session import NotConfigured, SessionSigner
 from tests.services.eventlog.conftest import ACME, ADMIN
 from tests.services.eventlog.test_dlq_api import dead_task, publish_dead
 from tests.support.eventlog import eventually, make_event, publish_attempts, publish_events
+from tests.support.kafka import read_topic
+from webhooks.acked_producer import AckedProducer
 from webhooks.auth import bootstrap_principal
 from webhooks.delivery import AttemptRecord, DeliveryTask
+from webhooks.endpoint_verification import settled
+from webhooks.endpoints import Endpoint
 from webhooks.envelope import Envelope
 from webhooks.settings import Settings
+from webhooks.topics import Topics
 
 RECEIVER_ANSWER = "upstream database is down (dashboard test)"
 
@@ -419,6 +424,62 @@ def test_an_endpoint_is_created_edited_and_deleted_through_forms(
     assert "Endpoint deleted" in listed and endpoint_id not in listed
     assert acme.client.get(f"/dashboard/endpoints/{endpoint_id}/edit").status_code == 404
     assert acme.post(f"/dashboard/endpoints/{endpoint_id}/delete").status_code == 404
+
+
+def rewrite(settings: Settings, endpoint_id: str, change: Callable[[Endpoint], Endpoint]
+            ) -> None:
+    """Write the endpoint's latest record changed, as another writer (the fanout) would."""
+    topic = Topics.from_settings(settings).endpoints
+    latest = [m for m in read_topic(settings, topic, idle=1.0) if m.key() == endpoint_id.encode()]
+    record = change(Endpoint.from_json(latest[-1].value()))
+    AckedProducer(settings.kafka).send(topic, record.to_json(), key=endpoint_id.encode())
+
+
+def test_ordered_pause_and_verification_on_the_endpoint_page(
+        api: TestClient, acme: Browser, eventlog_settings: Settings) -> None:
+    url = "https://hooks.example.com/verify-me"
+    created = acme.post("/dashboard/endpoints/new",
+                        {**endpoint_form(url=url), "ordered": "on", "verify": "on"})
+    found = re.search(r'href="/dashboard/endpoints/(ep_[0-9A-Za-z]+)"', created.text)
+    assert created.status_code == 200 and found, created.text
+    endpoint_id, path = found.group(1), f"/dashboard/endpoints/{found.group(1)}"
+    endpoint = api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()
+    assert endpoint["ordered"] is True and endpoint["verification"]["state"] == "pending"
+    page = acme.page(path).text
+    assert 'data-testid="ordered">yes' in page and "Verify again" in page
+    assert re.search(r'data-testid="verification"><span class="badge note">pending', page)
+
+    # No fanout runs here: the challenge stays unanswered; "verify again" sends a new one.
+    again = acme.post(f"{path}/verify")
+    assert again.headers["location"] == f"{path}?done=verifying"
+    renewed = api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()["verification"]
+    assert renewed["requested_at"] > endpoint["verification"]["requested_at"]
+    # A failed verification, as the fanout writes it, shows its reason.
+    rewrite(eventlog_settings, endpoint_id, lambda e: e.model_copy(update={
+        "verification": settled(e.verification, e.updated, "challenge_not_echoed",
+                                "the receiver answered HTTP 200 without echoing it")}))
+    eventually(lambda: "challenge_not_echoed: the receiver answered HTTP 200 without echoing it"
+               in acme.page(path).text)
+
+    # Paused: shown with its time and a Resume button; near retention, the API's warning.
+    assert acme.post(f"{path}/pause").headers["location"] == f"{path}?done=paused"
+    page = acme.page(path).text
+    assert 'data-testid="paused">paused</span> since' in page and ">Resume</button>" in page
+    assert 'data-testid="warning"' not in page
+    rewrite(eventlog_settings, endpoint_id, lambda e: e.model_copy(update={
+        "paused_since": e.paused_since - timedelta(days=eventlog_settings.retention_days - 1)}))
+    eventually(lambda: "resume it before" in acme.page(path).text)
+    assert acme.post(f"{path}/resume").headers["location"] == f"{path}?done=resumed"
+    assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()["paused"] is False
+    assert ">Pause</button>" in acme.page(path).text
+
+    # Ordered is a box of the edit form: unticked, the endpoint is unordered.
+    assert 'name="ordered" value="on" checked' in acme.page(f"{path}/edit").text
+    saved = acme.post(f"{path}/edit", endpoint_form(url=url))
+    assert saved.headers["location"] == f"{path}?done=updated"
+    assert api.get(f"/v1/endpoints/{endpoint_id}", headers=ACME).json()["ordered"] is False
+    assert 'data-testid="ordered">no' in acme.page(path).text
+    acme.post(f"{path}/delete")
 
 
 INVALID = [  # (field, typed value, what the error says)

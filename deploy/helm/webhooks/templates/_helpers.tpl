@@ -72,11 +72,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/*
+The image of one pod; call with (dict "root" $ "slim" bool). slim: the role may run the
+image without the embedded ClickHouse engine (its useSlimImage, never for the embedded
+eventlog). It then gets repository@slimDigest, else the full image's digest when only that
+one is pinned, else repository:<tag><slimSuffix>; an empty slimSuffix means no slim image.
+*/}}
 {{- define "webhooks.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $image := .root.Values.image }}
+{{- $tag := default .root.Chart.AppVersion $image.tag }}
+{{- if and .slim $image.slimSuffix $image.slimDigest }}
+{{- printf "%s@%s" $image.repository $image.slimDigest }}
+{{- else if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else if and .slim $image.slimSuffix }}
+{{- printf "%s:%s%s" $image.repository $tag $image.slimSuffix }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $image.repository $tag }}
 {{- end }}
 {{- end }}
 
@@ -156,6 +168,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
 api-keys: {{ join "," $pairs | quote }}
 cursor-secret: {{ include "webhooks.cursorSecret" . | quote }}
 secrets-key: {{ include "webhooks.secretsKey" . | quote }}
+delivery-proxy: {{ .Values.secrets.deliveryProxy | quote }}
 {{- if not (include "webhooks.embedded" .) }}
 clickhouse-url: {{ .Values.clickhouse.url | quote }}
 {{- end }}
@@ -223,7 +236,7 @@ Environment entries read from the Secret, one per key a component needs (least p
 fanout never sees the ClickHouse URL). Call with (dict "root" $ "secretName" name "keys" list).
 */}}
 {{- define "webhooks.secretEnv" -}}
-{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "cursor-secret" "WEBHOOKS_CURSOR_SECRET" "secrets-key" "WEBHOOKS_SECRETS_KEY" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" }}
+{{- $envByKey := dict "api-keys" "WEBHOOKS_API_KEYS" "cursor-secret" "WEBHOOKS_CURSOR_SECRET" "secrets-key" "WEBHOOKS_SECRETS_KEY" "clickhouse-url" "WEBHOOKS_CLICKHOUSE_URL" "kafka-sasl-username" "WEBHOOKS_KAFKA_SASL_USERNAME" "kafka-sasl-password" "WEBHOOKS_KAFKA_SASL_PASSWORD" "delivery-proxy" "WEBHOOKS_DELIVERY_PROXY" }}
 {{- range .keys }}
 - name: {{ get $envByKey . }}
   valueFrom:
@@ -232,6 +245,9 @@ fanout never sees the ClickHouse URL). Call with (dict "root" $ "secretName" nam
       key: {{ . }}
       {{- if eq . "cursor-secret" }}
       # Optional in secrets.existingSecret: without it the key derives from api-keys.
+      optional: true
+      {{- else if eq . "delivery-proxy" }}
+      # Optional in secrets.existingSecret: without it deliveries go out directly.
       optional: true
       {{- end }}
 {{- end }}

@@ -1,6 +1,7 @@
 {{/*
-One Deployment per role. Every role runs the same image; only the args (`serve <service>`),
-the eventlog role, the port and the Secret keys differ. Call with a dict:
+One Deployment per role. Every role runs the same code, from the full image or the slim one
+(values.useSlimImage; the embedded eventlog always the full one); only the args
+(`serve <service>`), the eventlog role, the port and the Secret keys differ. Call with a dict:
   root        the top-level context ($)
   component   ingest | fanout | eventlog | eventlog-sink (resource name suffix and label)
   values      the component's values (replicaCount, resources, autoscaling, extraEnv, …)
@@ -63,7 +64,7 @@ spec:
       terminationGracePeriodSeconds: 60
       containers:
         - name: {{ .component }}
-          image: {{ include "webhooks.image" $root }}
+          image: {{ include "webhooks.image" (dict "root" $root "slim" (and $v.useSlimImage (not .embedded))) }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args:
             {{- toYaml .args | nindent 12 }}
@@ -82,6 +83,13 @@ spec:
             {{- if .embedded }}
             - name: WEBHOOKS_CLICKHOUSE_URL
               value: {{ include "webhooks.embeddedClickhouseUrl" $root }}
+            {{- end }}
+            {{- if eq .component "ingest" }}
+            # The idempotency index (RocksDB) on the pod's emptyDir data volume: kept across
+            # container restarts (which then read only new ledger records); a pod placed
+            # anew rebuilds it from the ledger topic.
+            - name: WEBHOOKS_IDEMPOTENCY_DIR
+              value: {{ include "webhooks.dataDir" $root }}/idempotency
             {{- end }}
             {{- if eq .component "fanout" }}
             # Faust keeps its local state under the data volume.
@@ -292,7 +300,7 @@ spec:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
       containers:
         - name: {{ .name }}
-          image: {{ include "webhooks.image" $root }}
+          image: {{ include "webhooks.image" (dict "root" $root "slim" $root.Values.setup.useSlimImage) }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args:
             {{- toYaml .args | nindent 12 }}
