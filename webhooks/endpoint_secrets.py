@@ -49,7 +49,7 @@ def configured_keyring(settings: Settings, service: str) -> SecretsKeyring:
             f"{service} needs WEBHOOKS_SECRETS_KEY, the key that encrypts endpoint signing "
             "secrets at rest: kid:base64 of 32 random bytes, e.g. "
             "k1:$(openssl rand -base64 32); every fanout and eventlog replica needs the same "
-            "keys (see the README, 'Signing secrets at rest')")
+            "keys (see docs/operators/security.md)")
     return settings.secrets_key
 
 

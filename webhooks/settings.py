@@ -25,7 +25,7 @@ ADMIN_TENANT = "*"
 
 
 class Settings(BaseSettings):
-    """Every knob of the platform; see the configuration table in the README."""
+    """Every knob of the platform; see docs/operators/configuration.md."""
 
     # A refused value is never quoted back: API keys, passwords and the secrets key are
     # among them.

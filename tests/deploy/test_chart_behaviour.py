@@ -621,8 +621,9 @@ def test_an_existing_secret_may_omit_the_cursor_secret(embedded: Manifests) -> N
 
 
 def readme_helm_install() -> list[str]:
-    """The arguments of the README's ``helm install`` command, as a shell would split them."""
-    readme = (CHART_DIR.parents[2] / "README.md").read_text()
+    """The arguments of the ``helm install`` command of the install page
+    (docs/operators/install.md), as a shell would split them."""
+    readme = (CHART_DIR.parents[2] / "docs/operators/install.md").read_text()
     joined = readme.replace("\\\n", " ")
     [line] = [line for line in joined.splitlines() if line.startswith("helm install ")]
     return shlex.split(line)[1:]

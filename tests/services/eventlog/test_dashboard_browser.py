@@ -5,7 +5,7 @@ and ClickHouse engine, and a real receiver.
 A person's path: sign in, find the failing endpoint, read the receiver's answer, replay
 from the DLQ once the receiver is fixed, see the delivery arrive. Each page is saved as a
 screenshot under ``test-artifacts/dashboard/`` (git-ignored). Another tenant's key sees
-none of it. The metrics the README, the alert rules and the Grafana board name exist on
+none of it. The metrics the docs, the alert rules and the Grafana board name exist on
 the services' ``/metrics`` and move with the traffic.
 
 Browser: Debian's ``chromium`` (``/usr/bin/chromium``) driven by Playwright for Python;
@@ -326,10 +326,9 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def named_metrics() -> dict[str, set[str]]:
-    """The ``webhooks_…`` / ``eventlog_…`` metric names the README's "Operating it" section,
-    the alert rules and the Grafana board use."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Operating it", 1)[1].split("\n## ", 1)[0]
+    """The ``webhooks_…`` / ``eventlog_…`` metric names the operators' documentation page
+    (docs/operators/observability.md), the alert rules and the Grafana board use."""
+    section = (REPO_ROOT / "docs/operators/observability.md").read_text()
     alerts = (REPO_ROOT / "deploy/prometheus/alerts.yaml").read_text()
     expressions = " ".join(rule["expr"] for group in yaml.safe_load(alerts)["groups"]
                            for rule in group["rules"])
@@ -338,7 +337,7 @@ def named_metrics() -> dict[str, set[str]]:
                        for target in panel.get("targets", []))
     pattern = re.compile(r"\b((?:webhooks|eventlog)_[a-z_]+)")
     return {where: set(pattern.findall(text)) for where, text in
-            (("README", section), ("alerts", expressions), ("grafana", targets))}
+            (("docs", section), ("alerts", expressions), ("grafana", targets))}
 
 
 def test_metrics_named_in_the_readme_alerts_and_board_exist_and_move(
