@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     topic_prefix: str = "webhooks"
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int = Field(default=1, ge=1)
+    # Replicas that must have a record before a write is acknowledged (every producer
+    # writes with acks=all): min.insync.replicas of the platform's topics, capped at
+    # their replication factor. 2 of 3 replicas: one broker may be down, and a record
+    # acknowledged is on two brokers.
+    topic_min_insync_replicas: int = Field(default=2, ge=1)
 
     # ClickHouse: chdb:///path (embedded) or http(s)://user:pass@host:8123/db.
     clickhouse_url: str = "chdb://.data/clickhouse"

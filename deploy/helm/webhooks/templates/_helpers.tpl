@@ -113,6 +113,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_TOPIC_PREFIX" $c.topicPrefix
   "WEBHOOKS_TOPIC_PARTITIONS" ($c.topicPartitions | int64 | toString)
   "WEBHOOKS_TOPIC_REPLICATION" ($c.topicReplication | int64 | toString)
+  "WEBHOOKS_TOPIC_MIN_INSYNC_REPLICAS" ($c.topicMinInsyncReplicas | int64 | toString)
   "WEBHOOKS_RETENTION_DAYS" ($c.retentionDays | int64 | toString)
   "WEBHOOKS_MAX_BODY_BYTES" ($c.maxBodyBytes | int64 | toString)
   "WEBHOOKS_IDEMPOTENCY_WINDOW" $c.idempotencyWindow
