@@ -95,14 +95,16 @@ class LocalKafkaCluster:
     def running(self) -> list[int]:
         return [node_id for node_id, node in self.nodes.items() if node.running]
 
-    def metadata(self, timeout: float = 5.0) -> ClusterMetadata:
-        """The cluster's metadata as a running node sees it now."""
-        servers = ",".join(self.nodes[node].bootstrap for node in self.running())
+    def metadata(self, timeout: float = 5.0, node: int | None = None) -> ClusterMetadata:
+        """The cluster's metadata as a running node (or ``node`` itself) sees it now."""
+        nodes = [node] if node is not None else self.running()
+        servers = ",".join(self.nodes[n].bootstrap for n in nodes)
         admin = AdminClient({"bootstrap.servers": servers, "log_level": 0})
         return admin.list_topics(timeout=timeout)
 
     def wait_brokers(self, nodes: set[int], timeout: float) -> None:
-        """Until the metadata lists every one of ``nodes`` as a live broker."""
+        """Until every one of ``nodes`` answers and sees all of ``nodes`` as live brokers:
+        a node answers only once it caught up with the controller's metadata."""
         deadline = time.monotonic() + timeout
         while True:
             for node_id in nodes:
@@ -111,7 +113,7 @@ class LocalKafkaCluster:
                     raise RuntimeError(f"Kafka node {node_id} exited: "
                                        f"{self.nodes[node_id].log_path}")
             try:
-                if nodes <= set(self.metadata().brokers):
+                if all(nodes <= set(self.metadata(node=node).brokers) for node in nodes):
                     return
             except KafkaException:
                 pass
@@ -119,21 +121,24 @@ class LocalKafkaCluster:
                 raise TimeoutError(f"Kafka nodes {sorted(nodes)} not all up after {timeout}s")
             time.sleep(0.5)
 
-    def under_replicated(self, topics: Iterable[str] | None = None) -> list[str]:
+    def under_replicated(self, topics: Iterable[str] | None = None,
+                         node: int | None = None) -> list[str]:
         """``topic/partition`` of every partition (of ``topics``, else of all) whose ISR
-        lacks one of its replicas."""
-        metadata = self.metadata()
+        lacks one of its replicas, as a running node (or ``node``) sees it."""
+        metadata = self.metadata(node=node)
         wanted = set(topics) if topics is not None else set(metadata.topics)
         return [f"{name}/{p.id}" for name, topic in metadata.topics.items() if name in wanted
                 for p in topic.partitions.values() if len(p.isrs) < len(p.replicas)]
 
     def wait_rejoined(self, node: int, timeout: float = 120.0) -> None:
-        """Until ``node`` is a live broker again and every partition's ISR is full."""
+        """Until ``node`` (started again) serves, and every partition's ISR is full as it
+        sees it. Its own metadata is current: the node was fenced when it registered anew
+        (dropped from every ISR) and enters each ISR again once it caught up."""
         deadline = time.monotonic() + timeout
         self.wait_brokers({node}, timeout)
         while True:
             try:
-                lagging = self.under_replicated()
+                lagging = self.under_replicated(node=node)
                 if not lagging:
                     return
             except KafkaException as exc:

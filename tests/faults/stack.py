@@ -71,6 +71,15 @@ class FaultStack:
         self.processes[name] = process
         return process.start(timeout=120)
 
+    def start_together(self, *names: str, timeout: float = 180.0) -> None:
+        """Start every one of ``names`` at once, then wait until all are healthy."""
+        for name in names:
+            service = name.split("-")[0]
+            self.processes[name] = ServiceProcess(
+                service, self.settings, self.log_dir / f"{name}.log").launch()
+        for name in names:
+            self.processes[name].wait_healthy(timeout)
+
     def kill(self, name: str) -> None:
         """``kill -9`` of ``name``: no shutdown, no final flush or commit."""
         self.processes[name].kill()
@@ -179,3 +188,31 @@ def probe_until_live(stack: FaultStack, ledger: Ledger, receiver: Receiver,
         while wanted not in {r.event_id for r in receiver.at(endpoint.path)}:
             assert time.monotonic() < deadline, f"{endpoint.path}: the probe never arrived"
             time.sleep(0.1)
+
+
+class Phases:
+    """Named stretches of a test's load, one after the other, and the longest pause in
+    deliveries that began in each: the largest gap between two requests in a row at the
+    healthy endpoints' paths."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+        self.started = time.monotonic()
+        self.notes: list[str] = []
+        """What happened when (seconds since the start), printed with the figures."""
+
+    def begin(self, name: str) -> None:
+        self.marks.append((name, time.monotonic()))
+        self.note(f"-- {name}")
+
+    def note(self, what: str) -> None:
+        self.notes.append(f"{time.monotonic() - self.started:7.1f} s  {what}")
+        print(self.notes[-1], flush=True)
+
+    def longest_pauses(self, receiver: Receiver, paths: list[str]) -> dict[str, float]:
+        """Seconds, per phase (the last one ends with the last request)."""
+        times = sorted(request.at for path in paths for request in receiver.at(path))
+        bounds = [*self.marks, ("", float("inf"))]
+        return {name: round(max((b - a for a, b in zip(times, times[1:], strict=False)
+                                 if start <= a < stop), default=0.0), 2)
+                for (name, start), (_, stop) in zip(bounds, bounds[1:], strict=False)}
