@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # text: one readable line per record; json: one JSON object per line (log shippers).
     log_format: Literal["text", "json"] = "text"
+    # On SIGTERM, how long ingest and the eventlog keep serving while /healthz answers 503
+    # (load balancers take them out meanwhile), before they stop listening and finish the
+    # requests in flight.
+    shutdown_delay: Annotated[float, NoDecode] = 0.0
 
     # Kafka.
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -128,6 +132,7 @@ class Settings(BaseSettings):
         "secret_rotation_overlap",
         "disable_after",
         "ingest_produce_timeout",
+        "shutdown_delay",
         mode="before",
     )
     @classmethod

@@ -194,7 +194,8 @@ def test_brokers_crash_restart_and_roll_while_events_flow(
     intake.stop()
     intake_events = intake.settle()
     pauses = phases.longest_pauses(receiver, paths)
-    phases.note(f"load stopped; pauses {pauses}")
+    duplicates = phases.duplicates(receiver, paths)
+    phases.note(f"load stopped; pauses {pauses}, duplicates {duplicates}")
 
     refusals = [r for p in producers for r in p.refusals]
     unavailable = [r for r in refusals if r.status == 503 and r.at > figures["killed_at"]]
@@ -211,8 +212,9 @@ def test_brokers_crash_restart_and_roll_while_events_flow(
         f"restarted {DOWN_SECONDS:g} s later; a rolling restart (SIGTERM); two of three "
         f"killed (ingest answered 503 until one was back, then accepted again after "
         f"{figures['accepting_after']:.1f} s); "
-        f"refused tries {statuses} ({len(refusals)}); longest pause in deliveries per "
-        f"phase: " + ", ".join(f"{name} {seconds:g} s" for name, seconds in pauses.items())))
+        f"refused tries {statuses} ({len(refusals)}); per phase, longest pause in "
+        "deliveries and duplicate deliveries: " + ", ".join(
+            f"{name} {seconds:g} s, {duplicates[name]}" for name, seconds in pauses.items())))
     for name in ("eventlog", "fanout", "ingest"):
         assert stack.running(name), f"{name} died: {stack.processes[name].log_tail()}"
     assert report.events == len(ledger.published)
