@@ -9,6 +9,7 @@ several (:mod:`services.localdev.kafka_cluster` starts three).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import shutil
@@ -109,6 +110,8 @@ class LocalKafka:
         self.replication = replication
         self.jvm_options = jvm_options
         self.extra_config = dict(extra_config or {})
+        self._dumping: Path | None = None
+        """Where the running JVM writes the class-data archive as it exits, if it does."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -151,14 +154,43 @@ class LocalKafka:
         (self.data_dir / "log4j.properties").write_text(_LOG4J)
         return config
 
-    def _java(self, *args: str) -> list[str]:
+    def _java(self, *args: str, dump_classes: bool = False) -> list[str]:
+        """The JVM command line for ``args``; with the class-data archive of earlier
+        brokers where there is one (start-up ~2 s faster), else, with ``dump_classes``,
+        writing one at exit (see :meth:`_settle_class_archive`)."""
         jars = ensure_kafka_jars()
+        archive = self._class_archive()
+        if archive.is_file():
+            sharing = [f"-XX:SharedArchiveFile={archive}"]
+        elif dump_classes:
+            self._dumping = archive.with_name(f"{archive.name}.{uuid.uuid4().hex}.tmp")
+            sharing = [f"-XX:ArchiveClassesAtExit={self._dumping}"]
+        else:
+            sharing = []
         return [
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", *self.jvm_options,
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", *self.jvm_options, *sharing,
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
             "-cp", f"{jars}/*", *args,
         ]
+
+    def _class_archive(self) -> Path:
+        """The class-data sharing archive for this JVM and these options: the classes a
+        broker loads, mapped at start-up instead of parsed and verified again."""
+        java = Path(shutil.which("java") or "java").resolve()
+        stamp = f"{java}:{java.stat().st_mtime if java.exists() else 0}:{self.jvm_options}"
+        return JARS_DIR.parent / f"classes-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}.jsa"
+
+    def _settle_class_archive(self, exited_cleanly: bool) -> None:
+        """Keep the archive the JVM wrote as it exited, unless it was killed meanwhile
+        (a partial file); another broker stopping cleanly writes it later."""
+        dumped, self._dumping = self._dumping, None
+        if dumped is None:
+            return
+        if exited_cleanly and dumped.is_file() and dumped.stat().st_size > 0:
+            os.replace(dumped, self._class_archive())  # atomic: readers see all or nothing
+        else:
+            dumped.unlink(missing_ok=True)
 
     def start(self, timeout: float = 90.0, detach: bool = False) -> str:
         """Start the broker and wait until it takes a produce and a consume.
@@ -188,7 +220,8 @@ class LocalKafka:
             )
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                self._java("kafka.Kafka", str(config)),
+                # A detached broker (make up) is stopped by another process: no archive.
+                self._java("kafka.Kafka", str(config), dump_classes=not detach),
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=detach,
             )
         (self.data_dir / "broker.pid").write_text(str(self.process.pid))
@@ -202,12 +235,14 @@ class LocalKafka:
         if self.process is not None:
             self.process.kill()
             self.process.wait(30)
+        self._settle_class_archive(exited_cleanly=False)
         self.process = None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker cleanly (SIGTERM), or kill it if it does not exit in time."""
         if self.process is None:
             return
+        cleanly = True
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -215,6 +250,8 @@ class LocalKafka:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                cleanly = False
+        self._settle_class_archive(cleanly)
         self.process = None
 
 

@@ -174,8 +174,11 @@ class FaultStack:
             time.sleep(0.5)
 
     def stop_all(self) -> None:
+        """SIGTERM to every process at once, then wait for each (SIGKILL after 20 s)."""
         for process in self.processes.values():
-            process.stop()
+            process.terminate()
+        for process in self.processes.values():
+            process.wait_exit(20)
         self.processes.clear()
 
 
