@@ -18,11 +18,11 @@ from webhooks.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
 
-KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms", "min.insync.replicas")
+MIN_INSYNC = "min.insync.replicas"
+
+KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms", MIN_INSYNC)
 """Configuration that :func:`ensure_topics` also brings existing topics in line with (the
 rest, e.g. the cleanup policy, is set once, when a topic is created)."""
-
-MIN_INSYNC = "min.insync.replicas"
 
 
 @dataclass(frozen=True)

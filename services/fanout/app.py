@@ -138,11 +138,14 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
         # SIGTERM (a rollout): Faust has stopped fetching. Attempts under way finish and
-        # are recorded and acknowledged, so the consumer commits them as it stops;
-        # nothing else starts (see EndpointDispatcher.drain).
+        # are recorded and acknowledged, nothing else starts (EndpointDispatcher.drain),
+        # and what is acknowledged is committed before the worker leaves its group.
         drain = settings.delivery_timeout + DRAIN_RECORD_SECONDS
         await asyncio.gather(dispatcher.drain(drain), lanes.drain(drain))
-        await app.consumer.commit()  # now, before the group learns that this worker left
+        try:
+            await app.consumer.commit()
+        except Exception:  # not started, or the group moved on: the next owner redoes it
+            log.warning("final commit failed", exc_info=True)
         log.info("stopping: deliveries under way finished, recorded and committed; "
                  "unacknowledged, for the next owner: %s", acks.pending_by_topic())
         await deliverer.aclose()
