@@ -29,7 +29,7 @@ HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	$(foreach pkg,pkg/lint/rules pkg/chartutil,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 \
 	-X helm.sh/helm/v3/$(pkg).k8sVersionMinor=31)
 
-.PHONY: up down test lint bench deps jars helm promtool hey image lock clean docs
+.PHONY: up down test lint bench soak deps jars helm promtool hey image lock clean docs
 
 deps: $(INSTALLED) jars
 
@@ -105,6 +105,11 @@ lint: $(INSTALLED)
 
 bench: deps hey
 	$(BIN)/python -m benchmarks
+
+# The whole stack under a steady mixed load for SOAK_MINUTES (default 30): memory, file
+# descriptors, lag and retry backlogs each minute into bench-results/ (results.soak).
+soak: deps
+	$(BIN)/python -m benchmarks soak
 
 clean: down
 	rm -rf .data .run bench-results

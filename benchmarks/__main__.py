@@ -1,8 +1,10 @@
 """``python -m benchmarks [name ...]``: run benchmarks against a fresh local broker.
 
 A name is a module (``bench_ledger``) or its short form (``ledger``); without names every
-benchmark runs. With names, the other benchmarks' results already in
-``bench-results/latest.json`` are kept."""
+benchmark runs, except the opt-in ones (:data:`OPT_IN`: ``soak``), which run only when
+named (``make soak``). With names, the other benchmarks' results already in
+``bench-results/latest.json`` are kept. A benchmark whose result says ``void`` (its
+figures mean nothing) or ``failed`` (a property it checks did not hold) fails the run."""
 
 from __future__ import annotations
 
@@ -22,9 +24,14 @@ from services.localdev.kafka_broker import LocalKafka, free_port
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 
 
+OPT_IN = ("soak",)
+"""Modules that run only when named: they take long (the soak: 30 minutes by default)."""
+
+
 def main(selected: list[str]) -> int:
     names = sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
     names = [n for n in names if not selected or n in selected or n[6:] in selected]
+    names += [n for n in OPT_IN if n in selected]
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "machine": machine(),
                                  "setup": "local single-node Kafka 3.9.1 (KRaft), embedded "
                                           "ClickHouse (chDB), all on this machine",
@@ -50,7 +57,8 @@ def main(selected: list[str]) -> int:
                     result = {"error": traceback.format_exc(limit=3)}
                     failed = True
                 result["seconds"] = round(time.monotonic() - started, 1)
-                failed |= bool(result.get("void"))  # e.g. a ledger that does not balance
+                # e.g. a ledger that does not balance; a soak whose memory grew
+                failed |= bool(result.get("void") or result.get("failed"))
                 report["results"][name] = result  # type: ignore[index]
                 print(json.dumps(result, indent=2), flush=True)
         finally:

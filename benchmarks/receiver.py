@@ -3,13 +3,15 @@
 A minimal HTTP/1.1 server (uvloop, httptools, keep-alive) so that the receiver costs the
 measured processes as little as possible and never shares their CPU accounting. Every
 ``POST`` is answered ``200 ok`` at once, except under ``/hang/``, which is never answered
-(a receiver that hangs until the sender's timeout), and under ``/slow/<ms>/``, answered
-that many milliseconds later (a receiver with that latency). For each delivery it records the path,
+(a receiver that hangs until the sender's timeout), under ``/slow/<ms>/``, answered
+that many milliseconds later (a receiver with that latency), and under ``/fail/``, answered
+``500`` at once (counted apart, as ``failed``). For each delivery it records the path,
 the event number ``data.object.n`` and, when the event carries ``data.object.sent_at``
 (publish time, epoch seconds), the publish-to-receipt latency. Events numbered below 0
 are probes (the benchmark checking that the worker is ready) and are only counted.
 
-``GET /stats`` answers what was recorded as JSON; ``POST /reset`` clears it.
+``GET /stats`` answers what was recorded as JSON (``GET /counts``: without the
+latencies); ``POST /reset`` clears it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import orjson
 import uvloop
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+FAIL = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n"
+        b"content-type: text/plain\r\n\r\nfail")
 
 
 class Recorder:
@@ -33,6 +37,7 @@ class Recorder:
 
     def reset(self) -> None:
         self.count = 0
+        self.failed = 0
         self.probes = 0
         self.latencies: list[float] = []
         self.distinct: set[tuple[bytes, int]] = set()
@@ -61,11 +66,13 @@ class Recorder:
         if sent is not None:
             self.latencies.append(received - sent)
 
+    def counts(self) -> dict[str, object]:
+        return {"count": self.count, "failed": self.failed, "probes": self.probes,
+                "distinct": len(self.distinct), "first": self.first, "last": self.last,
+                "out_of_order": self.out_of_order}
+
     def stats(self) -> bytes:
-        return orjson.dumps({"count": self.count, "probes": self.probes,
-                             "distinct": len(self.distinct), "first": self.first, "last": self.last,
-                             "out_of_order": self.out_of_order,
-                             "latencies": self.latencies})
+        return orjson.dumps({**self.counts(), "latencies": self.latencies})
 
 
 class HttpConnection(asyncio.Protocol):
@@ -102,6 +109,10 @@ class HttpConnection(asyncio.Protocol):
             payload = self.recorder.stats()
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                                  b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
+        elif method == b"GET" and self.url == b"/counts":
+            payload = orjson.dumps(self.recorder.counts())
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
         elif method == b"POST" and self.url == b"/reset":
             self.recorder.reset()
             self.transport.write(OK)
@@ -110,6 +121,9 @@ class HttpConnection(asyncio.Protocol):
         elif self.url.startswith(b"/slow/"):
             delay_ms = int(self.url.split(b"/")[2])
             asyncio.get_running_loop().call_later(delay_ms / 1000, self._answer, self.url, body)
+        elif self.url.startswith(b"/fail/"):
+            self.recorder.failed += 1
+            self.transport.write(FAIL)
         else:
             self.recorder.record(self.url, body)
             self.transport.write(OK)

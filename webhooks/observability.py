@@ -15,16 +15,21 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from webhooks.shutdown import GracefulShutdown
+
 HealthCheck = Callable[[], bool]
 
 
 def health_router(checks: dict[str, HealthCheck],
-                  registry: CollectorRegistry = REGISTRY) -> APIRouter:
+                  registry: CollectorRegistry = REGISTRY,
+                  shutdown: GracefulShutdown | None = None) -> APIRouter:
     """Liveness, readiness (every check passes, run off the event loop) and Prometheus metrics.
 
     ``/livez`` answers 200 whenever the process serves HTTP and checks nothing else: the
     chart's liveness probe uses it, so a Kafka or ClickHouse outage takes pods out of their
-    Service (readiness, ``/healthz``) without restarting them all.
+    Service (readiness, ``/healthz``) without restarting them all. Once ``shutdown`` saw a
+    SIGTERM, ``/healthz`` answers 503 at once (``shutting_down``): the pod leaves its Service
+    while it finishes its work.
     """
     router = APIRouter(include_in_schema=False)
 
@@ -34,6 +39,8 @@ def health_router(checks: dict[str, HealthCheck],
 
     @router.get("/healthz")
     async def healthz() -> JSONResponse:
+        if shutdown is not None and shutdown.shutting_down:
+            return JSONResponse({"status": "shutting_down"}, status_code=503)
         results = {name: await asyncio.to_thread(check) for name, check in checks.items()}
         healthy = all(results.values())
         body = {"status": "ok" if healthy else "unavailable",

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # text: one readable line per record; json: one JSON object per line (log shippers).
     log_format: Literal["text", "json"] = "text"
+    # On SIGTERM, how long ingest and the eventlog keep serving while /healthz answers 503
+    # (load balancers take them out meanwhile), before they stop listening and finish the
+    # requests in flight.
+    shutdown_delay: Annotated[float, NoDecode] = 0.0
 
     # Kafka.
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -57,6 +61,11 @@ class Settings(BaseSettings):
     topic_prefix: str = "webhooks"
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int = Field(default=1, ge=1)
+    # Replicas that must have a record before a write is acknowledged (every producer
+    # writes with acks=all): min.insync.replicas of the platform's topics, capped at
+    # their replication factor. 2 of 3 replicas: one broker may be down, and a record
+    # acknowledged is on two brokers.
+    topic_min_insync_replicas: int = Field(default=2, ge=1)
 
     # ClickHouse: chdb:///path (embedded) or http(s)://user:pass@host:8123/db.
     clickhouse_url: str = "chdb://.data/clickhouse"
@@ -131,6 +140,7 @@ class Settings(BaseSettings):
         "secret_rotation_overlap",
         "disable_after",
         "ingest_produce_timeout",
+        "shutdown_delay",
         mode="before",
     )
     @classmethod

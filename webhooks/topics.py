@@ -11,6 +11,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
     ResourceType,
+    TopicMetadata,
 )
 
 from webhooks.settings import Settings
@@ -22,7 +23,9 @@ IDEMPOTENCY_RETENTION_MARGIN_MS = 2 * HOUR_MS
 records: ingest honours an entry for the window and keeps it an hour longer (clock skew
 between replicas), so its record must still be there for a replica that (re)builds."""
 
-KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms", "segment.ms")
+MIN_INSYNC = "min.insync.replicas"
+
+KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms", "segment.ms", MIN_INSYNC)
 """Configuration that :func:`ensure_topics` also brings existing topics in line with (the
 rest, e.g. the cleanup policy, is set once, when a topic is created)."""
 
@@ -111,11 +114,16 @@ class Topics:
         """Compacted record of accepted event ids / idempotency keys, for ingest dedupe."""
         return f"{self.prefix}.idempotency"
 
-    def specs(self, retention_days: int = 30, idempotency_window: float = 24 * 3600.0
-              ) -> list[TopicSpec]:
-        """Every topic with its configuration (``idempotency_window`` in seconds)."""
-        retention = {"retention.ms": str(retention_days * DAY_MS)}
-        compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    def specs(self, retention_days: int = 30, idempotency_window: float = 24 * 3600.0,
+              min_insync_replicas: int = 1) -> list[TopicSpec]:
+        """Every topic with its configuration (``idempotency_window`` in seconds).
+
+        ``min_insync_replicas``: how many replicas must have a record before an ``acks=all``
+        write of it is acknowledged (every producer of the platform writes so).
+        """
+        replicas = {MIN_INSYNC: str(min_insync_replicas)}
+        retention = {"retention.ms": str(retention_days * DAY_MS), **replicas}
+        compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000", **replicas}
         specs = [
             TopicSpec(self.ingest, retention),
             TopicSpec(self.ingest_rejected, retention),
@@ -128,9 +136,11 @@ class Topics:
             TopicSpec(self.registry, compacted),
             TopicSpec(self.deliveries, retention),
             TopicSpec(self.ordered, retention),
-            TopicSpec(self.dlq, {"retention.ms": str(max(retention_days, 30) * DAY_MS)}),
+            TopicSpec(self.dlq, {"retention.ms": str(max(retention_days, 30) * DAY_MS),
+                                 **replicas}),
             TopicSpec(self.attempts, retention),
-            TopicSpec(self.idempotency, idempotency_config(idempotency_window)),
+            TopicSpec(self.idempotency, {**idempotency_config(idempotency_window),
+                                         **replicas}),
         ]
         specs += [TopicSpec(self.retry(tier), retention) for tier in self.retry_tiers]
         return specs
@@ -152,14 +162,21 @@ def idempotency_config(window: float) -> dict[str, str]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic and bring the retention (and compaction lag, and segment
-    roll) of existing ones in line with the settings, the idempotency topic's with
-    ``WEBHOOKS_IDEMPOTENCY_WINDOW`` (idempotent); return the names that were created."""
+    """Create any missing topic and bring the retention (and compaction lag, segment
+    roll and ``min.insync.replicas``) of existing ones in line with the settings, the
+    idempotency topic's with ``WEBHOOKS_IDEMPOTENCY_WINDOW`` (idempotent); return the
+    names that were created.
+
+    ``min.insync.replicas`` is ``WEBHOOKS_TOPIC_MIN_INSYNC_REPLICAS`` capped at the
+    topic's replication factor (a topic of one replica takes writes with one).
+    """
     admin = AdminClient(settings.kafka.client_config())
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    specs = Topics.from_settings(settings).specs(settings.retention_days,
-                                                 settings.idempotency_window)
-    _keep_in_line(admin, [spec for spec in specs if spec.name in existing], timeout)
+    existing = admin.list_topics(timeout=timeout).topics
+    topics = Topics.from_settings(settings)
+    specs = topics.specs(settings.retention_days, settings.idempotency_window,
+                         min(settings.topic_min_insync_replicas, settings.topic_replication))
+    _keep_in_line(admin, [_capped(spec, _replication_of(existing[spec.name]))
+                          for spec in specs if spec.name in existing], timeout)
     wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
@@ -184,6 +201,20 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def _replication_of(topic: TopicMetadata) -> int:
+    """The replication factor of an existing topic (its first partition's replicas)."""
+    partitions = list(topic.partitions.values())
+    return len(partitions[0].replicas) if partitions else 1
+
+
+def _capped(spec: TopicSpec, replication: int) -> TopicSpec:
+    """``spec`` with ``min.insync.replicas`` at most ``replication``: a topic created with
+    fewer replicas than the settings now ask for must still take writes."""
+    if MIN_INSYNC not in spec.config or int(spec.config[MIN_INSYNC]) <= replication:
+        return spec
+    return TopicSpec(spec.name, {**spec.config, MIN_INSYNC: str(replication)})
 
 
 def _keep_in_line(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:

@@ -39,6 +39,7 @@ from webhooks.problems import install_problem_handlers, problem_response
 from webhooks.registry import Registry
 from webhooks.secret_encryption import SecretsKeyError
 from webhooks.settings import Settings
+from webhooks.shutdown import GracefulShutdown
 from webhooks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ def create_app(settings: Settings) -> FastAPI:
     context = (EventlogContext.create(settings, client, producer, registry)
                if settings.eventlog_role in ("all", "api") else None)
 
+    shutdown = GracefulShutdown(settings.shutdown_delay)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        shutdown.install()
         registry.start()
         if sink is not None:
             sink.start()
@@ -91,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     if sink is not None:
         checks["sink"] = lambda: sink.alive
     checks["registry"] = lambda: registry.ready
-    app.include_router(health_router(checks, eventlog_registry(settings, client)))
+    app.include_router(health_router(checks, eventlog_registry(settings, client), shutdown))
     if context is not None:
         app.state.context = context
         app.state.api_keys = ApiKeys(settings.api_keys, registry)

@@ -19,6 +19,8 @@ import ssl
 from typing import Any
 
 import faust
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
 
 from services.fanout.agents import add_agents
 from services.fanout.deliverer import Deliverer
@@ -51,6 +53,11 @@ pays for it with 20 empty fetches a second (~0.01 core each for the worker and t
 PRODUCE_TIMEOUT = 30.0
 """How long a write may wait for Kafka before it fails (and its message is retried)."""
 
+DRAIN_RECORD_SECONDS = 10.0
+"""On SIGTERM, how long beyond the delivery timeout the attempts under way may take to be
+recorded in Kafka before the worker gives up on them (left unacknowledged); with the
+default 15 s timeout, 25 s: within the chart's 60 s terminationGracePeriodSeconds."""
+
 MIN_LINGER_MS = 10.0
 """The shortest time the worker's producer waits to fill a batch. Its writes (attempt
 records, retry tier and DLQ records, endpoint updates) gate only the offset commit, made
@@ -82,6 +89,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
     )
 
+    app.transport.Consumer = CommitBeforeRevoke  # type: ignore[misc]
     view = EndpointView(connection, topics.endpoints)
     registry = Registry(connection, topics.registry)
     streaks = StreakView(connection, topics.endpoint_health)
@@ -132,8 +140,17 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
-        await dispatcher.close()
-        await lanes.close()
+        # SIGTERM (a rollout): Faust has stopped fetching. Attempts under way finish and
+        # are recorded and acknowledged, nothing else starts (EndpointDispatcher.drain),
+        # and what is acknowledged is committed before the worker leaves its group.
+        drain = settings.delivery_timeout + DRAIN_RECORD_SECONDS
+        await asyncio.gather(dispatcher.drain(drain), lanes.drain(drain))
+        try:
+            await app.consumer.commit()
+        except Exception:  # not started, or the group moved on: the next owner redoes it
+            log.warning("final commit failed", exc_info=True)
+        log.info("stopping: deliveries under way finished, recorded and committed; "
+                 "unacknowledged, for the next owner: %s", acks.pending_by_topic())
         await deliverer.aclose()
         await asyncio.to_thread(producer.close)
         view.stop()
@@ -141,6 +158,24 @@ def create_app(settings: Settings) -> faust.App:
         registry.stop()
 
     return app
+
+
+class CommitBeforeRevoke(AIOKafkaConsumer):
+    """Faust's consumer, committing what was acknowledged on partitions being revoked
+    before it forgets those acknowledgements.
+
+    Faust commits every ``broker_commit_interval`` (1 s) and drops the acknowledgements
+    of revoked partitions at a rebalance (a worker joining or leaving, as in every
+    rollout), so whatever was done since the last commit was done again by the next
+    owner: up to a second of deliveries sent twice, per worker and rebalance.
+    """
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        try:
+            await self.commit(revoked)
+        except Exception:  # e.g. the group moved on already: the next owner redoes it
+            log.warning("commit before a rebalance failed", exc_info=True)
+        await super().on_partitions_revoked(revoked)
 
 
 def _bound_fetch_wait(app: faust.App, wait_ms: int) -> None:

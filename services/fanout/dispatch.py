@@ -132,6 +132,8 @@ class EndpointDispatcher:
         self.in_flight = 0
         self.waiting = 0
         """Jobs held until their due time."""
+        self.closing = False
+        """Set by :meth:`drain`: no job starts any more."""
 
     def submit(self, endpoint_id: str, job: Job, rate_limit: int | None = None,
                overflow: Finish | None = None) -> None:
@@ -141,6 +143,8 @@ class EndpointDispatcher:
         ``overflow`` step runs instead, when given: memory holds a bounded backlog per
         endpoint and the rest waits elsewhere (in Kafka).
         """
+        if self.closing:
+            return  # the worker is stopping: its message stays unacknowledged
         queue = self._queues.get(endpoint_id)
         if (overflow is not None and self._max_queued is not None and queue is not None
                 and len(queue) >= self._max_queued):
@@ -160,7 +164,7 @@ class EndpointDispatcher:
     def submit_at(self, delay: float, endpoint_id: str, job: Job,
                   rate_limit: int | None = None, overflow: Finish | None = None) -> None:
         """:meth:`submit` after ``delay`` seconds without blocking the caller."""
-        if delay <= 0:
+        if delay <= 0 or self.closing:
             self.submit(endpoint_id, job, rate_limit, overflow)
             return
         self.waiting += 1
@@ -177,6 +181,31 @@ class EndpointDispatcher:
     @property
     def queued(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work and let the work under way finish, for a worker that stops.
+
+        Jobs not started yet and jobs waiting for their due time are dropped: their
+        messages stay unacknowledged, so the partitions' next owner consumes them again
+        (nothing was sent). Attempts under way finish and their outcomes are made durable
+        (then acknowledged, and committed by the consumer as it stops), within
+        ``timeout`` seconds; whatever still runs then is cancelled (:meth:`close`).
+        """
+        self.closing = True
+        for handle in list(self._timers):
+            handle.cancel()
+        self._timers.clear()
+        self.waiting = 0
+        for queue in self._queues.values():
+            queue.clear()
+        deadline = asyncio.get_running_loop().time() + timeout
+        # A job that finishes starts its finish step as a runner of its own: wait again.
+        while self._runners and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(set(self._runners), timeout=left)
+        if self._runners:
+            log.warning("%d deliveries or records still unfinished after %.0f s; their "
+                        "messages stay unacknowledged", len(self._runners), timeout)
+        await self.close()
 
     async def close(self) -> None:
         """Cancel pending timers and running jobs (their messages stay unacknowledged)."""
@@ -201,12 +230,14 @@ class EndpointDispatcher:
     async def _drain(self, endpoint_id: str) -> None:
         queue = self._queues[endpoint_id]
         try:
-            while queue:
+            while queue and not self.closing:
                 job = queue.popleft()
                 limiter = self._limiters.get(endpoint_id)
                 if limiter is not None:
                     await limiter.acquire()
                 async with self._global:
+                    if self.closing:
+                        break  # not started: its message stays unacknowledged
                     self.in_flight += 1
                     try:
                         finish = await until_durable(job, "delivery job")

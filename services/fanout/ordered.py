@@ -58,12 +58,15 @@ class OrderedLanes:
         self._worker = worker
         self._lanes: dict[str, deque[_Queued]] = {}
         self._runners: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def accept(self, task: DeliveryTask, on_durable: Callable[[], None],
                cancelled: Callable[[], bool], trace: tracing.Trace | None = None) -> None:
         """Queue ``task`` behind its endpoint's earlier ones; ``on_durable`` runs once its
         final outcome (delivered, dead-lettered, dropped) is in Kafka. ``trace``: the
         context its attempts continue (traces on)."""
+        if self._closing:
+            return  # the worker is stopping: the task stays unacknowledged
         lane = self._lanes.get(task.endpoint_id)
         if lane is None:
             lane = self._lanes[task.endpoint_id] = deque()
@@ -77,6 +80,15 @@ class OrderedLanes:
         """Tasks waiting in lanes (the head of each included)."""
         return sum(len(lane) for lane in self._lanes.values())
 
+    async def drain(self, timeout: float) -> None:
+        """Let each lane finish the attempt under way (and record it), within ``timeout``
+        seconds, and start no other; then :meth:`close`. Tasks not attempted stay
+        unacknowledged, for the partitions' next owner."""
+        self._closing = True
+        if self._runners:
+            await asyncio.wait(set(self._runners), timeout=timeout)
+        await self.close()
+
     async def close(self) -> None:
         """Stop every lane; unfinished tasks stay unacknowledged (read again later)."""
         for runner in list(self._runners):
@@ -88,7 +100,7 @@ class OrderedLanes:
     async def _run(self, endpoint_id: str, lane: deque[_Queued]) -> None:
         last_sent = 0.0
         try:
-            while lane:
+            while lane and not self._closing:
                 head = lane[0]
                 if head.cancelled():  # its partition went to another worker
                     lane.popleft()

@@ -25,6 +25,7 @@ from webhooks.problems import (
     render_problem,
 )
 from webhooks.settings import Settings
+from webhooks.shutdown import GracefulShutdown
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTU
     """
     metrics = IngestMetrics()
     runtime = IngestRuntime(settings, metrics, ledger_startup_wait=ledger_startup_wait)
+    shutdown = GracefulShutdown(settings.shutdown_delay)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        shutdown.install()  # in each worker process of a multi-worker server
         # Here, not at import: each worker process of a multi-worker server exports its own.
         traced = tracing.configure("ingest")
         await asyncio.to_thread(runtime.start)
@@ -100,6 +103,6 @@ def create_app(settings: Settings, *, ledger_startup_wait: float = LEDGER_STARTU
         "idempotency_ledger": runtime.ledger_ready,
         "registry": runtime.registry_ready,
         "kafka_intake": runtime.intake_running,
-    }, registry=metrics.registry))
+    }, registry=metrics.registry, shutdown=shutdown))
     app.include_router(events_router)
     return app

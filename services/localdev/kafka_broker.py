@@ -1,12 +1,15 @@
-"""A real single-node Apache Kafka broker (KRaft) for one machine: `make up` and tests.
+"""A real Apache Kafka broker (KRaft) for one machine: `make up` and tests.
 
 The broker jars come from Maven Central (``kafka-pom.xml`` beside this module) into the
-git-ignored ``.cache/`` folder of the project and run on the machine's Java 17.
+git-ignored ``.cache/`` folder of the project and run on the machine's Java 17. One
+:class:`LocalKafka` is a single-node cluster unless it is given the controller quorum of
+several (:mod:`services.localdev.kafka_cluster` starts three).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import shutil
@@ -84,14 +87,31 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class LocalKafka:
-    """One broker process: ``start()`` formats storage on first use, ``stop()`` ends it."""
+    """One broker process: ``start()`` formats storage on first use, ``stop()`` ends it.
+
+    Alone it is a single-node cluster (node 1, its own controller quorum, replication 1).
+    As a node of a cluster it gets its ``node_id``, the quorum's ``voters``
+    (``id@host:port,…``), the ``cluster_id`` every node is formatted with and the
+    ``replication`` of the broker's internal topics and of ``min.insync.replicas``.
+    """
 
     def __init__(self, data_dir: Path, port: int = 9092, controller_port: int | None = None,
-                 heap: str = "512m") -> None:
+                 heap: str = "512m", *, node_id: int = 1, voters: str | None = None,
+                 cluster_id: str | None = None, replication: int = 1,
+                 jvm_options: tuple[str, ...] = ("-XX:+UseG1GC",),
+                 extra_config: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.controller_port = controller_port or free_port()
         self.heap = heap
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.cluster_id = cluster_id
+        self.replication = replication
+        self.jvm_options = jvm_options
+        self.extra_config = dict(extra_config or {})
+        self._dumping: Path | None = None
+        """Where the running JVM writes the class-data archive as it exits, if it does."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,11 +125,13 @@ class LocalKafka:
     def _write_config(self) -> Path:
         logs = self.data_dir / "logs"
         config = self.data_dir / "server.properties"
+        # With replication 3: every partition waits for 2 of its 3 replicas (acks=all).
+        min_insync = min(2, self.replication)
         config.write_text(
             "\n".join([
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"node.id={self.node_id}",
+                f"controller.quorum.voters={self.voters}",
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
                 f"CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
@@ -117,60 +139,110 @@ class LocalKafka:
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 f"log.dirs={logs}",
                 "num.partitions=3",
-                "offsets.topic.replication.factor=1",
+                f"default.replication.factor={self.replication}",
+                f"min.insync.replicas={min_insync}",
+                f"offsets.topic.replication.factor={self.replication}",
                 "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
+                f"transaction.state.log.replication.factor={self.replication}",
+                f"transaction.state.log.min.isr={min_insync}",
                 "group.initial.rebalance.delay.ms=0",
                 "log.cleaner.backoff.ms=1000",
                 "auto.create.topics.enable=true",
+                *(f"{name}={value}" for name, value in self.extra_config.items()),
             ]) + "\n"
         )
         (self.data_dir / "log4j.properties").write_text(_LOG4J)
         return config
 
-    def _java(self, *args: str) -> list[str]:
+    def _java(self, *args: str, dump_classes: bool = False) -> list[str]:
+        """The JVM command line for ``args``; with the class-data archive of earlier
+        brokers where there is one (start-up ~2 s faster), else, with ``dump_classes``,
+        writing one at exit (see :meth:`_settle_class_archive`)."""
         jars = ensure_kafka_jars()
+        archive = self._class_archive()
+        if archive.is_file():
+            sharing = [f"-XX:SharedArchiveFile={archive}"]
+        elif dump_classes:
+            self._dumping = archive.with_name(f"{archive.name}.{uuid.uuid4().hex}.tmp")
+            sharing = [f"-XX:ArchiveClassesAtExit={self._dumping}"]
+        else:
+            sharing = []
         return [
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", *self.jvm_options, *sharing,
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
             "-cp", f"{jars}/*", *args,
         ]
+
+    def _class_archive(self) -> Path:
+        """The class-data sharing archive for this JVM and these options: the classes a
+        broker loads, mapped at start-up instead of parsed and verified again."""
+        java = Path(shutil.which("java") or "java").resolve()
+        stamp = f"{java}:{java.stat().st_mtime if java.exists() else 0}:{self.jvm_options}"
+        return JARS_DIR.parent / f"classes-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}.jsa"
+
+    def _settle_class_archive(self, exited_cleanly: bool) -> None:
+        """Keep the archive the JVM wrote as it exited, unless it was killed meanwhile
+        (a partial file); another broker stopping cleanly writes it later."""
+        dumped, self._dumping = self._dumping, None
+        if dumped is None:
+            return
+        if exited_cleanly and dumped.is_file() and dumped.stat().st_size > 0:
+            os.replace(dumped, self._class_archive())  # atomic: readers see all or nothing
+        else:
+            dumped.unlink(missing_ok=True)
 
     def start(self, timeout: float = 90.0, detach: bool = False) -> str:
         """Start the broker and wait until it takes a produce and a consume.
 
         ``detach`` starts it in its own session so it outlives this process (``make up``).
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = "-"
-            while cluster_id.startswith("-"):  # StorageTool would read "-..." as an option
-                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(config), "--ignore-formatted"),
-                check=True, capture_output=True,
-            )
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                self._java("kafka.Kafka", str(config)),
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=detach,
-            )
-        (self.data_dir / "broker.pid").write_text(str(self.process.pid))
+        self.launch(detach)
         try:
-            wait_until_ready(self.bootstrap, timeout, process=self.process)
+            wait_until_ready(self.bootstrap, timeout, process=self.process,
+                             replication=self.replication)
         except Exception:
             self.stop()
             raise
         return self.bootstrap
 
+    def launch(self, detach: bool = False) -> None:
+        """Format the storage on first use and start the process, without waiting: a
+        cluster's node serves only once a majority of the quorum runs."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format",
+                           "-t", self.cluster_id or new_cluster_id(),
+                           "-c", str(config), "--ignore-formatted"),
+                check=True, capture_output=True,
+            )
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                # A detached broker (make up) is stopped by another process: no archive.
+                self._java("kafka.Kafka", str(config), dump_classes=not detach),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=detach,
+            )
+        (self.data_dir / "broker.pid").write_text(str(self.process.pid))
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: nothing flushed, no leadership handed over, no controlled shutdown."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(30)
+        self._settle_class_archive(exited_cleanly=False)
+        self.process = None
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker cleanly (SIGTERM), or kill it if it does not exit in time."""
         if self.process is None:
             return
+        cleanly = True
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -178,6 +250,8 @@ class LocalKafka:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                cleanly = False
+        self._settle_class_archive(cleanly)
         self.process = None
 
 
@@ -202,9 +276,19 @@ def stop_pid(pid_file: Path, timeout: float = 30.0) -> bool:
     return True
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (what ``kafka-storage random-uuid`` prints)."""
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # StorageTool would read "-..." as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
+
+
 def wait_until_ready(bootstrap: str, timeout: float = 90.0,
-                     process: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until the broker at ``bootstrap`` accepts a produce and a consume."""
+                     process: subprocess.Popen[bytes] | None = None,
+                     replication: int = 1) -> None:
+    """Block until the broker at ``bootstrap`` accepts a produce and a consume (on a topic
+    of ``replication`` replicas: on a cluster, every node is then up)."""
     deadline = time.monotonic() + timeout
     # log_level 0: a broker still starting is expected, not worth a log line per retry.
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -220,13 +304,14 @@ def wait_until_ready(bootstrap: str, timeout: float = 90.0,
         if time.monotonic() > deadline:
             raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout}s")
         time.sleep(0.5)
-    _round_trip(bootstrap, admin, deadline)
+    _round_trip(bootstrap, admin, deadline, replication)
 
 
-def _round_trip(bootstrap: str, admin: AdminClient, deadline: float) -> None:
+def _round_trip(bootstrap: str, admin: AdminClient, deadline: float,
+                replication: int) -> None:
     topic = "__webhooks_ready"
     try:
-        new_topic = NewTopic(topic, num_partitions=1, replication_factor=1)
+        new_topic = NewTopic(topic, num_partitions=1, replication_factor=replication)
         admin.create_topics([new_topic])[topic].result()
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):

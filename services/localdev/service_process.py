@@ -61,8 +61,14 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90.0, wait: bool = True) -> ServiceProcess:
-        """Start the process and (unless not ``wait``) wait until its ``/healthz`` answers 200."""
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
+        """Start the process and wait until its ``/healthz`` answers 200."""
+        self.launch()
+        self.wait_healthy(timeout)
+        return self
+
+    def launch(self) -> ServiceProcess:
+        """Start the process without waiting for it (several start side by side)."""
         env = {**settings_env(self.settings), **self.env}
         # Faust's data directory defaults to the working directory; keep it out of the repo.
         faust_dir = Path(tempfile.gettempdir()) / "webhooks-faust"
@@ -72,8 +78,6 @@ class ServiceProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "serve", self.name],
                 cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_healthy(timeout)
         return self
 
     def wait_healthy(self, timeout: float) -> None:
@@ -117,6 +121,16 @@ class ServiceProcess:
         """SIGTERM and wait; SIGKILL if it does not exit in time."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.wait_exit(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the process shuts down on its own time."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def wait_exit(self, timeout: float = 20.0) -> None:
+        """Wait for the process to exit; SIGKILL if it does not in time."""
+        if self.process is not None:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -23,7 +23,7 @@ from webhooks.topics import Topics, ensure_topics
 
 def fault_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: object) -> Settings:
     """Short retries and timeouts, smallish sink batches (so that a kill lands among the
-    inserts of a backlog), and every topic created."""
+    inserts of a backlog), a short shutdown delay, and every topic created."""
     scope = f"f{uuid.uuid4().hex[:10]}"
     settings = Settings(**{
         "kafka_bootstrap": kafka_bootstrap,
@@ -39,6 +39,9 @@ def fault_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: objec
         "sink_batch_size": 200,
         "sink_batch_wait": 0.2,
         "cursor_secret": "fault-suite-cursor-secret",
+        # On SIGTERM, ingest and the eventlog serve 1 s more with /healthz at 503: the
+        # rolling restart's proxy probes every 0.2 s.
+        "shutdown_delay": 1.0,
         **overrides,
     })
     ensure_topics(settings)
@@ -60,6 +63,9 @@ class FaultStack:
         self.log_dir = log_dir
         self.processes: dict[str, ServiceProcess] = {}
         self.platform = Platform(settings)
+        self.restarts = 0
+        self.exit_codes: dict[str, int | None] = {}
+        """How each replica replaced by :meth:`roll` or :meth:`recreate` exited."""
 
     def start(self, name: str) -> ServiceProcess:
         """Start ``name`` (its service is the part before any ``-``) and wait until healthy.
@@ -70,6 +76,45 @@ class FaultStack:
         process = ServiceProcess(service, self.settings, self.log_dir / f"{name}.log")
         self.processes[name] = process
         return process.start(timeout=120)
+
+    def start_together(self, *names: str, timeout: float = 180.0) -> None:
+        """Start every one of ``names`` at once, then wait until all are healthy."""
+        for name in names:
+            service = name.split("-")[0]
+            self.processes[name] = ServiceProcess(
+                service, self.settings, self.log_dir / f"{name}.log").launch()
+        for name in names:
+            self.processes[name].wait_healthy(timeout)
+
+    def roll(self, name: str, grace: float = 60.0) -> tuple[str, float]:
+        """Replace ``name`` as a Deployment's rolling update does with ``maxUnavailable:
+        0``: start a new replica (beside the old one, under ``name~new`` until then),
+        wait until it is ready, SIGTERM the old one and wait for it to exit (SIGKILL
+        after ``grace``, the chart's ``terminationGracePeriodSeconds``). The new one takes
+        the name. Returns the old one's URL and when it got its SIGTERM."""
+        old = self.processes[name]
+        self.restarts += 1
+        new = ServiceProcess(old.name, self.settings,
+                             self.log_dir / f"{name}.{self.restarts}.log")
+        self.processes[f"{name}~new"] = new
+        new.start(timeout=180)
+        terminated = time.monotonic()
+        old.terminate()
+        old.wait_exit(grace)
+        self.exit_codes[f"{name} ({old.url})"] = old.process.returncode if old.process else None
+        self.processes[name] = self.processes.pop(f"{name}~new")
+        return old.url, terminated
+
+    def recreate(self, name: str, grace: float = 60.0) -> tuple[str, float]:
+        """Replace ``name`` as a ``Recreate`` Deployment does (the embedded ClickHouse is
+        opened by one process only): SIGTERM, wait for the exit, start a new one."""
+        old = self.processes[name]
+        terminated = time.monotonic()
+        old.terminate()
+        old.wait_exit(grace)
+        self.exit_codes[f"{name} ({old.url})"] = old.process.returncode if old.process else None
+        self.start(name)
+        return old.url, terminated
 
     def kill(self, name: str) -> None:
         """``kill -9`` of ``name``: no shutdown, no final flush or commit."""
@@ -129,8 +174,11 @@ class FaultStack:
             time.sleep(0.5)
 
     def stop_all(self) -> None:
+        """SIGTERM to every process at once, then wait for each (SIGKILL after 20 s)."""
         for process in self.processes.values():
-            process.stop()
+            process.terminate()
+        for process in self.processes.values():
+            process.wait_exit(20)
         self.processes.clear()
 
 
@@ -179,3 +227,45 @@ def probe_until_live(stack: FaultStack, ledger: Ledger, receiver: Receiver,
         while wanted not in {r.event_id for r in receiver.at(endpoint.path)}:
             assert time.monotonic() < deadline, f"{endpoint.path}: the probe never arrived"
             time.sleep(0.1)
+
+
+class Phases:
+    """Named stretches of a test's load, one after the other, and the longest pause in
+    deliveries that began in each: the largest gap between two requests in a row at the
+    healthy endpoints' paths."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+        self.started = time.monotonic()
+        self.notes: list[str] = []
+        """What happened when (seconds since the start), printed with the figures."""
+
+    def begin(self, name: str) -> None:
+        self.marks.append((name, time.monotonic()))
+        self.note(f"-- {name}")
+
+    def note(self, what: str) -> None:
+        self.notes.append(f"{time.monotonic() - self.started:7.1f} s  {what}")
+        print(self.notes[-1], flush=True)
+
+    def duplicates(self, receiver: Receiver, paths: list[str]) -> dict[str, int]:
+        """Requests that repeated an earlier one (same event, same path), per phase of
+        their arrival."""
+        seen: set[tuple[str, str]] = set()
+        repeats = []
+        for request in sorted((r for path in paths for r in receiver.at(path)),
+                              key=lambda r: r.at):
+            if (request.path, request.event_id) in seen:
+                repeats.append(request.at)
+            seen.add((request.path, request.event_id))
+        bounds = [*self.marks, ("", float("inf"))]
+        return {name: sum(1 for at in repeats if start <= at < stop)
+                for (name, start), (_, stop) in zip(bounds, bounds[1:], strict=False)}
+
+    def longest_pauses(self, receiver: Receiver, paths: list[str]) -> dict[str, float]:
+        """Seconds, per phase (the last one ends with the last request)."""
+        times = sorted(request.at for path in paths for request in receiver.at(path))
+        bounds = [*self.marks, ("", float("inf"))]
+        return {name: round(max((b - a for a, b in zip(times, times[1:], strict=False)
+                                 if start <= a < stop), default=0.0), 2)
+                for (name, start), (_, stop) in zip(bounds, bounds[1:], strict=False)}

@@ -91,3 +91,32 @@ def test_the_idempotency_topic_keeps_its_records_for_the_window(
     eventually(lambda: config("retention.ms") == 10 * DAY_MS + IDEMPOTENCY_RETENTION_MARGIN_MS,
                timeout=10)
     assert config("segment.ms") == 10 * DAY_MS // 4
+
+
+def test_min_insync_replicas_is_capped_at_each_topics_replication(
+        make_settings) -> None:  # type: ignore[no-untyped-def]
+    """The session broker has one replica per topic: asking for 2 (the default) sets 1,
+    which still takes writes; a topic of the cluster tests gets 2 of its 3
+    (tests/faults/test_cluster.py)."""
+    settings = make_settings(topic_prefix=f"isr{uuid.uuid4().hex[:8]}")
+    assert settings.topic_min_insync_replicas == 2
+    topics = Topics.from_settings(settings)
+    specs = topics.specs(30, min_insync_replicas=2)
+    assert {spec.config["min.insync.replicas"] for spec in specs} == {"2"}
+    admin = create_admin(settings.kafka)
+    # An existing topic with another value is brought in line, capped at its one replica.
+    admin.create_topics([NewTopic(topics.events, 1, 1, config={
+        "min.insync.replicas": "3"})])[topics.events].result(30)
+
+    def min_insync(topic: str) -> str | None:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            return admin.describe_configs([resource])[resource].result()[
+                "min.insync.replicas"].value
+        except KafkaException:  # not known to the broker yet
+            return None
+
+    eventually(lambda: min_insync(topics.events) == "3", timeout=10)  # the topic is known
+    ensure_topics(settings)
+    eventually(lambda: min_insync(topics.events) == "1", timeout=10)
+    assert min_insync(topics.dlq) == "1"

@@ -224,3 +224,50 @@ async def test_jobs_beyond_an_endpoints_queue_bound_overflow() -> None:
         await asyncio.sleep(0)
     assert sorted(ran) == ["no-overflow-step", "other0", "slow0", "slow1"]
     await dispatcher.close()
+
+
+async def test_drain_finishes_what_runs_and_starts_nothing_else() -> None:
+    """SIGTERM: the attempt under way ends and its outcome is recorded; a queued job, a
+    job waiting for its due time and a job submitted meanwhile never start (their
+    messages stay unacknowledged, for the next owner)."""
+    dispatcher = EndpointDispatcher(concurrency=10, per_endpoint=1)
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    def job(name: str, hang: bool = False):  # type: ignore[no-untyped-def]
+        async def run():  # type: ignore[no-untyped-def]
+            ran.append(name)
+            if hang:
+                await release.wait()
+
+            async def finish() -> None:
+                await asyncio.sleep(0.01)  # a Kafka write
+                ran.append(f"{name} recorded")
+            return finish
+        return run
+
+    dispatcher.submit("e", job("under way", hang=True))
+    dispatcher.submit("e", job("queued"))
+    dispatcher.submit_at(0.05, "other", job("waiting"))
+    await asyncio.sleep(0)
+    draining = asyncio.create_task(dispatcher.drain(timeout=5.0))
+    await asyncio.sleep(0.1)
+    dispatcher.submit("e", job("submitted while stopping"))
+    assert not draining.done()  # the attempt under way holds the drain
+    release.set()
+    await asyncio.wait_for(draining, 1.0)
+    assert ran == ["under way", "under way recorded"]
+    assert dispatcher.in_flight == dispatcher.waiting == dispatcher.queued == 0
+
+
+async def test_drain_gives_up_on_what_outlasts_its_timeout() -> None:
+    dispatcher = EndpointDispatcher(concurrency=10, per_endpoint=1)
+    hung = asyncio.Event()
+
+    async def hangs() -> None:
+        await hung.wait()
+
+    dispatcher.submit("e", hangs)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(dispatcher.drain(timeout=0.1), 1.0)  # cancelled, not awaited
+    assert dispatcher.in_flight == 0

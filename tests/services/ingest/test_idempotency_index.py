@@ -168,7 +168,7 @@ def test_kill_9_mid_apply_then_restart_gives_the_same_verdicts(
     total = len(read_to_end(settings, topics.idempotency))
 
     own = settings.model_copy(update={"idempotency_dir": tmp_path, "ingest_kafka_intake": False})
-    service = ServiceProcess("ingest", own, tmp_path / "ingest.log").start(wait=False)
+    service = ServiceProcess("ingest", own, tmp_path / "ingest.log").launch()
     try:
         # The process serves nothing until its ledger is loaded: its index growing past
         # a few polls' worth (each ~5 MB, written at once) tells that some were stored.

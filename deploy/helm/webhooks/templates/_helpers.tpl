@@ -125,6 +125,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_TOPIC_PREFIX" $c.topicPrefix
   "WEBHOOKS_TOPIC_PARTITIONS" ($c.topicPartitions | int64 | toString)
   "WEBHOOKS_TOPIC_REPLICATION" ($c.topicReplication | int64 | toString)
+  "WEBHOOKS_TOPIC_MIN_INSYNC_REPLICAS" ($c.topicMinInsyncReplicas | int64 | toString)
   "WEBHOOKS_RETENTION_DAYS" ($c.retentionDays | int64 | toString)
   "WEBHOOKS_MAX_BODY_BYTES" ($c.maxBodyBytes | int64 | toString)
   "WEBHOOKS_IDEMPOTENCY_WINDOW" $c.idempotencyWindow
@@ -142,6 +143,7 @@ config.extra is merged last, so it can add new WEBHOOKS_* settings or override t
   "WEBHOOKS_FANOUT_MAX_WAITING" ($c.fanoutMaxWaiting | int64 | toString)
   "WEBHOOKS_INGEST_MAX_BATCH_BYTES" ($c.ingestMaxBatchBytes | int64 | toString)
   "WEBHOOKS_INGEST_PRODUCE_TIMEOUT" $c.ingestProduceTimeout
+  "WEBHOOKS_SHUTDOWN_DELAY" $c.shutdownDelay
   "WEBHOOKS_INGEST_KAFKA_INTAKE" ($c.ingestKafkaIntake | toString)
   "WEBHOOKS_INGEST_WORKERS" ($c.ingestWorkers | int64 | toString)
   "WEBHOOKS_SINK_BATCH_SIZE" ($c.sinkBatchSize | int64 | toString)
