@@ -1,10 +1,11 @@
 """``python -m benchmarks [name ...]``: run benchmarks against a fresh local broker.
 
 A name is a module (``bench_ledger``) or its short form (``ledger``); without names every
-benchmark runs, except the opt-in ones (:data:`OPT_IN`: ``soak``), which run only when
-named (``make soak``). With names, the other benchmarks' results already in
-``bench-results/latest.json`` are kept. A benchmark whose result says ``void`` (its
-figures mean nothing) or ``failed`` (a property it checks did not hold) fails the run."""
+benchmark runs, except the opt-in ones (:data:`OPT_IN`: ``soak``, ``scaling``), which run
+only when named (``make soak``, ``python -m benchmarks scaling``). With names, the other
+benchmarks' results already in ``bench-results/latest.json`` are kept. A benchmark whose
+result says ``void`` (its figures mean nothing) or ``failed`` (a property it checks did not
+hold) fails the run."""
 
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ from services.localdev.kafka_broker import LocalKafka, free_port
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 
 
-OPT_IN = ("soak",)
-"""Modules that run only when named: they take long (the soak: 30 minutes by default)."""
+OPT_IN = ("soak", "bench_scaling")
+"""Modules that run only when named: they take long (the soak: 30 minutes by default; the
+scaling benchmark ~25 minutes)."""
 
 
 def main(selected: list[str]) -> int:
-    names = sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
-    names = [n for n in names if not selected or n in selected or n[6:] in selected]
-    names += [n for n in OPT_IN if n in selected]
+    names = sorted({p.stem for p in Path(__file__).parent.glob("bench_*.py")} | set(OPT_IN))
+    if selected:
+        names = [n for n in names if n in selected or n.removeprefix("bench_") in selected]
+    else:
+        names = [n for n in names if n not in OPT_IN]
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "machine": machine(),
                                  "setup": "local single-node Kafka 3.9.1 (KRaft), embedded "
                                           "ClickHouse (chDB), all on this machine",

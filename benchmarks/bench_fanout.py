@@ -93,6 +93,11 @@ class ReceiverProcess:
         with urllib.request.urlopen(self.url("/stats"), timeout=30) as answer:
             return json.loads(answer.read())
 
+    def arrivals(self) -> list[tuple[float, str, int, float | None]]:
+        """Every delivery since the last reset: (received, path, n, sent_at), in order."""
+        with urllib.request.urlopen(self.url("/arrivals"), timeout=60) as answer:
+            return [(at, path, n, sent) for at, path, n, sent in json.loads(answer.read())]
+
     def reset(self) -> None:
         urllib.request.urlopen(urllib.request.Request(self.url("/reset"), method="POST"),
                                timeout=10).read()

@@ -36,13 +36,20 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks.bench_fanout import ReceiverProcess, hey_ceiling
-from benchmarks.context import BenchContext, percentiles, tree_cpu_seconds
+from benchmarks.context import (
+    BenchContext,
+    busy_cores,
+    machine_ticks,
+    percentiles,
+    tree_cpu_seconds,
+)
 from services.localdev.kafka_broker import REPO_ROOT, free_port
 from services.localdev.service_process import ServiceProcess
 
@@ -62,20 +69,23 @@ API_KEY = "bench-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SERVICES = ("eventlog", "fanout", "ingest")
 STACK = ("ingest", "fanout", "eventlog", "broker")
-"""The processes whose CPU is the stack's cost (the receiver and the load are not)."""
+"""The processes whose CPU is the stack's cost (the receiver and the load are not); every
+fanout worker (``fanout-2``…) counts."""
 
 
 class LoadGenerator:
-    """``python -m benchmarks.stack_load``, started and ready; :meth:`run` publishes."""
+    """``python -m benchmarks.stack_load``, started and ready; :meth:`run` publishes
+    (with ``keys`` in turn; all ``rate * seconds`` events at once if ``burst``)."""
 
     def __init__(self, ingest_url: str, rate: float, seconds: float, first: int,
-                 log_path: Path) -> None:
+                 log_path: Path, keys: Sequence[str] = (API_KEY,), burst: bool = False) -> None:
         self.seconds = seconds
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.stack_load", ingest_url, API_KEY,
+                [sys.executable, "-m", "benchmarks.stack_load", ingest_url, ",".join(keys),
                  "--rate", f"{rate:g}", "--seconds", f"{seconds:g}",
-                 "--connections", str(CONNECTIONS), "--first", str(first)],
+                 "--connections", str(CONNECTIONS), "--first", str(first),
+                 *(["--burst"] if burst else [])],
                 cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 text=True)
         assert self.process.stdout is not None
@@ -103,11 +113,21 @@ class LoadGenerator:
 
 
 class Stack:
-    """The three services, the receiver and the endpoints; a scenario and its meters."""
+    """The three services (and any further fanout workers: ``fanout-2``…), the receiver
+    and the endpoints; a scenario and its meters.
 
-    def __init__(self, context: BenchContext, receiver: ReceiverProcess) -> None:
+    Each of ``tenants`` has its own API key (``<tenant>-key``) and ``ENDPOINTS`` endpoints;
+    the load's events take the tenants in turn. ``overrides``: further settings (e.g.
+    ``topic_partitions``)."""
+
+    def __init__(self, context: BenchContext, receiver: ReceiverProcess,
+                 tenants: Sequence[str] = ("bench",), **overrides: object) -> None:
+        self.keys = {tenant: f"{tenant}-key" for tenant in tenants}
         settings = context.settings(ingest_port=free_port(), eventlog_port=free_port(),
-                                    fanout_port=free_port(), log_level="warning")
+                                    fanout_port=free_port(), log_level="warning",
+                                    api_keys={**{key: tenant for tenant, key in self.keys.items()},
+                                              "bench-admin": "*"},
+                                    **overrides)
         # The embedded ClickHouse opens a folder from one process only, and the event log
         # benchmark may hold the shared one open in this process: the server gets its own.
         self.settings = settings.model_copy(update={
@@ -133,36 +153,58 @@ class Stack:
         for service in self.services.values():
             service.stop()
 
+    def add_fanout(self) -> str:
+        """Start one more fanout worker (the same consumer group) and wait until it is
+        healthy; its name (``fanout-2``, ``fanout-3``…)."""
+        name = f"fanout-{sum(1 for name in self.services if name.startswith('fanout')) + 1}"
+        self.services[name] = ServiceProcess("fanout", self.settings,
+                                             self.context.work_dir / f"stack-{name}.log")
+        self.services[name].start(timeout=180)
+        return name
+
+    def running_fanouts(self) -> list[str]:
+        return [name for name, service in self.services.items() if name.startswith("fanout")
+                and service.process is not None and service.process.poll() is None]
+
     def create_endpoints(self) -> None:
-        """``ENDPOINTS`` endpoints on ``*`` through the API, live once a probe reaches all."""
-        for n in range(ENDPOINTS):
-            httpx.post(f"{self.services['eventlog'].url}/v1/endpoints", headers=AUTH,
-                       json={"url": self.receiver.url(f"/stack/{n}"), "events": ["*"]},
-                       timeout=30).raise_for_status()
+        """``ENDPOINTS`` endpoints on ``*`` per tenant through the API, live once a probe
+        reaches all."""
+        for tenant, key in self.keys.items():
+            for n in range(ENDPOINTS):
+                httpx.post(f"{self.services['eventlog'].url}/v1/endpoints", headers=_auth(key),
+                           json={"url": self.receiver.url(f"/stack/{tenant}/{n}"),
+                                 "events": ["*"]},
+                           timeout=30).raise_for_status()
         time.sleep(2)  # the fanout's view applies endpoint changes within about a second
         self._probe()
 
     def _probe(self, timeout: float = 120.0) -> None:
-        """Wait until one event posted to ingest reaches every endpoint (probes are not
-        counted): the view has the endpoints and the fanout's consumer group has joined."""
+        """Wait until one event per tenant posted to ingest reaches every endpoint (probes
+        are not counted): the view has the endpoints and the fanout's consumer group has
+        joined."""
+        endpoints = ENDPOINTS * len(self.keys)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.receiver.reset()
-            httpx.post(f"{self.services['ingest'].url}/v1/events", headers=AUTH,
-                       json={"type": "bench.probe", "data": {"object": {"n": -1}}},
-                       timeout=30).raise_for_status()
+            for key in self.keys.values():
+                httpx.post(f"{self.services['ingest'].url}/v1/events", headers=_auth(key),
+                           json={"type": "bench.probe", "data": {"object": {"n": -1}}},
+                           timeout=30).raise_for_status()
             attempt_ends = time.monotonic() + 5
             while time.monotonic() < attempt_ends:
-                if self.receiver.stats()["probes"] >= ENDPOINTS:
+                if self.receiver.stats()["probes"] >= endpoints:
                     return
                 time.sleep(0.1)
-        raise TimeoutError(f"a probe event did not reach {ENDPOINTS} endpoints in "
+        raise TimeoutError(f"a probe event did not reach {endpoints} endpoints in "
                            f"{timeout:.0f} s")
 
-    def load(self, rate: float, seconds: float) -> LoadGenerator:
+    def load(self, rate: float, seconds: float, burst: bool = False) -> LoadGenerator:
+        """A load generator of ``rate * seconds`` events, numbered after the last load's
+        (all due at once if ``burst``)."""
         first, self._numbered = self._numbered, self._numbered + int(rate * seconds)
         return LoadGenerator(self.services["ingest"].url, rate, seconds, first,
-                             self.context.work_dir / "stack-load.log")
+                             self.context.work_dir / "stack-load.log",
+                             keys=tuple(self.keys.values()), burst=burst)
 
     def wait_delivered(self, expected: int) -> dict[str, Any]:
         """The receiver's stats once it has ``expected`` distinct deliveries, or once none
@@ -188,42 +230,54 @@ class Stack:
         return None
 
     def cpu(self) -> dict[str, float]:
+        """CPU-seconds so far of every running process of the stack, the broker and the
+        receiver, by name."""
         pids = {name: service.process.pid for name, service in self.services.items()
-                if service.process}
+                if service.process and service.process.poll() is None}
         pids.update(broker=self.context.broker_pid, receiver=self.receiver.process.pid)
         return {name: tree_cpu_seconds(pid) for name, pid in pids.items() if pid}
 
-    def scenario(self, rate: float) -> dict[str, Any]:
-        """``rate`` events/s for ``DURATION`` s after an unmeasured warm-up, which starts
+    def scenario(self, rate: float, seconds: float = DURATION) -> dict[str, Any]:
+        """``rate`` events/s for ``seconds`` after an unmeasured warm-up, which starts
         once the last scenario's window has ended and is delivered and stored before the
         window starts."""
         self.receiver.reset()
-        warm_up = self.load(rate, min(WARMUP_SECONDS, DURATION)).run()
+        warm_up = self.load(rate, min(WARMUP_SECONDS, seconds)).run()
         self.wait_delivered(warm_up["accepted"] * ENDPOINTS)
         self.wait_sink()
+        measured = self.measure(self.load(rate, seconds))
+        latency = measured["latency"]
+        return {
+            "events_per_s": rate, "endpoints": ENDPOINTS,
+            "deliveries_per_s_target": rate * ENDPOINTS, "publish_seconds": seconds,
+            **measured,
+            "kept_up": (measured["accepted"] == measured["events"] and measured["missing"] == 0
+                        and latency.get("p99_ms", float("inf")) <= KEPT_UP_P99_MS)}
+
+    def measure(self, load: LoadGenerator) -> dict[str, Any]:
+        """Publish ``load``; its window runs until every accepted event reached its
+        endpoints (or nothing arrived for ``STALL_SECONDS``) and the sink stored everything:
+        what was accepted and delivered, latencies, and the CPU of every process."""
         self.receiver.reset()
-        load = self.load(rate, DURATION)
-        before, machine_before, started = self.cpu(), _machine_ticks(), time.monotonic()
+        before, machine_before, started = self.cpu(), machine_ticks(), time.monotonic()
         published = load.run()
         expected = published["accepted"] * ENDPOINTS
         stats = self.wait_delivered(expected)
         sink_s = self.wait_sink()
-        after, machine_after = self.cpu(), _machine_ticks()
+        after, machine_after = self.cpu(), machine_ticks()
         window = time.monotonic() - started
         cpu_s = {name: round(after[name] - before[name], 2) for name in before}
         cpu_s["load_generator"] = published["cpu_s"]
         received = stats["count"]
         per_delivery = {name: round(seconds / max(received, 1) * 1000, 3)
                         for name, seconds in cpu_s.items()}
-        per_delivery["stack"] = round(sum(per_delivery.get(name, 0.0) for name in STACK), 3)
+        per_delivery["stack"] = round(sum(ms for name, ms in per_delivery.items()
+                                          if name.split("-")[0] in STACK), 3)
         span = stats["last"] - stats["first"]
         latency = percentiles(stats["latencies"], (50, 90, 99))
         missing = max(0, expected - stats["distinct"])
-        total, idle = (b - a for a, b in zip(machine_before, machine_after, strict=True))
-        busy_cores = (os.cpu_count() or 1) * (total - idle) / max(total, 1)
+        busy = busy_cores(machine_before, machine_after)
         return {
-            "events_per_s": rate, "endpoints": ENDPOINTS,
-            "deliveries_per_s_target": rate * ENDPOINTS, "publish_seconds": DURATION,
             "events": published["events"], "accepted": published["accepted"],
             "accepted_per_s": published["accepted_per_s"], "publish_status": published["status"],
             "publish_errors": published["errors"], "post_latency": published["post_latency"],
@@ -234,17 +288,13 @@ class Stack:
             "latency": latency,
             "window_s": round(window, 1), "sink_caught_up_after_s": sink_s,
             "cpu_s": cpu_s, "cpu_ms_per_delivery": per_delivery,
-            "machine_busy_cores": round(busy_cores, 2),
-            "other_processes_cores": round(max(0.0, busy_cores - sum(cpu_s.values()) / window),
-                                           2),
-            "kept_up": (published["accepted"] == published["events"] and missing == 0
-                        and latency.get("p99_ms", float("inf")) <= KEPT_UP_P99_MS)}
+            "machine_busy_cores": round(busy, 2),
+            "other_processes_cores": round(max(0.0, busy - sum(cpu_s.values()) / window), 2),
+            "load_average": round(os.getloadavg()[0], 1)}
 
 
-def _machine_ticks() -> tuple[int, int]:
-    """(all, idle + iowait) clock ticks of the machine so far, from ``/proc/stat``."""
-    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(ticks), ticks[3] + ticks[4]
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def run(context: BenchContext) -> dict[str, Any]:

@@ -73,6 +73,19 @@ def percentiles(samples: list[float], points: tuple[int, ...] = (50, 95, 99)
             "max_ms": round(ordered[-1] * 1000, 2), "samples": len(ordered)}
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle + iowait) clock ticks of the machine so far, from ``/proc/stat``."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many cores the whole machine kept busy, on average, between two
+    :func:`machine_ticks` readings: the benchmarks' processes and whatever else ran."""
+    total, idle = (b - a for a, b in zip(before, after, strict=True))
+    return (os.cpu_count() or 1) * (total - idle) / max(total, 1)
+
+
 def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "processor": platform.processor()}

@@ -11,7 +11,8 @@ the event number ``data.object.n`` and, when the event carries ``data.object.sen
 are probes (the benchmark checking that the worker is ready) and are only counted.
 
 ``GET /stats`` answers what was recorded as JSON (``GET /counts``: without the
-latencies); ``POST /reset`` clears it.
+latencies); ``GET /arrivals``: every delivery as ``[received, path, n, sent_at]`` in
+arrival order (pauses and duplicates in time); ``POST /reset`` clears it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Recorder:
         self.first = self.last = 0.0
         self.highest: dict[bytes, int] = {}
         self.out_of_order = 0
+        self.arrivals: list[tuple[float, str, int, float | None]] = []
 
     def record(self, path: bytes, body: bytes) -> None:
         received = time.time()
@@ -65,6 +67,7 @@ class Recorder:
         sent = obj.get("sent_at")
         if sent is not None:
             self.latencies.append(received - sent)
+        self.arrivals.append((received, path.decode(), number, sent))
 
     def counts(self) -> dict[str, object]:
         return {"count": self.count, "failed": self.failed, "probes": self.probes,
@@ -109,8 +112,9 @@ class HttpConnection(asyncio.Protocol):
             payload = self.recorder.stats()
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                                  b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
-        elif method == b"GET" and self.url == b"/counts":
-            payload = orjson.dumps(self.recorder.counts())
+        elif method == b"GET" and self.url in (b"/counts", b"/arrivals"):
+            payload = orjson.dumps(self.recorder.counts() if self.url == b"/counts"
+                                   else self.recorder.arrivals)
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                                  b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
         elif method == b"POST" and self.url == b"/reset":

@@ -41,8 +41,8 @@ from typing import Any
 import httpx
 
 from benchmarks.bench_fanout import ReceiverProcess
-from benchmarks.bench_stack import AUTH, LoadGenerator, _machine_ticks
-from benchmarks.context import BenchContext
+from benchmarks.bench_stack import AUTH, LoadGenerator
+from benchmarks.context import BenchContext, busy_cores, machine_ticks
 from services.eventlog.sink import SINK_GROUP
 from services.localdev.kafka_broker import free_port
 from services.localdev.service_process import ServiceProcess
@@ -278,8 +278,7 @@ class SoakStack:
         dlq_depth = lags.pop("dlq_depth", {}).get("dlq", 0)
         fanout = lags.get("fanout", {})
         waiting = self.services["fanout"].metric_by_label("webhooks_unacked_messages", "topic")
-        total, idle = (after - before for before, after in
-                       zip(machine_before, _machine_ticks(), strict=True))
+        busy = busy_cores(machine_before, machine_ticks())
         counts = self.counts()
         return {
             "minute": round((time.monotonic() - started) / 60, 2),
@@ -293,8 +292,7 @@ class SoakStack:
             "dlq_depth": dlq_depth,
             "delivered": counts["count"], "failed_attempts": counts["failed"],
             "readers": readers.snapshot(),
-            "machine_busy_cores": round((os.cpu_count() or 1) * (total - idle)
-                                        / max(total, 1), 2),
+            "machine_busy_cores": round(busy, 2),
             "load_average": round(os.getloadavg()[0], 1),
         }
 
@@ -319,13 +317,13 @@ def run(context: BenchContext) -> dict[str, Any]:
         readers = Readers(stack.services["eventlog"].url).start()
         published: dict[str, Any] = {}
         loading = threading.Thread(target=lambda: published.update(load.run()), daemon=True)
-        started, machine = time.monotonic(), _machine_ticks()
+        started, machine = time.monotonic(), machine_ticks()
         loading.start()
         next_sample = started
         while loading.is_alive():
             if time.monotonic() >= next_sample:
                 samples.append(stack.sample(started, readers, machine))
-                machine = _machine_ticks()
+                machine = machine_ticks()
                 print(json.dumps(samples[-1]), flush=True)
                 next_sample += SAMPLE_SECONDS
             loading.join(min(1.0, max(0.0, next_sample - time.monotonic())))

@@ -1,10 +1,14 @@
 """The whole-stack benchmark's load generator, run as its own process:
-``python -m benchmarks.stack_load URL KEY --rate R --seconds S [--connections C] [--first N]``.
+``python -m benchmarks.stack_load URL KEYS --rate R --seconds S [--connections C] [--first N]
+[--burst]``.
 
 Posts single events to ingest (``POST URL/v1/events``, ``Bearer KEY``) paced at ``R`` per
 second for ``S`` seconds over ``C`` keep-alive connections (aiohttp, uvloop): event ``i``
 is due ``i / R`` seconds after the start and is sent by the first free connection, so a
-slow ingest shows as time behind schedule rather than as a lower rate. Each event's
+slow ingest shows as time behind schedule rather than as a lower rate. With ``--burst``
+all ``R * S`` events are due at the start: as fast as ingest takes them. ``KEYS`` is one
+API key or several, comma-separated, that take turns (event ``i`` goes with key ``i``
+modulo their number): one tenant each, so that events spread over the partitions. Each event's
 ``data.object`` carries its number ``n`` (from ``N``) and ``sent_at``, the time its
 request was sent (epoch seconds), which the receiver (:mod:`benchmarks.receiver`) turns
 into the publish-to-receipt latency. A 429 is retried after 0.2 s, like the rig's driver.
@@ -34,11 +38,13 @@ RETRIES = 20
 """Attempts of one event (429 or a connection error) before it is given up."""
 
 
-async def publish(url: str, key: str, rate: float, seconds: float, connections: int,
-                  first: int) -> dict[str, Any]:
-    """Publish ``rate * seconds`` events paced at ``rate``/s; what happened, as a dict."""
+async def publish(url: str, keys: list[str], rate: float, seconds: float, connections: int,
+                  first: int, burst: bool = False) -> dict[str, Any]:
+    """Publish ``rate * seconds`` events paced at ``rate``/s (all due at once if ``burst``),
+    with ``keys`` in turn; what happened, as a dict."""
     total = int(rate * seconds)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    headers = [{"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+               for key in keys]
     status: dict[str, int] = {}
     accepted = errors = 0
     post_latencies: list[float] = []
@@ -56,7 +62,7 @@ async def publish(url: str, key: str, rate: float, seconds: float, connections: 
             nonlocal next_index, accepted, errors
             while next_index < total and time.time() < deadline:
                 index, next_index = next_index, next_index + 1
-                due = started + index / rate
+                due = started if burst else started + index / rate
                 if (wait := due - time.time()) > 0:
                     await asyncio.sleep(wait)
                 behind.append(max(0.0, time.time() - due))
@@ -65,7 +71,8 @@ async def publish(url: str, key: str, rate: float, seconds: float, connections: 
                     body = orjson.dumps({"type": "bench.stack", "data": {"object": {
                         "n": first + index, "sent_at": sent}}})
                     try:
-                        async with session.post(url, data=body, headers=headers) as answer:
+                        async with session.post(url, data=body,
+                                                headers=headers[index % len(headers)]) as answer:
                             await answer.read()
                     except (aiohttp.ClientError, TimeoutError):
                         errors += 1
@@ -92,14 +99,16 @@ async def publish(url: str, key: str, rate: float, seconds: float, connections: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="ingest's base URL")
-    parser.add_argument("key", help="API key")
+    parser.add_argument("keys", help="API key, or several, comma-separated, taking turns")
     parser.add_argument("--rate", type=float, required=True, help="events per second")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--first", type=int, default=0, help="number of the first event")
+    parser.add_argument("--burst", action="store_true",
+                        help="every event due at the start instead of paced")
     args = parser.parse_args()
-    result = uvloop.run(publish(f"{args.url}/v1/events", args.key, args.rate, args.seconds,
-                                args.connections, args.first))
+    result = uvloop.run(publish(f"{args.url}/v1/events", args.keys.split(","), args.rate,
+                                args.seconds, args.connections, args.first, args.burst))
     print(json.dumps(result), flush=True)
 
 
