@@ -27,7 +27,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 
 OPT_IN = ("soak", "bench_scaling")
 """Modules that run only when named: they take long (the soak: 30 minutes by default; the
-scaling benchmark ~25 minutes)."""
+scaling benchmark ~30 minutes)."""
 
 
 def main(selected: list[str]) -> int:

@@ -1,5 +1,5 @@
 """More fanout workers, the pause a worker joining or leaving costs, and what more topic
-partitions cost one worker: ``python -m benchmarks scaling`` (opt-in, ~25 minutes;
+partitions cost one worker: ``python -m benchmarks scaling`` (opt-in, ~30 minutes;
 ``BENCH_SCALING_SECONDS`` shortens it, ``BENCH_SCALING_PARTS`` picks parts).
 
 Setup: the whole stack as :mod:`benchmarks.bench_stack` runs it (its :class:`Stack`): each
@@ -29,8 +29,11 @@ Parts (``BENCH_SCALING_PARTS``, comma-separated; all three unless told):
   others go on), duplicate deliveries arriving in it, its slowest delivery, and how long
   the consumer group took to be stable again; deliveries missing at the end (must be 0:
   the result says ``failed`` otherwise).
-- ``partitions``: for each of ``PARTITION_COUNTS``, a fresh stack with every topic of
-  that many partitions and one worker: ``LIGHT_RATE`` events/s for ``SECONDS``, then idle.
+- ``partitions``: for each of ``PARTITION_COUNTS`` in turn, a fresh stack with every topic
+  of that many partitions and one worker: ``LIGHT_RATE`` events/s for ``SECONDS``, then
+  idle. ``BENCH_SCALING_PARTITIONS`` (e.g. ``6,12,24,24,12,6``, which evens out a drift of
+  the machine) overrides the counts; they should divide ``TENANTS`` (24) so that the
+  events spread evenly.
 
 Each fresh stack first takes ``WARMUP_RATE`` events/s for ``WARMUP_SECONDS``, unmeasured
 (:func:`warm_up`).
@@ -73,7 +76,8 @@ rebalance after it, so that a kill's pause ends within its stretch."""
 WARMUP_RATE = 100
 WARMUP_SECONDS = min(30.0, SECONDS)
 """Unmeasured load on every fresh stack before its first figure (see :func:`warm_up`)."""
-PARTITION_COUNTS = (6, 12, 24)
+PARTITION_COUNTS = tuple(int(count) for count in
+                         os.environ.get("BENCH_SCALING_PARTITIONS", "6,12,24").split(","))
 LIGHT_RATE = 50
 TENANTS = 24
 GROUP_TIMEOUT = 90.0
@@ -321,12 +325,12 @@ def run(context: BenchContext) -> dict[str, Any]:
                     result["rebalance"] = rebalance(stack)
                     result["failed"] = result["rebalance"]["failed"]
         if "partitions" in PARTS:
-            result["partitions"] = {}
+            result["partitions"] = []
             for count in PARTITION_COUNTS:
                 with Stack(context, receiver, tenants, topic_partitions=count) as stack:
                     stack.create_endpoints()
                     warm_up(stack)
-                    result["partitions"][str(count)] = light(stack)
+                    result["partitions"].append({"partitions": count, **light(stack)})
     finally:
         receiver.stop()
     return result
