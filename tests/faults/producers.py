@@ -198,3 +198,12 @@ class IntakeWriter:
                             f"became events, e.g. {sorted(missing)[:5]}"
         assert all(len(found) == 1 for found in ids.values()), "a re-read made a second event"
         return len(ids)
+
+
+def stop_load(producers: list[RetryingProducers], intake: IntakeWriter) -> int:
+    """Stop every HTTP producer and the intake writer, each waiting for the answers to
+    what it began, then settle the intake's events into the ledger; how many it made."""
+    for producer in producers:
+        producer.stop()
+    intake.stop()
+    return intake.settle()

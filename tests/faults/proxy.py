@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.receiver import write_answer
+
 RELAYED = ("content-type", "retry-after", "idempotent-replayed")
 
 
@@ -109,7 +111,7 @@ class ReadinessProxy:
         if backend is None:
             with self._lock:
                 self.unready_answers += 1
-            self._answer(handler, 503, {"content-type": "application/problem+json"},
+            write_answer(handler, 503, {"content-type": "application/problem+json"},
                          json.dumps({"status": 503, "code": "no_ready_replica",
                                      "detail": "no ingest replica is ready"}).encode())
             return
@@ -125,12 +127,12 @@ class ReadinessProxy:
         except httpx.HTTPError as exc:
             self._record(Forwarded(backend, started, time.monotonic(), 0,
                                    f"{type(exc).__name__}: {exc}"))
-            self._answer(handler, 502, {"content-type": "application/problem+json"},
+            write_answer(handler, 502, {"content-type": "application/problem+json"},
                          json.dumps({"status": 502, "code": "bad_gateway",
                                      "detail": f"{backend}: {exc}"}).encode())
             return
         self._record(Forwarded(backend, started, time.monotonic(), answer.status_code))
-        self._answer(handler, answer.status_code,
+        write_answer(handler, answer.status_code,
                      {name: answer.headers[name] for name in RELAYED if name in answer.headers},
                      answer.content)
 
@@ -138,15 +140,3 @@ class ReadinessProxy:
         with self._lock:
             self.forwarded.append(forwarded)
 
-    @staticmethod
-    def _answer(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
-                body: bytes) -> None:
-        try:
-            handler.send_response(status)
-            for name, value in headers.items():
-                handler.send_header(name, value)
-            handler.send_header("content-length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-        except OSError:
-            pass  # the client gave up

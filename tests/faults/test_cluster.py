@@ -30,7 +30,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from services.localdev.kafka_cluster import LocalKafkaCluster
-from tests.faults.producers import IntakeWriter, RetryingProducers
+from tests.faults.producers import IntakeWriter, RetryingProducers, stop_load
 from tests.faults.stack import (
     FaultStack,
     Phases,
@@ -190,10 +190,7 @@ def test_brokers_crash_restart_and_roll_while_events_flow(
     ledger.fault(two_down)
     phases.begin("after")
     time.sleep(2.0)
-    for producer in producers:
-        producer.stop()
-    intake.stop()
-    intake_events = intake.settle()
+    intake_events = stop_load(producers, intake)
     pauses = phases.longest_pauses(receiver, paths)
     duplicates = phases.duplicates(receiver, paths)
     phases.note(f"load stopped; pauses {pauses}, duplicates {duplicates}")

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.producers import IntakeWriter, RetryingProducers
+from tests.faults.producers import IntakeWriter, RetryingProducers, stop_load
 from tests.faults.proxy import ReadinessProxy
 from tests.faults.stack import FaultStack, Phases, add_endpoint, probe_until_live, wait_until
 from tests.support.ledger import Ledger, Pair, TopicFollower
@@ -97,10 +97,7 @@ def test_every_replica_restarted_one_at_a_time_while_events_flow(
             proxy.wait_ready(2)
     phases.begin("after")
     time.sleep(1.0)
-    for producer in producers:
-        producer.stop()
-    intake.stop()
-    intake_events = intake.settle()
+    intake_events = stop_load(producers, intake)
     pauses = phases.longest_pauses(receiver, paths)
     duplicates = phases.duplicates(receiver, paths)
 

@@ -70,15 +70,7 @@ class Receiver:
                     time.sleep(delay)
                 answer = receiver.answers.get(self.path)
                 reply = answer(received) if answer else DEFAULT_ANSWER
-                try:
-                    self.send_response(status)
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.send_header("content-length", str(len(reply)))
-                    self.end_headers()
-                    self.wfile.write(reply)
-                except OSError:
-                    pass  # the client gave up (timeout); nothing to answer
+                write_answer(self, status, headers, reply)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -116,3 +108,18 @@ class Receiver:
                 return got
             time.sleep(0.05)
         raise TimeoutError(f"{path}: {len(self.at(path))} requests, wanted {count}")
+
+
+def write_answer(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
+                 body: bytes) -> None:
+    """Answer ``handler``'s request with ``status``, ``headers`` and ``body``; a client
+    that gave up meanwhile (its timeout) gets nothing."""
+    try:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("content-length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:
+        pass
