@@ -14,11 +14,12 @@ every event goes to 10 endpoints, as in ``bench_stack``. Extra fanout workers ar
 
 Parts (``BENCH_SCALING_PARTS``, comma-separated; all three unless told):
 
-- ``workers``: one stack, default ``WEBHOOKS_TOPIC_PARTITIONS`` (6), with 1, then 2, then
-  3 fanout workers: each of ``RATES`` events/s for ``SECONDS`` (``bench_stack``'s scenario:
-  deliveries/s, publish-to-receipt p50/p90/p99, CPU of every process per delivery), a burst
-  of ``BURST_EVENTS`` events as fast as ingest takes them (deliveries/s from the first
-  arrival to the last), then ``IDLE_SECONDS`` with no load (CPU of every process, in cores).
+- ``workers``: one stack, default ``WEBHOOKS_TOPIC_PARTITIONS`` (12; 6 in the published
+  run), with 1, then 2, then 3 fanout workers: each of ``RATES`` events/s for
+  ``SECONDS`` (``bench_stack``'s scenario: deliveries/s, publish-to-receipt p50/p90/p99,
+  CPU of every process per delivery), a burst of ``BURST_EVENTS`` events as fast as
+  ingest takes them (deliveries/s from the first arrival to the last), then
+  ``IDLE_SECONDS`` with no load (CPU of every process, in cores).
   ``fanouts_cpu_ms_per_delivery`` sums the fanout workers.
 - ``rebalance``: the same stack back to one worker, ``REBALANCE_RATE`` events/s for five
   stretches of ``SEGMENT_SECONDS``: steady; a second worker starts (join); the first gets

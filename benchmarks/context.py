@@ -34,7 +34,6 @@ class BenchContext:
             "kafka_bootstrap": self.kafka_bootstrap,
             "clickhouse_url": f"chdb://{self.work_dir / 'clickhouse'}?database={scope}",
             "topic_prefix": scope,
-            "topic_partitions": 6,
             "api_keys": {"bench-key": "bench", "bench-admin": "*"},
             "secrets_key": BENCH_SECRETS_KEY,
             "allow_private_targets": ("127.0.0.0/8",),

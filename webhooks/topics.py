@@ -162,7 +162,8 @@ def idempotency_config(window: float) -> dict[str, str]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic and bring the retention (and compaction lag, segment
+    """Create any missing topic (with the events topic's partition count once it exists,
+    else ``WEBHOOKS_TOPIC_PARTITIONS``) and bring the retention (and compaction lag, segment
     roll and ``min.insync.replicas``) of existing ones in line with the settings, the
     idempotency topic's with ``WEBHOOKS_IDEMPOTENCY_WINDOW`` (idempotent); return the
     names that were created.
@@ -180,11 +181,17 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
+    partitions = settings.topic_partitions
+    if topics.events in existing:
+        # An installed platform keeps its count for topics a later version or a longer
+        # retry schedule adds: an endpoint's tasks must stay in the same partition number
+        # of every topic (one worker holds them, and its rate limit and order with them).
+        partitions = len(existing[topics.events].partitions)
     futures = admin.create_topics(
         [
             NewTopic(
                 spec.name,
-                num_partitions=settings.topic_partitions,
+                num_partitions=partitions,
                 replication_factor=settings.topic_replication,
                 config=spec.config,
             )

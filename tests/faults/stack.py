@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from confluent_kafka import ConsumerGroupState, KafkaException
 
 from services.localdev.service_process import ServiceProcess
@@ -173,6 +174,16 @@ class FaultStack:
                 f"fanout group {state}, {members} of {workers} members")
             time.sleep(0.5)
 
+    def wait_fanout_views(self, timeout: float = 60.0) -> None:
+        """Until every running fanout worker's endpoints view holds every endpoint written
+        through :attr:`platform`: an event matched before would miss a new endpoint."""
+        wanted = len(self.platform.endpoint_ids)
+        for name in [n for n in self.processes if n.startswith("fanout") and self.running(n)]:
+            wait_until(lambda name=name: httpx.get(f"{self.url(name)}/healthz", timeout=5)
+                       .json()["endpoints"] >= wanted,
+                       f"{name}'s endpoints view holds the {wanted} endpoints written",
+                       timeout=timeout, interval=0.1)
+
     def stop_all(self) -> None:
         """SIGTERM to every process at once, then wait for each (SIGKILL after 20 s)."""
         for process in self.processes.values():
@@ -215,7 +226,11 @@ def add_endpoint(stack: FaultStack, ledger: Ledger, receiver: Receiver, path: st
 def probe_until_live(stack: FaultStack, ledger: Ledger, receiver: Receiver,
                      timeout: float = 60.0) -> None:
     """Publish one event per tenant of the ledger's endpoints (part of the ledger) until
-    every endpoint got a request: the fanout's view has them and its group is settled."""
+    every endpoint got a request: the fanout's view has them and its group is settled.
+
+    The probes go out once every worker's view holds the endpoints: a probe matched
+    before would rightly not be delivered to them, and the ledger would miss it."""
+    stack.wait_fanout_views(timeout)
     tenants = sorted({endpoint.tenant for endpoint in ledger.endpoints})
     probes = {tenant: stack.platform.event(f"{ledger.event_prefix}.probe", tenant=tenant)
               for tenant in tenants}

@@ -28,6 +28,22 @@ def test_ensure_topics_is_idempotent(settings: Settings) -> None:
     assert ensure_topics(settings) == []
 
 
+def test_topics_added_later_take_the_installed_partition_count(
+        settings: Settings, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """A longer retry schedule (or a later version's new topic) on an install made with
+    another partition count: the new topic matches the installed ones, not the setting."""
+    grown = make_settings(topic_prefix=settings.topic_prefix,
+                          topic_partitions=settings.topic_partitions + 2,
+                          retry_schedule="3s,7s")
+    topics = Topics.from_settings(grown)
+    assert ensure_topics(grown) == [topics.retry("7s")]
+    admin = create_admin(grown.kafka)
+    # The topic shows in the metadata moments after the controller created it.
+    eventually(lambda: topics.retry("7s") in admin.list_topics(timeout=10).topics, timeout=10)
+    created = admin.list_topics(timeout=10).topics[topics.retry("7s")]
+    assert len(created.partitions) == settings.topic_partitions
+
+
 def test_a_changed_retention_reaches_existing_topics(
         settings: Settings, make_settings) -> None:  # type: ignore[no-untyped-def]
     shorter = make_settings(topic_prefix=settings.topic_prefix, retention_days=7)

@@ -20,6 +20,8 @@ class Platform:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self._producer = AckedProducer(settings.kafka)
+        self.endpoint_ids: set[str] = set()
+        """The endpoints written here and not deleted since."""
 
     def endpoint(self, url: str, events: list[str], tenant: str = "acme",
                  secrets: list[EndpointSecret] | None = None, **fields: Any) -> Endpoint:
@@ -36,9 +38,11 @@ class Platform:
         if self.settings.secrets_key is not None:
             endpoint = endpoint.sealed(self.settings.secrets_key)
         self._producer.send(self.topics.endpoints, endpoint.to_json(), key=endpoint.id.encode())
+        self.endpoint_ids.add(endpoint.id)
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._producer.send(self.topics.endpoints, None, key=endpoint_id.encode())
+        self.endpoint_ids.discard(endpoint_id)
 
     def event(self, type: str, tenant: str = "acme", **data: Any) -> Envelope:
         envelope = Envelope.create(type=type, tenant=tenant, data={"object": data},
