@@ -62,6 +62,7 @@ LAG_TIMEOUT = sum(tier.delay for tier in RetrySchedule.parse(RETRY_SCHEDULE).tie
 tiers, then its dead letter stored, with room for a slow machine."""
 SCAN_PAGES = 10
 SAMPLE_SECONDS = 60.0
+METRICS_TIMEOUT = 45.0
 SERVICES = ("ingest", "fanout", "eventlog")
 
 
@@ -256,7 +257,9 @@ class SoakStack:
     def group_lags(self) -> dict[str, dict[str, int]]:
         """group -> topic -> records not committed (the eventlog's gauge)."""
         lags: dict[str, dict[str, int]] = {}
-        metrics = self.services["eventlog"].metrics()
+        # The eventlog asks Kafka and ClickHouse for these; on a saturated machine that
+        # took over 5 s once, which must not end a 30-minute run.
+        metrics = self.services["eventlog"].metrics(timeout=METRICS_TIMEOUT)
         for line in metrics.splitlines():
             if line.startswith("webhooks_consumer_group_lag{"):
                 labels, value = line.rsplit(" ", 1)

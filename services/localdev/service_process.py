@@ -94,9 +94,9 @@ class ServiceProcess:
             time.sleep(0.3)
         raise TimeoutError(f"{self.name} not healthy after {timeout:.0f}s: {self.log_tail()}")
 
-    def metrics(self) -> str:
+    def metrics(self, timeout: float = 5.0) -> str:
         """The Prometheus text of ``/metrics``."""
-        return httpx.get(f"{self.url}/metrics", timeout=5.0).text
+        return httpx.get(f"{self.url}/metrics", timeout=timeout).text
 
     def metric_by_label(self, name: str, label: str) -> dict[str, float]:
         """The samples of metric ``name``, summed per value of ``label`` (e.g. the
