@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka.admin import (
@@ -14,6 +16,7 @@ from confluent_kafka.admin import (
     TopicMetadata,
 )
 
+from webhooks.kafka import KafkaConnection, create_admin
 from webhooks.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
@@ -98,6 +101,12 @@ class Topics:
     def retry(self, tier: str) -> str:
         """The topic where tasks wait out retry tier ``tier`` (e.g. ``5m``)."""
         return f"{self.prefix}.retry.{tier}"
+
+    @property
+    def keyed_by_endpoint(self) -> tuple[str, ...]:
+        """The topics the fanout consumes that are keyed by endpoint id: an endpoint's
+        records are in the same partition number of each (see :func:`uneven_partitions`)."""
+        return (self.deliveries, self.ordered, *(self.retry(tier) for tier in self.retry_tiers))
 
     @property
     def dlq(self) -> str:
@@ -247,3 +256,31 @@ def _keep_in_line(admin: AdminClient, specs: list[TopicSpec], timeout: float) ->
     if changes:
         for future in admin.incremental_alter_configs(changes, request_timeout=timeout).values():
             future.result(timeout)
+
+
+def uneven_partitions(partitions: Mapping[str, int]) -> str | None:
+    """A warning when the topics of ``partitions`` (name -> partition count) do not all
+    have the same count; None when they do.
+
+    One endpoint's records have one partition number in every topic keyed by endpoint
+    id. Faust assigns topics that one consumer group reads and that have the same
+    partition count together (partition n of each to the same worker), so one worker
+    makes all of an endpoint's attempts: its rate limit and order hold across workers.
+    With differing counts an endpoint's records can be on several workers.
+    """
+    counts = Counter(partitions.values())
+    if len(counts) <= 1:
+        return None
+    usual = counts.most_common(1)[0][0]
+    odd = ", ".join(f"{name} has {count}" for name, count in sorted(partitions.items())
+                    if count != usual)
+    return (f"topics keyed by endpoint differ in partition count ({odd}; the others "
+            f"{usual}): an endpoint's tasks can be on different workers, so its rate "
+            "limit and order hold only per worker; give them all the same count")
+
+
+def partition_counts(connection: KafkaConnection, names: Iterable[str],
+                     timeout: float = 30.0) -> dict[str, int]:
+    """Partitions of each existing topic of ``names``."""
+    existing = create_admin(connection).list_topics(timeout=timeout).topics
+    return {name: len(existing[name].partitions) for name in names if name in existing}

@@ -5,8 +5,13 @@ Data flow::
     events ──match──▶ one task per endpoint, attempted at once ──▶ receiver
     deliveries (redeliver, recover, test) ──deliver──┘   │ failure
     retry.<tier> ──deliver── ◀───────────────────────────┘ ... ──▶ dlq
+         ├─ rate-limited endpoints' tasks ──▶ deliveries
          └─ ordered endpoints' tasks ──▶ ordered ──one lane per endpoint──▶ receiver
                                                    every attempt ──▶ attempts
+
+The topics after ``events`` are keyed by endpoint id: one worker holds an endpoint's
+partition of each, and makes every attempt read from them (see
+:func:`webhooks.topics.uneven_partitions`).
 
 Agents consume with manual acknowledgement (``stream.noack()``): each message is
 handed to the :class:`EndpointDispatcher` (an event as its matched tasks) and the

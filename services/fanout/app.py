@@ -36,7 +36,7 @@ from webhooks.kafka import KafkaConnection
 from webhooks.registry import Registry
 from webhooks.settings import Settings
 from webhooks.target_policy import TargetPolicy
-from webhooks.topics import Topics
+from webhooks.topics import Topics, partition_counts, uneven_partitions
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,10 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # Commit often: after a crash, everything since the last commit is delivered again.
         broker_commit_interval=1.0,
+        # Faust's own partition assignor is used only with standby replicas (or tables);
+        # with 0 it falls back to round robin. Its assignor gives one worker partition n of
+        # every topic with the same partition count: all of one endpoint's tasks.
+        table_standby_replicas=1,
     )
 
     app.transport.Consumer = CommitBeforeRevoke  # type: ignore[misc]
@@ -137,6 +141,17 @@ def create_app(settings: Settings) -> faust.App:
         view.start()
         streaks.start()
         registry.start()
+
+    @app.task
+    async def check_partitions() -> None:
+        try:
+            counts = await asyncio.to_thread(partition_counts, connection,
+                                             topics.keyed_by_endpoint)
+        except Exception:  # only a warning is at stake
+            log.warning("could not read the partition counts of the topics", exc_info=True)
+            return
+        if (warning := uneven_partitions(counts)) is not None:
+            log.warning(warning)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,23 +90,47 @@ class OrderedAcks:
 
 
 class RateLimiter:
-    """Spaces calls at least ``1/rate`` seconds apart (deliveries per second)."""
+    """At most ``rate`` starts in any 1-second window, measured when each one starts.
 
-    def __init__(self, rate: int) -> None:
+    Keeps the last ``rate`` start times; a start waits until the oldest of them is at
+    least a second ago. A burst of up to ``rate`` goes at once (not spaced out), which is
+    what a per-second limit promises and what an endpoint that measures per second sees.
+    """
+
+    WINDOW = 1.0
+
+    def __init__(self, rate: int, starts: Iterable[float] = ()) -> None:
         self.rate = rate
-        self._next = 0.0
+        self._starts: deque[float] = deque(starts, maxlen=rate)
+        # Waiters take turns (asyncio.Lock is FIFO): jobs start in the order they asked.
+        self._turn = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        """Wait for the next free slot and take it."""
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + 1.0 / self.rate
-        if slot > now:
-            await asyncio.sleep(slot - now)
+    def resized(self, rate: int) -> RateLimiter:
+        """A limiter for ``rate`` that remembers this one's recent starts."""
+        return RateLimiter(rate, self._starts)
+
+    async def acquire(self, before_start: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """Wait until one more start keeps every window within ``rate``, then take it.
+
+        ``before_start`` (e.g. taking a global concurrency slot) is awaited after the wait
+        and before the start is recorded, holding the turn: the start is recorded when the
+        job really starts, so a job delayed by it cannot bunch up with the next ones.
+        """
+        async with self._turn:
+            # A loop, not one sleep: timers may fire a little early (clock resolution).
+            while len(self._starts) == self.rate and (
+                    wait := self._starts[0] + self.WINDOW - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if before_start is not None:
+                await before_start()
+            self._starts.append(time.monotonic())
 
     def busy_for(self) -> float:
-        """Seconds until the next call may start; after that a fresh limiter acts the same."""
-        return max(0.0, self._next - time.monotonic())
+        """Seconds until every recorded start is out of the window; after that a fresh
+        limiter acts the same."""
+        if not self._starts:
+            return 0.0
+        return max(0.0, self._starts[-1] + self.WINDOW - time.monotonic())
 
 
 class EndpointDispatcher:
@@ -125,8 +149,10 @@ class EndpointDispatcher:
         self._queues: dict[str, deque[Job]] = {}
         self._active: dict[str, int] = {}
         self._limiters: dict[str, RateLimiter] = {}
-        """Kept while an endpoint is busy and for one interval after, so that jobs arriving
-        one by one are spaced too; dropped once idle, when a fresh one would allow the same."""
+        """Kept while an endpoint is busy and for one window after, so that jobs arriving
+        one by one are limited too; dropped once idle, when a fresh one would allow the same."""
+        self._forgetting: dict[str, asyncio.TimerHandle] = {}
+        """The pending check per endpoint whether its limiter can be dropped (at most one)."""
         self._runners: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self.in_flight = 0
@@ -182,6 +208,10 @@ class EndpointDispatcher:
     def queued(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
 
+    def queued_for(self, endpoint_id: str) -> int:
+        """Jobs of ``endpoint_id`` waiting for a start (not those under way)."""
+        return len(self._queues.get(endpoint_id, ()))
+
     async def drain(self, timeout: float) -> None:
         """Stop taking work and let the work under way finish, for a worker that stops.
 
@@ -195,6 +225,7 @@ class EndpointDispatcher:
         for handle in list(self._timers):
             handle.cancel()
         self._timers.clear()
+        self._forgetting.clear()
         self.waiting = 0
         for queue in self._queues.values():
             queue.clear()
@@ -212,6 +243,7 @@ class EndpointDispatcher:
         for handle in list(self._timers):
             handle.cancel()
         self._timers.clear()
+        self._forgetting.clear()
         self.waiting = 0
         for runner in list(self._runners):
             runner.cancel()
@@ -221,11 +253,22 @@ class EndpointDispatcher:
         self._active.clear()
         self._limiters.clear()
 
+    async def pace(self, endpoint_id: str, rate_limit: int) -> None:
+        """Wait for a start within ``endpoint_id``'s ``rate_limit`` and take it, for an
+        attempt made outside this dispatcher (an ordered endpoint's lane): every attempt
+        at an endpoint on this worker shares one limiter."""
+        self._set_rate_limit(endpoint_id, rate_limit)
+        await self._limiters[endpoint_id].acquire()
+        if endpoint_id not in self._active:
+            self._forget_limiter_when_idle(endpoint_id)
+
     def _set_rate_limit(self, endpoint_id: str, rate_limit: int | None) -> None:
         if rate_limit is None:
             self._limiters.pop(endpoint_id, None)
-        elif (limiter := self._limiters.get(endpoint_id)) is None or limiter.rate != rate_limit:
+        elif (limiter := self._limiters.get(endpoint_id)) is None:
             self._limiters[endpoint_id] = RateLimiter(rate_limit)
+        elif limiter.rate != rate_limit:  # changed: the starts just made still count
+            self._limiters[endpoint_id] = limiter.resized(rate_limit)
 
     async def _drain(self, endpoint_id: str) -> None:
         queue = self._queues[endpoint_id]
@@ -233,9 +276,11 @@ class EndpointDispatcher:
             while queue and not self.closing:
                 job = queue.popleft()
                 limiter = self._limiters.get(endpoint_id)
-                if limiter is not None:
-                    await limiter.acquire()
-                async with self._global:
+                if limiter is not None:  # its start is counted once it has a global slot
+                    await limiter.acquire(before_start=self._global.acquire)
+                else:
+                    await self._global.acquire()
+                try:
                     if self.closing:
                         break  # not started: its message stays unacknowledged
                     self.in_flight += 1
@@ -243,6 +288,8 @@ class EndpointDispatcher:
                         finish = await until_durable(job, "delivery job")
                     finally:
                         self.in_flight -= 1
+                finally:
+                    self._global.release()
                 if finish is not None:
                     self._start(until_durable(finish, "recording an attempt"))
         finally:
@@ -254,22 +301,24 @@ class EndpointDispatcher:
                     self._forget_limiter_when_idle(endpoint_id)
 
     def _forget_limiter_when_idle(self, endpoint_id: str) -> None:
-        """Drop the idle endpoint's limiter once its last spacing has run out."""
+        """Drop the idle endpoint's limiter once its last start has left the window."""
         limiter = self._limiters.get(endpoint_id)
-        if limiter is None:
+        if limiter is None or endpoint_id in self._forgetting:
             return
 
         def forget() -> None:
             self._timers.discard(handle)
+            del self._forgetting[endpoint_id]
             if endpoint_id in self._active or self._limiters.get(endpoint_id) is not limiter:
                 return  # busy again (its drain will call us when idle) or replaced
-            if limiter.busy_for() > 0:
-                self._forget_limiter_when_idle(endpoint_id)  # the timer fired a hair early
+            if limiter.busy_for() > 0:  # started again (a lane), or the timer fired early
+                self._forget_limiter_when_idle(endpoint_id)
             else:
                 del self._limiters[endpoint_id]
 
         handle = asyncio.get_running_loop().call_later(limiter.busy_for(), forget)
         self._timers.add(handle)
+        self._forgetting[endpoint_id] = handle
 
 
 

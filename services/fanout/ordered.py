@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +97,6 @@ class OrderedLanes:
         self._lanes.clear()
 
     async def _run(self, endpoint_id: str, lane: deque[_Queued]) -> None:
-        last_sent = 0.0
         try:
             while lane and not self._closing:
                 head = lane[0]
@@ -115,9 +113,8 @@ class OrderedLanes:
                         await asyncio.sleep(min(wait, RECHECK_SECONDS))
                         continue
                 if endpoint is not None and endpoint.rate_limit:
-                    await asyncio.sleep(max(0.0, last_sent + 1 / endpoint.rate_limit
-                                            - time.monotonic()))
-                last_sent = time.monotonic()
+                    # The dispatcher's limiter: one budget with the endpoint's other tasks.
+                    await self._worker.dispatcher.pace(endpoint_id, endpoint.rate_limit)
                 again = await self._attempt(head.task, head.trace)
                 if again is not None and not head.cancelled():
                     head.task = again  # retried in place, after its delay

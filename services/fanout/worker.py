@@ -78,7 +78,8 @@ class FanoutWorker:
     def fan_out(self, envelope: Envelope, on_durable: Callable[[], None],
                 cancelled: Callable[[], bool] = lambda: False,
                 trace: tracing.Trace | None = None) -> list[DeliveryTask]:
-        """One task per matching endpoint, attempted here at once; returns the tasks.
+        """One task per matching endpoint, attempted here at once unless it goes through a
+        topic keyed by endpoint id (an ordered or rate-limited endpoint's); returns the tasks.
 
         ``on_durable`` runs once every task's first outcome (attempt record, next tier
         or DLQ) is in Kafka: until then the event stays unacknowledged, so after a crash
@@ -87,6 +88,11 @@ class FanoutWorker:
         tier it goes to: a task record written first would only be read back to be
         skipped, a write and a read per webhook that recover nothing the event's
         uncommitted offset does not.
+
+        A rate-limited endpoint's tasks all go through the deliveries topic instead, like
+        its retries keyed by endpoint id: the worker holding that partition number of
+        every topic it consumes (Faust assigns co-partitioned topics together) makes all
+        of the endpoint's attempts, so one limiter holds its rate across workers.
 
         With traces on, the matching is a ``fanout.match`` span continuing ``trace`` (the
         event record's), and each task's attempts are its children.
@@ -116,19 +122,23 @@ class FanoutWorker:
 
         for endpoint, task in zip(matched, tasks, strict=True):
             if endpoint.ordered:
-                self._start(self._queue_ordered(task, one_durable, trace))
+                self._start(self._queue(self.topics.ordered, task, one_durable, trace))
+            elif endpoint.rate_limit:
+                self._start(self._queue(self.topics.deliveries, task, one_durable, trace))
             else:
                 self.accept(task, on_durable=one_durable, cancelled=cancelled, trace=trace)
         self.metrics.tasks_created.inc(len(tasks))
         return tasks
 
-    async def _queue_ordered(self, task: DeliveryTask, on_durable: Callable[[], None],
-                             trace: tracing.Trace | None) -> None:
-        """An ordered endpoint's task goes to the ordered topic, where its lane delivers
-        the endpoint's tasks one at a time in the order written (services.fanout.ordered)."""
-        await until_durable(lambda: self.publish(self.topics.ordered, task.key, task.to_json(),
+    async def _queue(self, topic: str, task: DeliveryTask, on_durable: Callable[[], None],
+                     trace: tracing.Trace | None) -> None:
+        """Write ``task`` to ``topic`` (keyed by endpoint id), where the worker holding its
+        partition attempts it: the ordered topic, whose lane delivers an endpoint's tasks
+        one at a time in the order written (services.fanout.ordered), or the deliveries
+        topic. ``on_durable`` runs once Kafka acknowledged the write."""
+        await until_durable(lambda: self.publish(topic, task.key, task.to_json(),
                                                  trace.kafka if trace else None),
-                            "writing an ordered task")
+                            f"writing a task to {topic}")
         on_durable()
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -166,20 +176,28 @@ class FanoutWorker:
         async def defer() -> None:
             if cancelled():
                 return
-            await self._defer(task, trace)
+            await self._defer(task, trace, endpoint.rate_limit if endpoint else None)
             on_durable()
 
         self.dispatcher.submit_at(delay, task.endpoint_id, job,
                                   endpoint.rate_limit if endpoint else None,
                                   overflow=defer if self.schedule.tier_names else None)
 
-    async def _defer(self, task: DeliveryTask, trace: tracing.Trace | None) -> None:
+    async def _defer(self, task: DeliveryTask, trace: tracing.Trace | None,
+                     rate_limit: int | None = None) -> None:
         """Park a due task whose endpoint already has a full queue (a slow or dead one) in
         a retry tier topic, without an attempt: the first tier for a fresh task, its own
-        tier for a retry. It comes back when that tier's delay has passed."""
+        tier for a retry. It comes back when that tier's delay has passed, or for an
+        endpoint's ``rate_limit``, when its queue can have drained."""
         # Attempts beyond a schedule shortened since the task was queued: its last tier.
         tier = self.schedule.tier_before(task.attempt) or self.schedule.tiers[-1]
-        due = utcnow() + timedelta(seconds=self.schedule.jittered(tier.delay))
+        delay = tier.delay
+        if rate_limit:
+            # The limit, not a slow receiver, holds the queue up: it drains at rate_limit per
+            # second, so the parked task returns when there is room (a tier's delay would be
+            # far too long for a fast limit, or bring it back to a still full queue).
+            delay = self.dispatcher.queued_for(task.endpoint_id) / rate_limit
+        due = utcnow() + timedelta(seconds=self.schedule.jittered(delay))
         parked = task.model_copy(update={"not_before": due})
         await self.publish(self.topics.retry(tier.name), parked.key,
                            parked.to_json(), trace.kafka if trace else None)

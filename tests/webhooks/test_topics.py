@@ -6,7 +6,13 @@ from confluent_kafka.admin import ConfigResource, NewTopic
 from tests.support.eventlog import eventually
 from webhooks.kafka import create_admin
 from webhooks.settings import Settings
-from webhooks.topics import DAY_MS, IDEMPOTENCY_RETENTION_MARGIN_MS, Topics, ensure_topics
+from webhooks.topics import (
+    DAY_MS,
+    IDEMPOTENCY_RETENTION_MARGIN_MS,
+    Topics,
+    ensure_topics,
+    uneven_partitions,
+)
 
 
 def test_every_topic_exists_with_its_config(settings: Settings) -> None:
@@ -136,3 +142,17 @@ def test_min_insync_replicas_is_capped_at_each_topics_replication(
     ensure_topics(settings)
     eventually(lambda: min_insync(topics.events) == "1", timeout=10)
     assert min_insync(topics.dlq) == "1"
+
+
+def test_topics_keyed_by_endpoint_are_the_fanouts_task_topics() -> None:
+    topics = Topics(prefix="p", retry_tiers=("1s", "5m"))
+    assert topics.keyed_by_endpoint == ("p.deliveries", "p.ordered", "p.retry.1s", "p.retry.5m")
+
+
+def test_uneven_partition_counts_are_named_in_one_warning() -> None:
+    assert uneven_partitions({}) is None
+    assert uneven_partitions({"p.deliveries": 6, "p.ordered": 6, "p.retry.1s": 6}) is None
+    warning = uneven_partitions({"p.deliveries": 6, "p.ordered": 6, "p.retry.1s": 12})
+    assert warning is not None and "\n" not in warning
+    assert "p.retry.1s has 12" in warning and "the others 6" in warning
+    assert "p.deliveries" not in warning and "rate limit" in warning
