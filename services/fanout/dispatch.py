@@ -90,11 +90,14 @@ class OrderedAcks:
 
 
 class RateLimiter:
-    """At most ``rate`` starts in any 1-second window, measured when each one starts.
+    """At most ``rate`` starts in any 1-second window, measured when each one starts, and
+    at least ``1/rate`` seconds between two starts.
 
     Keeps the last ``rate`` start times; a start waits until the oldest of them is at
-    least a second ago. A burst of up to ``rate`` goes at once (not spaced out), which is
-    what a per-second limit promises and what an endpoint that measures per second sees.
+    least a second ago and the latest ``1/rate`` ago. The window bounds what a late timer
+    would otherwise let catch up; the spacing keeps a backlog from going out in bursts of
+    ``rate``, which delays on the way (a busy sender, the network) would bunch up further
+    at the receiver.
     """
 
     WINDOW = 1.0
@@ -118,12 +121,21 @@ class RateLimiter:
         """
         async with self._turn:
             # A loop, not one sleep: timers may fire a little early (clock resolution).
-            while len(self._starts) == self.rate and (
-                    wait := self._starts[0] + self.WINDOW - time.monotonic()) > 0:
+            while (wait := self._wait()) > 0:
                 await asyncio.sleep(wait)
             if before_start is not None:
                 await before_start()
             self._starts.append(time.monotonic())
+
+    def _wait(self) -> float:
+        """Seconds until one more start is allowed (0 or less: now)."""
+        if not self._starts:
+            return 0.0
+        now = time.monotonic()
+        wait = self._starts[-1] + self.WINDOW / self.rate - now
+        if len(self._starts) == self.rate:
+            wait = max(wait, self._starts[0] + self.WINDOW - now)
+        return wait
 
     def busy_for(self) -> float:
         """Seconds until every recorded start is out of the window; after that a fresh
