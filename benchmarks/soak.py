@@ -286,6 +286,8 @@ class SoakStack:
         return {
             "minute": round((time.monotonic() - started) / 60, 2),
             "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+            "ingest_index_mb": round(sum(self.services["ingest"].metric_by_label(
+                "webhooks_ingest_index_memory_bytes", "part").values()) / 2**20, 1),
             "open_fds": {name: open_fds(pid) for name, pid in pids.items()},
             "lag": {group: sum(topics.values()) for group, topics in lags.items()},
             "retry_backlog": {topic: lag for topic, lag in fanout.items()
@@ -360,30 +362,45 @@ def lag_zero_after(stack: SoakStack, load_ended: float) -> float | None:
 
 def verdict(samples: list[dict[str, Any]], lag_zero: float | None) -> dict[str, Any]:
     """RSS growth of each service from the first sample after the warm-up to the last one
-    of the load; ``failed`` lists what did not hold."""
+    of the load; ``failed`` lists what did not hold.
+
+    Ingest's idempotency index has two fixed RocksDB budgets (memtables and block cache,
+    32 MiB each) that fill with the first hours of traffic: at the soak's rate they are
+    still filling when it ends. Its growth is judged net of what they hold, which the
+    service exports; the raw growth is reported beside it."""
     baseline = next((s for s in samples if s["minute"] >= WARMUP_MINUTES), samples[-1])
     last = samples[-1]
-    growth = {name: round((last["rss_mb"][name] - mb) / mb * 100, 1)
-              for name, mb in baseline["rss_mb"].items()}
-    failed = [f"{name}: RSS grew {pct:g} % after the warm-up (from {baseline['rss_mb'][name]} "
-              f"to {last['rss_mb'][name]} MiB)" for name, pct in growth.items()
-              if pct > RSS_GROWTH_LIMIT * 100]
+
+    def judged(sample: dict[str, Any], name: str) -> float:
+        return sample["rss_mb"][name] - (sample.get("ingest_index_mb", 0.0)
+                                         if name == "ingest" else 0.0)
+
+    raw = {name: round((last["rss_mb"][name] - mb) / mb * 100, 1)
+           for name, mb in baseline["rss_mb"].items()}
+    growth = {name: round((judged(last, name) - judged(baseline, name))
+                          / judged(baseline, name) * 100, 1) for name in baseline["rss_mb"]}
+    failed = [f"{name}: RSS grew {pct:g} % after the warm-up (from {judged(baseline, name):.1f} "
+              f"to {judged(last, name):.1f} MiB"
+              f"{' net of the index budgets' if name == 'ingest' else ''})"
+              for name, pct in growth.items() if pct > RSS_GROWTH_LIMIT * 100]
     if lag_zero is None:
         failed.append(f"consumer lag not back to 0 within {LAG_TIMEOUT:g} s of the load's end")
     return {"rss_baseline_minute": baseline["minute"], "rss_growth_pct": growth,
+            "rss_growth_raw_pct": raw,
             **({"failed": failed} if failed else {})}
 
 
 def table(samples: list[dict[str, Any]]) -> list[str]:
     """A Markdown table, one row per sample."""
-    rows = ["| minute | RSS MiB ingest / fanout / eventlog | fds | lag fanout / sink | "
-            "retry backlog | DLQ | delivered | busy cores |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| minute | RSS MiB ingest / fanout / eventlog | ingest index budgets MiB | fds | "
+            "lag fanout / sink | retry backlog | DLQ | delivered | busy cores |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for s in samples:
         lag = s["lag"]
         fanout, sink = lag.get("fanout", 0), lag.get(SINK_GROUP, 0)
         rows.append(
             f"| {s['minute']:.0f} | {' / '.join(str(s['rss_mb'][n]) for n in SERVICES)} | "
+            f"{s.get('ingest_index_mb', '')} | "
             f"{' / '.join(str(s['open_fds'][n]) for n in SERVICES)} | {fanout} / {sink} | "
             f"{sum(s['retry_backlog'].values())} | {s['dlq_depth']} | {s['delivered']} | "
             f"{s['machine_busy_cores']} |")

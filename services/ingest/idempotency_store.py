@@ -191,6 +191,12 @@ class DiskEntries:
         self._clock = 0
         self._open()
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held by the index's two bounded budgets: memtables (entries not flushed
+        yet, up to MEMTABLE_BYTES) and the block cache (up to BLOCK_CACHE_BYTES). They fill
+        over the first hours of traffic; growth beyond them would be a leak."""
+        return {"memtables": self._buffers.get_usage(), "block_cache": self._cache.get_usage()}
+
     # -- opening, identity, starting over -------------------------------------------------
 
     def _open(self) -> None:

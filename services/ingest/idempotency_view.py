@@ -116,6 +116,11 @@ class IdempotencyView(CompactedTopicFollower):
         with self._lock:
             self._waiters.pop(claim_id, None)
 
+    def index_memory(self) -> dict[str, int]:
+        """The index's cache and memtable bytes (empty until it is open)."""
+        entries = self._entries  # RocksDB's usage counters are safe to read without the lock
+        return entries.memory() if entries is not None else {}
+
     # -- the index -------------------------------------------------------------------
 
     def resume(self, consumer: Consumer, watermarks: dict[int, tuple[int, int]]

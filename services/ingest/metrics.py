@@ -6,7 +6,11 @@ apps in one process without duplicate-registration errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class IngestMetrics:
@@ -36,3 +40,21 @@ class IngestMetrics:
             "one request or intake poll.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry)
+
+    def watch_index_memory(self, memory: Callable[[], dict[str, int]]) -> None:
+        """Export ``memory()`` (part -> bytes) as ``webhooks_ingest_index_memory_bytes``."""
+        self.registry.register(_IndexMemoryCollector(memory))
+
+
+class _IndexMemoryCollector(Collector):
+    def __init__(self, memory: Callable[[], dict[str, int]]) -> None:
+        self._memory = memory
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "webhooks_ingest_index_memory_bytes",
+            "Memory of the idempotency index's bounded RocksDB budgets, by part "
+            "(memtables, block_cache).", labels=["part"])
+        for part, size in sorted(self._memory().items()):
+            family.add_metric([part], size)
+        yield family

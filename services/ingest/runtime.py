@@ -34,6 +34,7 @@ class IngestRuntime:
         self.intake: KafkaIntake | None = None
         # Built here so that the app's API keys can consult it; followed from start().
         self.registry = Registry(settings.kafka, self.topics.registry)
+        metrics.watch_index_memory(lambda: self.view.index_memory() if self.view else {})
 
     def start(self) -> None:
         """Start the producer and the ledger, wait (bounded) for the ledger, start intake."""

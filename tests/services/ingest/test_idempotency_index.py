@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -85,7 +86,13 @@ def test_a_restart_reads_only_the_records_written_since(settings: Settings) -> N
         originals = {event_id: post_id(first, event_id) for event_id in ids}
         assert {status for status, _ in originals.values()} == {202}
         assert first.app.state.runtime.view.catch_up(10)
-        assert records_read(first.get("/metrics").text) > 0
+        metrics_text = first.get("/metrics").text
+        assert records_read(metrics_text) > 0
+        # The index's bounded budgets are exported: the entries just written sit in memtables.
+        memtables = re.search(r'^webhooks_ingest_index_memory_bytes\{part="memtables"\} (\S+)$',
+                              metrics_text, re.M)
+        assert memtables and float(memtables[1]) > 0, metrics_text
+        assert 'webhooks_ingest_index_memory_bytes{part="block_cache"}' in metrics_text
 
     later = [f"evt_l{n}{mark}" for n in range(3)]  # written while this replica is down
     write_ledger(settings, [LedgerRecord(kind="accepted", claim_id=uuid.uuid4().hex,
