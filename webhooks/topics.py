@@ -171,8 +171,9 @@ def idempotency_config(window: float) -> dict[str, str]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic (with the events topic's partition count once it exists,
-    else ``WEBHOOKS_TOPIC_PARTITIONS``) and bring the retention (and compaction lag, segment
+    """Create any missing topic (with the installed topics' partition count, the
+    deliveries topic's or else the events topic's, on a platform already installed; else
+    ``WEBHOOKS_TOPIC_PARTITIONS``) and bring the retention (and compaction lag, segment
     roll and ``min.insync.replicas``) of existing ones in line with the settings, the
     idempotency topic's with ``WEBHOOKS_IDEMPOTENCY_WINDOW`` (idempotent); return the
     names that were created.
@@ -191,11 +192,13 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     if not wanted:
         return []
     partitions = settings.topic_partitions
-    if topics.events in existing:
+    installed = next((name for name in (topics.deliveries, topics.events) if name in existing),
+                     None)
+    if installed is not None:
         # An installed platform keeps its count for topics a later version or a longer
         # retry schedule adds: an endpoint's tasks must stay in the same partition number
         # of every topic (one worker holds them, and its rate limit and order with them).
-        partitions = len(existing[topics.events].partitions)
+        partitions = len(existing[installed].partitions)
     futures = admin.create_topics(
         [
             NewTopic(
