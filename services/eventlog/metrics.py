@@ -1,5 +1,5 @@
-"""Gauges the eventlog computes when scraped: DLQ depth, endpoints by state, sink lag and
-the lag of every consumer group of the deployment.
+"""Gauges the eventlog computes when scraped: DLQ depth, endpoints by state, ClickHouse's
+memory, sink lag and the lag of every consumer group of the deployment.
 
 The eventlog is the one service that sees ClickHouse (what was stored) and can ask Kafka
 about every group, so the platform-wide gauges live here. Group lag comes from the
@@ -39,6 +39,12 @@ _ENDPOINTS_BY_STATE = (
     "  SELECT argMax(record, kafka_offset) AS record, argMax(deleted, kafka_offset) AS deleted"
     "  FROM endpoints GROUP BY id) WHERE deleted = 0 GROUP BY disabled")
 
+# ClickHouse's own accounting: all memory it tracks, and what its caches hold of that.
+_ENGINE_MEMORY = (
+    "SELECT sumIf(value, metric = 'MemoryTracking'),"
+    " sumIf(value, metric LIKE '%CacheBytes')"
+    " FROM system.metrics WHERE metric = 'MemoryTracking' OR metric LIKE '%CacheBytes'")
+
 
 class _ProcessWide(Collector):
     """Everything in the process-wide registry (the sink's counters, process metrics)."""
@@ -48,8 +54,9 @@ class _ProcessWide(Collector):
 
 
 class EventlogGauges(Collector):
-    """``webhooks_dlq_depth``, ``webhooks_endpoints{state}``, ``webhooks_sink_lag{topic}``
-    and ``webhooks_consumer_group_lag{group,topic}``, computed at each scrape."""
+    """``webhooks_dlq_depth``, ``webhooks_endpoints{state}``,
+    ``webhooks_clickhouse_memory_bytes{kind}``, ``webhooks_sink_lag{topic}`` and
+    ``webhooks_consumer_group_lag{group,topic}``, computed at each scrape."""
 
     def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
@@ -85,6 +92,16 @@ class EventlogGauges(Collector):
         for state, count in states.items():
             family.add_metric([state], count)
         yield family
+        tracked, caches = self.client.query(_ENGINE_MEMORY).result_rows[0]
+        memory = GaugeMetricFamily(
+            "webhooks_clickhouse_memory_bytes",
+            "Memory ClickHouse accounts for: tracked (everything it tracks: queries, "
+            "merges, parts' indexes, caches) and caches (its part of that). With the "
+            "embedded engine (chdb://) this is inside the eventlog's own RSS.",
+            labels=["kind"])
+        memory.add_metric(["tracked"], int(tracked))
+        memory.add_metric(["caches"], int(caches))
+        yield memory
 
     def _lag(self) -> Iterator[Metric]:
         # Clients for this scrape only: nothing is left connected to a broker between

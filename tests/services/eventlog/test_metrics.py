@@ -1,5 +1,6 @@
 """The eventlog's own gauges on ``/metrics`` against the real broker and ClickHouse: DLQ
-depth, endpoints by state, sink lag and consumer group lag, and that they move."""
+depth, endpoints by state, ClickHouse's memory, sink lag and consumer group lag, and that
+they move."""
 
 from __future__ import annotations
 
@@ -49,3 +50,12 @@ def test_gauges_exist_and_move(api: TestClient, eventlog_settings: Settings) -> 
                              topic=topics.dlq) is not None)
     eventually(lambda: value(api, "webhooks_sink_lag", topic=topics.dlq) == 0)
     assert (value(api, "eventlog_sink_rows_total", table="dlq") or 0) >= 2
+
+
+def test_clickhouse_memory_is_exported(api: TestClient) -> None:
+    # The engine has run queries and holds the tables' parts: it tracks some memory, and
+    # its caches are part of what it tracks.
+    tracked = value(api, "webhooks_clickhouse_memory_bytes", kind="tracked")
+    caches = value(api, "webhooks_clickhouse_memory_bytes", kind="caches")
+    assert tracked is not None and tracked > 0
+    assert caches is not None and 0 <= caches <= tracked
