@@ -92,8 +92,11 @@ up: deps
 down:
 	@if [ -x $(BIN)/webhooks ]; then $(BIN)/webhooks down; fi
 
+# Two pytest workers, each with its own broker and ClickHouse engine; a test file stays on
+# one worker (its module fixtures start stacks once). Most of the suite waits on brokers,
+# processes and timers, so two workers share the 2 cores well.
 test: deps helm promtool
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The documentation site in build/site (strict: broken links and pages left out of the nav
 # fail; the tests run the same build).

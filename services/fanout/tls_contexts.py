@@ -3,7 +3,7 @@
 One ``ssl.SSLContext`` per endpoint and version of its material, built on first use off
 the event loop (OpenSSL's loading costs 2-46 ms of CPU) and reused for every delivery;
 the pool keeps such an endpoint's connections apart, since the context is part of
-aiohttp's connection key. A delivery to an endpoint whose record did not change pays one
+a connection's key. A delivery to an endpoint whose record did not change pays one
 dict lookup and an identity comparison. A new version of the record with the same material
 (a changed description) costs one comparison of the PEM texts; changed material, or a key
 sealed again after a key rotation, builds a new context.

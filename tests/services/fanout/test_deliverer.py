@@ -17,6 +17,7 @@ from typing import Any, Self
 
 import pytest
 import trustme
+import uvloop
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
@@ -37,6 +38,14 @@ from webhooks.signing import generate_secret
 from webhooks.target_policy import TargetPolicy
 
 LOOPBACK = TargetPolicy.create(("127.0.0.0/8",), production=False)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on both loops: the worker runs uvloop, whose transports are not
+    asyncio's classes."""
+    return uvloop.EventLoopPolicy() if request.param == "uvloop" \
+        else asyncio.DefaultEventLoopPolicy()
 
 
 def make_endpoint(url: str = "http://127.0.0.1:9/hook", secrets: list[str] | None = None,
