@@ -78,12 +78,14 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants, in MiB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of ``pid`` and its descendants, in MiB: all of it (``VmRSS``) or
+    the part mapped from files (``RssFile``: shared libraries' pages, which the kernel can
+    drop and read again)."""
     total_kb = 0
     for member in process_tree(pid):
         for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 total_kb += int(line.split()[1])
     return round(total_kb / 1024, 1)
 
@@ -289,6 +291,7 @@ class SoakStack:
         return {
             "minute": round((time.monotonic() - started) / 60, 2),
             "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+            "rss_file_mb": {name: rss_mb(pid, "RssFile") for name, pid in pids.items()},
             "ingest_index_mb": round(sum(self.services["ingest"].metric_by_label(
                 "webhooks_ingest_index_memory_bytes", "part").values()) / 2**20, 1),
             "eventlog_engine_mb": round(self.services["eventlog"].metric_by_label(
@@ -405,15 +408,16 @@ def verdict(samples: list[dict[str, Any]], lag_zero: float | None) -> dict[str, 
 
 def table(samples: list[dict[str, Any]]) -> list[str]:
     """A Markdown table, one row per sample."""
-    rows = ["| minute | RSS MiB ingest / fanout / eventlog | ingest index budgets MiB | "
-            "ClickHouse tracked MiB | fds | lag fanout / sink | retry backlog | DLQ | "
-            "delivered | busy cores |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| minute | RSS MiB ingest / fanout / eventlog | of it file-backed | "
+            "ingest index budgets MiB | ClickHouse tracked MiB | fds | lag fanout / sink | "
+            "retry backlog | DLQ | delivered | busy cores |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in samples:
         lag = s["lag"]
         fanout, sink = lag.get("fanout", 0), lag.get(SINK_GROUP, 0)
         rows.append(
             f"| {s['minute']:.0f} | {' / '.join(str(s['rss_mb'][n]) for n in SERVICES)} | "
+            f"{' / '.join(str(s.get('rss_file_mb', {}).get(n, '')) for n in SERVICES)} | "
             f"{s.get('ingest_index_mb', '')} | {s.get('eventlog_engine_mb', '')} | "
             f"{' / '.join(str(s['open_fds'][n]) for n in SERVICES)} | {fanout} / {sink} | "
             f"{sum(s['retry_backlog'].values())} | {s['dlq_depth']} | {s['delivered']} | "

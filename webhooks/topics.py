@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -31,6 +34,8 @@ MIN_INSYNC = "min.insync.replicas"
 KEPT_IN_LINE = ("retention.ms", "max.compaction.lag.ms", "segment.ms", MIN_INSYNC)
 """Configuration that :func:`ensure_topics` also brings existing topics in line with (the
 rest, e.g. the cleanup policy, is set once, when a topic is created)."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -243,10 +248,14 @@ def _keep_in_line(admin: AdminClient, specs: list[TopicSpec], timeout: float) ->
     specs = [spec for spec in specs if any(name in spec.config for name in KEPT_IN_LINE)]
     if not specs:
         return
-    described = admin.describe_configs(
-        [ConfigResource(ResourceType.TOPIC, spec.name) for spec in specs],
-        request_timeout=timeout)
-    current = {resource.name: future.result(timeout) for resource, future in described.items()}
+
+    def describe() -> dict[str, dict[str, ConfigEntry]]:
+        described = admin.describe_configs(
+            [ConfigResource(ResourceType.TOPIC, spec.name) for spec in specs],
+            request_timeout=timeout)
+        return {resource.name: future.result(timeout) for resource, future in described.items()}
+
+    current = when_known(describe, timeout)
     changes = []
     for spec in specs:
         config = current[spec.name]
@@ -257,8 +266,34 @@ def _keep_in_line(admin: AdminClient, specs: list[TopicSpec], timeout: float) ->
                 ConfigEntry(name, spec.config[name], incremental_operation=AlterConfigOpType.SET)
                 for name in differ]))
     if changes:
-        for future in admin.incremental_alter_configs(changes, request_timeout=timeout).values():
-            future.result(timeout)
+        def alter() -> None:
+            for future in admin.incremental_alter_configs(changes,
+                                                          request_timeout=timeout).values():
+                future.result(timeout)
+
+        when_known(alter, timeout)
+
+
+def when_known(request: Callable[[], T], timeout: float, pause: float = 0.2) -> T:
+    """``request()``, asked again while it fails with UNKNOWN_TOPIC_OR_PART, for up to
+    ``timeout`` seconds.
+
+    A topic just created is in the metadata of the controller first: the broker that
+    answers a describe or alter of its configuration may not know it yet for a moment
+    (seen on a 3-broker cluster right after the topic's creation). Setting the same
+    configuration again is harmless, so asking again is safe.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return request()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            unknown = (isinstance(error, KafkaError)
+                       and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART)
+            if not unknown or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
 
 
 def uneven_partitions(partitions: Mapping[str, int]) -> str | None:

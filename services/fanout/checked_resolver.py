@@ -4,9 +4,10 @@ Every delivery's target is checked before its request (:meth:`CheckedResolver.ch
 and the HTTP client connects only to addresses that passed the check: the deliverer's
 connection pool connects to the addresses :meth:`CheckedResolver.check` returns, and
 aiohttp's own DNS lookups (the egress proxy's path) go through
-:meth:`CheckedResolver.resolve`, which answers from the same checked answers. A name that answers a public address to the check and a private one a
-moment later (DNS rebinding) therefore cannot steer the connection; the request keeps the
-original ``Host`` header and TLS server name, because the URL is unchanged.
+:meth:`CheckedResolver.resolve`, which answers from the same checked answers. A name
+that answers a public address to the check and a private one a moment later (DNS
+rebinding) therefore cannot steer the connection; the request keeps the original
+``Host`` header and TLS server name, because the URL is unchanged.
 
 Answers are cached for :data:`CACHE_SECONDS` (at most :data:`CACHE_ENTRIES` names), so a
 busy endpoint costs one lookup per interval instead of one per delivery; a DNS change

@@ -179,9 +179,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 class Deliverer:
     """Sends delivery tasks over one pool of keep-alive connections (and an aiohttp session
-    for the egress proxy, opened on its first use inside the running loop). ``keyring`` opens the sealed
-    signing secrets and TLS client keys (without one, only plain ones are used); with a
-    ``proxy``, every request goes through it (see the module's docstring)."""
+    for the egress proxy, opened on its first use inside the running loop). ``keyring``
+    opens the sealed signing secrets and TLS client keys (without one, only plain ones are
+    used); with a ``proxy``, every request goes through it (see the module's docstring)."""
 
     def __init__(self, policy: TargetPolicy, timeout: float, concurrency: int = 200,
                  ssl_context: ssl.SSLContext | None = None,

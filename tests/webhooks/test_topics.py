@@ -1,6 +1,7 @@
 import uuid
 
-from confluent_kafka import KafkaException
+import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 from tests.support.eventlog import eventually
@@ -12,6 +13,7 @@ from webhooks.topics import (
     Topics,
     ensure_topics,
     uneven_partitions,
+    when_known,
 )
 
 
@@ -156,3 +158,31 @@ def test_uneven_partition_counts_are_named_in_one_warning() -> None:
     assert warning is not None and "\n" not in warning
     assert "p.retry.1s has 12" in warning and "the others 6" in warning
     assert "p.deliveries" not in warning and "rate limit" in warning
+
+
+def test_a_topic_not_yet_known_to_the_broker_asked_is_asked_about_again() -> None:
+    answers: list[object] = [KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)),
+                             KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)),
+                             {"t": "config"}]
+
+    def request() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert when_known(request, timeout=5, pause=0.01) == {"t": "config"}
+    assert answers == []
+
+
+def test_other_errors_and_a_topic_that_stays_unknown_are_raised() -> None:
+    def denied() -> None:
+        raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    def unknown() -> None:
+        raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+
+    with pytest.raises(KafkaException, match="TOPIC_AUTHORIZATION_FAILED"):
+        when_known(denied, timeout=5, pause=0.01)
+    with pytest.raises(KafkaException, match="UNKNOWN_TOPIC_OR_PART"):
+        when_known(unknown, timeout=0.05, pause=0.01)
