@@ -13,10 +13,11 @@ single ``POST /v1/events`` paced at a fixed rate over ``CONNECTIONS`` connection
 event carrying the time its request was sent.
 
 Scenarios: ``RATES`` events/s x ``ENDPOINTS`` endpoints (1,000 / 2,000 / 3,000
-deliveries/s), each publishing for ``DURATION`` s (``BENCH_STACK_SECONDS`` overrides it for a
-quick run) after ``WARMUP_SECONDS`` of the same load, unmeasured and delivered first. A
-scenario's window runs from its first POST until every accepted event reached every
-endpoint (or nothing arrived for ``STALL_SECONDS``) and the sink has stored everything.
+deliveries/s unless ``BENCH_STACK_RATES`` says otherwise), each publishing for
+``DURATION`` s (``BENCH_STACK_SECONDS`` overrides it for a quick run) after
+``WARMUP_SECONDS`` of the same load, unmeasured and delivered first. A scenario's window
+runs from its first POST until every accepted event reached every endpoint (or nothing
+arrived for ``STALL_SECONDS``) and the sink has stored everything.
 Each reports accepted/s, deliveries/s (first to last arrival), publish-to-receipt
 p50/p90/p99/max, missing and duplicate deliveries, the CPU-seconds of every process over
 the window (ingest, fanout, eventlog, broker, receiver; the load generator's while it
@@ -53,8 +54,10 @@ from benchmarks.context import (
 from services.localdev.kafka_broker import REPO_ROOT, free_port
 from services.localdev.service_process import ServiceProcess
 
-RATES = (100, 200, 300)
-"""Events/s of the scenarios; each event goes to every endpoint."""
+RATES = tuple(int(rate) for rate in
+              os.environ.get("BENCH_STACK_RATES", "100,200,300").split(","))
+"""Events/s of the scenarios; each event goes to every endpoint (``BENCH_STACK_RATES``,
+comma-separated, to look past 300 where the machine allows)."""
 ENDPOINTS = 10
 DURATION = float(os.environ.get("BENCH_STACK_SECONDS", "60"))
 """Seconds of publishing per scenario."""
