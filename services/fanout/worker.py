@@ -49,6 +49,10 @@ ENDPOINT_DISABLED_EVENT = "endpoint.disabled"
 VIEW_CATCH_UP_TIMEOUT = 10.0
 """How long a disable waits for the endpoints view to read the topic's latest records."""
 
+PARKED_HORIZONS_KEPT = 1000
+"""Past this many rate-limited endpoints with parked tasks, the horizons already passed
+are forgotten (the next park of such an endpoint starts from its queue again)."""
+
 
 class FanoutWorker:
     """Matching and delivery for one worker process."""
@@ -72,6 +76,8 @@ class FanoutWorker:
         self.health = FailureTracker(settings.disable_after, settings.disable_after_failures,
                                      saved=streaks)
         self.challenges = ChallengeSender(view, deliverer, self._write_endpoint, self._record)
+        self._parked_until: dict[str, float] = {}
+        """Per rate-limited endpoint, when (monotonic seconds) its last parked task is due."""
 
     # -- matching --------------------------------------------------------------------
 
@@ -193,15 +199,32 @@ class FanoutWorker:
         tier = self.schedule.tier_before(task.attempt) or self.schedule.tiers[-1]
         delay = tier.delay
         if rate_limit:
-            # The limit, not a slow receiver, holds the queue up: it drains at rate_limit per
-            # second, so the parked task returns when there is room (a tier's delay would be
-            # far too long for a fast limit, or bring it back to a still full queue).
-            delay = self.dispatcher.queued_for(task.endpoint_id) / rate_limit
+            delay = self._parking_delay(task.endpoint_id, rate_limit)
         due = utcnow() + timedelta(seconds=self.schedule.jittered(delay))
         parked = task.model_copy(update={"not_before": due})
         await self.publish(self.topics.retry(tier.name), parked.key,
                            parked.to_json(), trace.kafka if trace else None)
         self.metrics.deferred.inc()
+
+    def _parking_delay(self, endpoint_id: str, rate_limit: int) -> float:
+        """Seconds until a parked task of a rate-limited endpoint can start.
+
+        The limit, not a slow receiver, holds the queue up: it drains at ``rate_limit`` a
+        second, so the task returns once the queue had time to drain (a tier's delay would
+        be far too long for a fast limit). Tasks parked after it return one ``1/rate``
+        later each: parked all for the same delay, they came back at once, and all but the
+        first few found the queue full again and were parked again. (While fresh tasks
+        keep arriving faster than the limit, they still take some of the room a returning
+        task was due, so a task can be parked more than once.)
+        """
+        now = time.monotonic()
+        drained = now + self.dispatcher.queued_for(endpoint_id) / rate_limit
+        start = max(drained, self._parked_until.get(endpoint_id, 0.0))
+        if len(self._parked_until) >= PARKED_HORIZONS_KEPT:
+            self._parked_until = {endpoint: due for endpoint, due in self._parked_until.items()
+                                  if due > now}
+        self._parked_until[endpoint_id] = start + 1 / rate_limit
+        return start - now
 
     async def send(self, task: DeliveryTask,
                    retry_in_place: Callable[[DeliveryTask], None] | None = None,

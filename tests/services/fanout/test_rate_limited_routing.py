@@ -97,3 +97,35 @@ async def test_overflow_of_a_rate_limited_endpoint_is_parked_until_its_queue_dra
         timedelta(seconds=4.1)
     hold.set()
     await dispatcher.close()
+
+
+async def test_tasks_parked_one_after_another_come_back_spread_at_the_rate() -> None:
+    limited = endpoint("acme", ["*"], rate_limit=5)
+    other = endpoint("acme", ["*"], rate_limit=5)
+    publish = RecordingPublish()
+    publish.acked.set()
+    dispatcher = EndpointDispatcher(10, 1)
+    worker = make_worker(StaticView(limited, other), publish, dispatcher)
+    hold = asyncio.Event()
+
+    async def held() -> None:
+        await hold.wait()
+
+    for _ in range(21):  # one under way, 20 queued: drained in 4 s
+        dispatcher.submit(limited.id, held, rate_limit=5)
+    await asyncio.sleep(0)
+    before = utcnow()
+    for _ in range(3):
+        await worker._defer(DeliveryTask.create(event("order.created"), limited.id), None,
+                            rate_limit=5)
+    await worker._defer(DeliveryTask.create(event("order.created"), other.id), None,
+                        rate_limit=5)
+    due = [DeliveryTask.from_json(value or b"").not_before for _, _, value in publish.written]
+    assert all(d is not None for d in due)
+    offsets = [(cast(Any, d) - before).total_seconds() for d in due]
+    # One 1/rate apart after the queue's 4 s, instead of all three at 4 s; another
+    # endpoint's horizon is its own (nothing queued: at once).
+    for got, wanted in zip(offsets, (4.0, 4.2, 4.4, 0.0), strict=True):
+        assert wanted - 0.1 <= got <= wanted + 0.1, offsets
+    hold.set()
+    await dispatcher.close()
