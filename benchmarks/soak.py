@@ -78,16 +78,18 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of ``pid`` and its descendants, in MiB: all of it (``VmRSS``) or
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory of ``pid`` and its descendants, in MiB: all of it (``VmRSS``) and
     the part mapped from files (``RssFile``: shared libraries' pages, which the kernel can
     drop and read again)."""
-    total_kb = 0
+    total_kb = file_kb = 0
     for member in process_tree(pid):
         for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
+            if line.startswith("VmRSS:"):
                 total_kb += int(line.split()[1])
-    return round(total_kb / 1024, 1)
+            elif line.startswith("RssFile:"):
+                file_kb += int(line.split()[1])
+    return round(total_kb / 1024, 1), round(file_kb / 1024, 1)
 
 
 def open_fds(pid: int) -> int:
@@ -282,6 +284,7 @@ class SoakStack:
                machine_before: tuple[int, int]) -> dict[str, Any]:
         pids = {name: service.process.pid for name, service in self.services.items()
                 if service.process is not None}
+        resident = {name: rss_mb(pid) for name, pid in pids.items()}
         lags = self.group_lags()
         dlq_depth = lags.pop("dlq_depth", {}).get("dlq", 0)
         fanout = lags.get("fanout", {})
@@ -290,8 +293,8 @@ class SoakStack:
         counts = self.counts()
         return {
             "minute": round((time.monotonic() - started) / 60, 2),
-            "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
-            "rss_file_mb": {name: rss_mb(pid, "RssFile") for name, pid in pids.items()},
+            "rss_mb": {name: total for name, (total, _) in resident.items()},
+            "rss_file_mb": {name: file for name, (_, file) in resident.items()},
             "ingest_index_mb": round(sum(self.services["ingest"].metric_by_label(
                 "webhooks_ingest_index_memory_bytes", "part").values()) / 2**20, 1),
             "eventlog_engine_mb": round(self.services["eventlog"].metric_by_label(
