@@ -8,7 +8,8 @@ flow:
   deliveries and each retry tier -> dispatch, acknowledged in offset order;
 * ``worker.py`` — what one message leads to (:class:`FanoutWorker`);
 * ``dispatch.py``, ``deliverer.py`` — how deliveries run and are sent;
-* ``pages.py``, ``metrics.py`` — /healthz and /metrics.
+* ``pages.py``, ``metrics.py`` — /healthz and /metrics;
+* ``fetch_tuning.py`` — how the consumer fetches (its wait, the retry tiers less often).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from services.fanout.deliverer import Deliverer
 from services.fanout.dispatch import EndpointDispatcher, OrderedAcks
 from services.fanout.endpoint_health import StreakView
 from services.fanout.endpoint_view import EndpointView
+from services.fanout.fetch_tuning import (
+    FETCH_WAIT_MS,
+    TierFetchPacing,
+    bound_fetch_wait,
+    consumer_fetcher,
+    tier_fetch_interval,
+)
 from services.fanout.metrics import FanoutMetrics, consumer_lag
 from services.fanout.ordered import OrderedLanes
 from services.fanout.pages import add_pages
@@ -39,16 +47,6 @@ from webhooks.target_policy import TargetPolicy
 from webhooks.topics import Topics, partition_counts, uneven_partitions
 
 log = logging.getLogger(__name__)
-
-FETCH_WAIT_MS = 50
-"""The longest the broker holds the worker's fetch request when it has nothing new.
-
-Faust fixes aiokafka's at 1,500 ms. aiokafka keeps one fetch in flight per broker and
-leaves out of it a partition whose records are still being handed over; the request then
-covers only idle partitions (the retry tiers, mostly) and the broker holds it the whole
-wait, while new events pile up on the partition left out. Under a steady 200 events/s
-that added 1.5-3 s to every delivery (p50 2.7 s -> 0.2-0.5 s with 50 ms); an idle worker
-pays for it with 20 empty fetches a second (~0.01 core each for the worker and the broker)."""
 
 PRODUCE_TIMEOUT = 30.0
 """How long a write may wait for Kafka before it fails (and its message is retried)."""
@@ -132,9 +130,19 @@ def create_app(settings: Settings) -> faust.App:
                tier_max_waiting=settings.fanout_max_waiting)
     add_pages(app, settings, view, metrics)
 
+    tier_pacing = TierFetchPacing(
+        [topics.retry(tier) for tier in topics.retry_tiers],
+        tier_fetch_interval(settings.retry_schedule.delays))
+
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
-        _bound_fetch_wait(app, FETCH_WAIT_MS)
+        fetcher = consumer_fetcher(app)
+        if fetcher is None or not bound_fetch_wait(fetcher, FETCH_WAIT_MS):
+            log.warning("cannot bound the consumer's fetch wait; deliveries may lag by up "
+                        "to 1.5 s under load (Faust or aiokafka changed)")
+        if fetcher is None or not tier_pacing.install(fetcher):
+            log.warning("cannot pace the retry tiers' fetches; every fetch names them "
+                        "(Faust or aiokafka changed)")
 
     @app.task
     async def start_view() -> None:
@@ -191,19 +199,6 @@ class CommitBeforeRevoke(AIOKafkaConsumer):
         except Exception:  # e.g. the group moved on already: the next owner redoes it
             log.warning("commit before a rebalance failed", exc_info=True)
         await super().on_partitions_revoked(revoked)
-
-
-def _bound_fetch_wait(app: faust.App, wait_ms: int) -> None:
-    """Set the fetch wait of the app's aiokafka consumer (see :data:`FETCH_WAIT_MS`);
-    Faust offers no setting, so this reaches its consumer thread's fetcher."""
-    try:
-        fetcher = app.consumer._thread._consumer._fetcher  # type: ignore[attr-defined]
-        if fetcher._fetch_max_wait_ms != wait_ms:
-            fetcher._fetch_max_wait_ms = wait_ms
-            log.info("consumer fetch wait bounded to %d ms", wait_ms)
-    except AttributeError:  # another Faust or aiokafka version: its default stays
-        log.warning("cannot bound the consumer's fetch wait; deliveries may lag by up to "
-                    "1.5 s under load (Faust or aiokafka changed)")
 
 
 def _broker_credentials(connection: KafkaConnection) -> Any:

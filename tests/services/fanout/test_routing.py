@@ -8,7 +8,7 @@ from datetime import timedelta
 from confluent_kafka import Consumer, Message, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
-from services.fanout.app import FETCH_WAIT_MS
+from services.fanout.fetch_tuning import FETCH_WAIT_MS
 from services.localdev.service_process import ServiceProcess
 from tests.services.fanout.harness import Platform, partition_of
 from tests.support.kafka import read_topic
@@ -209,3 +209,6 @@ def test_the_workers_fetch_wait_is_bounded(worker: ServiceProcess, platform: Pla
     log = worker.log_tail(10_000_000)
     assert f"consumer fetch wait bounded to {FETCH_WAIT_MS} ms" in log
     assert "cannot bound the consumer's fetch wait" not in log
+    # ... and it names the retry tiers in fewer fetches (services/fanout/fetch_tuning.py).
+    assert "retry tiers are fetched every 0.10 s at most" in log
+    assert "cannot pace the retry tiers' fetches" not in log
