@@ -9,7 +9,8 @@ flow:
 * ``worker.py`` — what one message leads to (:class:`FanoutWorker`);
 * ``dispatch.py``, ``deliverer.py`` — how deliveries run and are sent;
 * ``pages.py``, ``metrics.py`` — /healthz and /metrics;
-* ``fetch_tuning.py`` — how the consumer fetches (its wait, the retry tiers less often).
+* ``consumer.py``, ``fetch_tuning.py`` — how the worker's Kafka consumer differs from
+  Faust's (commits before a rebalance, hand-over, fetch wait, the retry tiers' fetches).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import ssl
 from typing import Any
 
 import faust
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.types import TP
 
 from services.fanout.agents import add_agents
+from services.fanout.consumer import FanoutConsumer
 from services.fanout.deliverer import Deliverer
 from services.fanout.dispatch import EndpointDispatcher, OrderedAcks
 from services.fanout.endpoint_health import StreakView
@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> faust.App:
         table_standby_replicas=1,
     )
 
-    app.transport.Consumer = CommitBeforeRevoke  # type: ignore[misc]
+    app.transport.Consumer = FanoutConsumer  # type: ignore[misc]
     view = EndpointView(connection, topics.endpoints)
     registry = Registry(connection, topics.registry)
     streaks = StreakView(connection, topics.endpoint_health)
@@ -181,24 +181,6 @@ def create_app(settings: Settings) -> faust.App:
         registry.stop()
 
     return app
-
-
-class CommitBeforeRevoke(AIOKafkaConsumer):
-    """Faust's consumer, committing what was acknowledged on partitions being revoked
-    before it forgets those acknowledgements.
-
-    Faust commits every ``broker_commit_interval`` (1 s) and drops the acknowledgements
-    of revoked partitions at a rebalance (a worker joining or leaving, as in every
-    rollout), so whatever was done since the last commit was done again by the next
-    owner: up to a second of deliveries sent twice, per worker and rebalance.
-    """
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        try:
-            await self.commit(revoked)
-        except Exception:  # e.g. the group moved on already: the next owner redoes it
-            log.warning("commit before a rebalance failed", exc_info=True)
-        await super().on_partitions_revoked(revoked)
 
 
 def _broker_credentials(connection: KafkaConnection) -> Any:

@@ -1,0 +1,88 @@
+"""The eager hand-over's resumption of a coroutine stopped after one step.
+
+The consumer itself runs in every worker test (each message goes through
+``FanoutConsumer.wait_first``); the crash and rebalance tests cover its races."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.fanout.consumer import resumed
+
+
+async def first_step(coro: Any) -> Any:
+    """Step ``coro`` once, as ``wait_first`` does; it must not finish in that step."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration:  # pragma: no cover - the tests give coroutines that wait
+        pytest.fail("the coroutine finished in its first step")
+    return asyncio.ensure_future(resumed(coro, yielded))
+
+
+def test_a_coroutine_stopped_on_a_future_finishes_with_its_result() -> None:
+    async def scenario() -> None:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        steps: list[str] = []
+
+        async def hand_over() -> int:
+            steps.append("before")
+            value = await future
+            await asyncio.sleep(0)  # a bare yield as well
+            steps.append("after")
+            return value + 1
+
+        task = await first_step(hand_over())
+        assert steps == ["before"]
+        await asyncio.sleep(0)
+        assert not task.done()
+        future.set_result(41)
+        assert await task == 42
+        assert steps == ["before", "after"]
+
+    asyncio.run(scenario())
+
+
+def test_an_exception_reaches_the_coroutine_and_comes_out() -> None:
+    async def scenario() -> None:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        seen: list[BaseException] = []
+
+        async def hand_over() -> int:
+            try:
+                return await future
+            except KeyError as exc:
+                seen.append(exc)
+                raise
+
+        task = await first_step(hand_over())
+        future.set_exception(KeyError("gone"))
+        with pytest.raises(KeyError):
+            await task
+        assert len(seen) == 1
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_the_resumption_cancels_the_coroutine() -> None:
+    async def scenario() -> None:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        cleaned: list[bool] = []
+
+        async def hand_over() -> int:
+            try:
+                return await future
+            finally:
+                cleaned.append(True)
+
+        task = await first_step(hand_over())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cleaned == [True]
+        assert future.cancelled()  # what the coroutine waited on is cancelled too
+
+    asyncio.run(scenario())
