@@ -21,9 +21,15 @@ from mode.utils.times import Seconds
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY = 16
+"""Messages handed over at once before the event loop runs other work."""
+
 
 class FanoutConsumer(AIOKafkaConsumer):
     """Faust's consumer, committing before a rebalance and handing messages over eagerly."""
+
+    _handed_over = 0
+    """Messages handed over at once (:meth:`wait_first`)."""
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit what was acknowledged on ``revoked`` before Faust forgets it.
@@ -65,6 +71,11 @@ class FanoutConsumer(AIOKafkaConsumer):
             for other in coros[1:]:
                 if inspect.iscoroutine(other):
                     other.close()  # never started
+            self._handed_over += 1
+            if self._handed_over % YIELD_EVERY == 0:
+                # A message per loop turn before; now a run of them would hold up the
+                # stream's agent and the attempts in flight.
+                await asyncio.sleep(0)
             return WaitResults([first], [finished.value], False)
         return await super().wait_first(resumed(first, yielded), *coros[1:], timeout=timeout)
 
