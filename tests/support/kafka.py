@@ -18,7 +18,8 @@ def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
     """Every message on ``topic`` from the beginning.
 
     Stops once ``expect`` messages arrived or ``until`` holds (and fails after
-    ``timeout``), or, with neither given, after ``idle`` seconds without new messages.
+    ``timeout``), or, with neither given, after ``idle`` seconds without new messages,
+    counted from the group's assignment.
     """
     consumer = Consumer({
         **settings.kafka.client_config(),
@@ -35,6 +36,10 @@ def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
             message = consumer.poll(0.2)
             if message is not None and not message.error():
                 messages.append(message)
+                last_seen = time.monotonic()
+            elif not consumer.assignment():
+                # Joining the group can take longer than ``idle`` on a busy machine: an
+                # idle read would then return nothing, and "nothing appended" would pass.
                 last_seen = time.monotonic()
             if expect is not None and len(messages) >= expect:
                 return messages
