@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 YIELD_EVERY = 16
 """Messages handed over at once before the event loop runs other work."""
 
+COMMIT_BEFORE_REBALANCE_TIMEOUT = 5.0
+"""How long the commit before a rebalance may take (seconds). The group waits for this
+worker meanwhile; a commit that cannot finish (its coordinator gone with a broker) must
+not keep the worker out of the group, and the next owner redoes what it would have saved."""
+
 
 class FanoutConsumer(AIOKafkaConsumer):
     """Faust's consumer, committing before a rebalance and handing messages over eagerly."""
@@ -38,10 +43,10 @@ class FanoutConsumer(AIOKafkaConsumer):
         acknowledgements of revoked partitions at a rebalance (a worker joining or
         leaving, as in every rollout), so whatever was done since the last commit was done
         again by the next owner: up to a second of deliveries sent twice, per worker and
-        rebalance.
+        rebalance. The commit is bounded (:data:`COMMIT_BEFORE_REBALANCE_TIMEOUT`).
         """
         try:
-            await self.commit(revoked)
+            await asyncio.wait_for(self.commit(revoked), COMMIT_BEFORE_REBALANCE_TIMEOUT)
         except Exception:  # e.g. the group moved on already: the next owner redoes it
             log.warning("commit before a rebalance failed", exc_info=True)
         await super().on_partitions_revoked(revoked)

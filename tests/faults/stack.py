@@ -21,6 +21,11 @@ from webhooks.kafka import create_admin
 from webhooks.settings import Settings
 from webhooks.topics import Topics, ensure_topics
 
+LOG_NOISE = ("Unable connect to node", "Unable to update metadata", "Failed fetch messages",
+             "rdkafka#")
+"""Lines of a worker's log left out of a failure message: the client libraries' reports
+of a broker they cannot reach, thousands in an outage."""
+
 
 def fault_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: object) -> Settings:
     """Short retries and timeouts, smallish sink batches (so that a kill lands among the
@@ -171,8 +176,19 @@ class FaultStack:
             if state == ConsumerGroupState.STABLE and members == workers:
                 return
             assert time.monotonic() < deadline, (
-                f"fanout group {state}, {members} of {workers} members")
+                f"fanout group {state}, {members} of {workers} members; the fanout logs end:\n"
+                + self.fanout_log_tails())
             time.sleep(0.5)
+
+    def fanout_log_tails(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of each fanout worker's log, oldest log first, without
+        the lines of :data:`LOG_NOISE`."""
+        tails = []
+        for path in sorted(self.log_dir.glob("fanout*.log"), key=lambda p: p.stat().st_mtime):
+            kept = [line for line in path.read_text(errors="replace").splitlines()
+                    if not any(noise in line for noise in LOG_NOISE)]
+            tails.append(f"== {path.name}\n" + "\n".join(kept[-lines:]))
+        return "\n".join(tails)
 
     def wait_fanout_views(self, timeout: float = 60.0) -> None:
         """Until every running fanout worker's endpoints view holds every endpoint written

@@ -1,4 +1,5 @@
-"""The eager hand-over's resumption of a coroutine stopped after one step.
+"""The eager hand-over's resumption of a coroutine stopped after one step, and the
+bounded commit before a rebalance.
 
 The consumer itself runs in every worker test (each message goes through
 ``FanoutConsumer.wait_first``); the crash and rebalance tests cover its races."""
@@ -9,8 +10,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
 
-from services.fanout.consumer import resumed
+from services.fanout import consumer as consumer_module
+from services.fanout.consumer import FanoutConsumer, resumed
 
 
 async def first_step(coro: Any) -> Any:
@@ -86,3 +90,24 @@ def test_cancelling_the_resumption_cancels_the_coroutine() -> None:
         assert future.cancelled()  # what the coroutine waited on is cancelled too
 
     asyncio.run(scenario())
+
+
+def test_a_commit_that_cannot_finish_does_not_hold_up_the_rebalance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    revoked = {TP("events", 0)}
+    handed_on: list[set[TP]] = []
+
+    async def never(*args: Any, **kwargs: Any) -> bool:
+        await asyncio.Event().wait()  # a coordinator that never answers
+        return True
+
+    async def faust_revoke(self: Any, partitions: set[TP]) -> None:
+        handed_on.append(partitions)
+
+    monkeypatch.setattr(consumer_module, "COMMIT_BEFORE_REBALANCE_TIMEOUT", 0.05)
+    monkeypatch.setattr(AIOKafkaConsumer, "on_partitions_revoked", faust_revoke)
+    monkeypatch.setattr(FanoutConsumer, "commit", never)
+    consumer = FanoutConsumer.__new__(FanoutConsumer)  # no app: only the revocation runs
+
+    asyncio.run(asyncio.wait_for(consumer.on_partitions_revoked(revoked), 5))
+    assert handed_on == [revoked]  # Faust's own revocation ran after the bounded commit
