@@ -181,13 +181,14 @@ class FaultStack:
             time.sleep(0.5)
 
     def fanout_log_tails(self, lines: int = 60) -> str:
-        """The last ``lines`` lines of each fanout worker's log, oldest log first, without
-        the lines of :data:`LOG_NOISE`."""
+        """The last ``lines`` lines of each fanout worker's current log, without the lines
+        of :data:`LOG_NOISE`."""
         tails = []
-        for path in sorted(self.log_dir.glob("fanout*.log"), key=lambda p: p.stat().st_mtime):
-            kept = [line for line in path.read_text(errors="replace").splitlines()
-                    if not any(noise in line for noise in LOG_NOISE)]
-            tails.append(f"== {path.name}\n" + "\n".join(kept[-lines:]))
+        for name, process in self.processes.items():
+            if name.startswith("fanout"):
+                kept = [line for line in process.log_tail(chars=10_000_000).splitlines()
+                        if not any(noise in line for noise in LOG_NOISE)]
+                tails.append(f"== {name}\n" + "\n".join(kept[-lines:]))
         return "\n".join(tails)
 
     def wait_fanout_views(self, timeout: float = 60.0) -> None:
