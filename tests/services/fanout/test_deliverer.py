@@ -527,7 +527,9 @@ async def test_a_receiver_trickling_its_answer_is_cut_off_at_the_delivery_timeou
         finally:
             await deliverer.aclose()
     assert not result.succeeded and result.error == "timeout", result
-    assert 1.0 <= took < 1.5 and 1000 <= result.latency_ms < 1500, (took, result)
+    # uvloop reads its clock once per loop turn, in whole milliseconds, so a 1 s timer
+    # can fire a few milliseconds before 1 s of wall time has passed.
+    assert 0.99 <= took < 1.5 and 990 <= result.latency_ms < 1500, (took, result)
 
 
 async def test_a_hanging_dns_lookup_is_cut_off_at_the_delivery_timeout(
@@ -543,4 +545,5 @@ async def test_a_hanging_dns_lookup_is_cut_off_at_the_delivery_timeout(
     endpoint = make_endpoint(url="http://hanging.test/hook")
     started = time.monotonic()
     result = await deliver_with(endpoint, make_task(endpoint))  # timeout 2 s
-    assert result.error == "timeout" and 2.0 <= time.monotonic() - started < 2.5, result
+    # a few milliseconds of slack below 2 s, as above
+    assert result.error == "timeout" and 1.99 <= time.monotonic() - started < 2.5, result
