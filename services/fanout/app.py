@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from time import monotonic
 from typing import Any
 
 import faust
+from faust.sensors import Monitor
 
 from services.fanout.agents import add_agents
 from services.fanout.consumer import FanoutConsumer
@@ -62,6 +64,27 @@ records, retry tier and DLQ records, endpoint updates) gate only the offset comm
 every second, never a delivery; fuller batches mean fewer produce requests for the broker."""
 
 
+class StreamClockMonitor(Monitor):
+    """Faust's Monitor without its statistics of every message, which nothing here reads
+    (the fanout's metrics are its own): only the time each partition's stream last took
+    an event, which Faust's stalled-stream check reads. Its four hooks cost 0.3 µs per
+    message instead of 2.3 (about 4 % of what the worker spends reading an event)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        """Nothing: Faust's counts and timestamps per message are not read."""
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        """Only the partition's stream clock."""
+        self.stream_inbound_time[tp] = monotonic()
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any,
+                            state: dict[str, Any] | None = None) -> None:
+        """Nothing: the event's run time is not read."""
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        """Nothing, as :meth:`on_message_in`."""
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings``: agents plus /healthz and /metrics pages."""
     topics = Topics.from_settings(settings)
@@ -89,6 +112,7 @@ def create_app(settings: Settings) -> faust.App:
         # with 0 it falls back to round robin. Its assignor gives one worker partition n of
         # every topic with the same partition count: all of one endpoint's tasks.
         table_standby_replicas=1,
+        Monitor=StreamClockMonitor,
     )
 
     app.transport.Consumer = FanoutConsumer  # type: ignore[misc]
